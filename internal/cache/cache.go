@@ -1,0 +1,101 @@
+// Package cache opens microshop's Redis: an embedded one (miniredis, for
+// `microshop all` and fast tests), a single server (redis://...), or a Redis
+// Cluster (several comma-separated host:port addresses). Redis holds only
+// what can be rebuilt from the database (DESIGN §2).
+package cache
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+)
+
+// DefaultPrefix starts every key microshop writes, so that several
+// deployments (or tests) can share one Redis.
+const DefaultPrefix = "microshop:"
+
+// Cache is a Redis client with the key prefix of this deployment.
+type Cache struct {
+	redis.UniversalClient
+	// Prefix starts every key; use Key to build keys.
+	Prefix string
+}
+
+// Key returns the full key for name, e.g. Key("goods:{7}").
+func (c *Cache) Key(name string) string { return c.Prefix + name }
+
+// Options bound every Redis wait: with Redis down, a call fails within about
+// a second instead of hanging.
+func options() (dial, rw, pool time.Duration) {
+	return time.Second, time.Second, time.Second
+}
+
+// Open connects to the Redis named by spec: "redis://[:pass@]host:port/db"
+// (or rediss://) for one server, or "host:port,host:port,..." (optionally
+// "redis-cluster://" in front) for a Redis Cluster. It does not fail when
+// Redis is down: microshop keeps working without it, only slower.
+func Open(spec, prefix string) (*Cache, error) {
+	dial, rw, pool := options()
+	var c redis.UniversalClient
+	switch {
+	case strings.HasPrefix(spec, "redis://") || strings.HasPrefix(spec, "rediss://") || strings.HasPrefix(spec, "unix://"):
+		opt, err := redis.ParseURL(spec)
+		if err != nil {
+			return nil, fmt.Errorf("cache: bad Redis URL: %w", err)
+		}
+		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout = dial, rw, rw, pool
+		opt.MaxRetries = 1
+		c = redis.NewClient(opt)
+	case spec != "":
+		addrs := strings.Split(strings.TrimPrefix(spec, "redis-cluster://"), ",")
+		for i := range addrs {
+			addrs[i] = strings.TrimSpace(addrs[i])
+			if addrs[i] == "" {
+				return nil, fmt.Errorf("cache: empty address in %q", spec)
+			}
+		}
+		c = redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs:       addrs,
+			DialTimeout: dial, ReadTimeout: rw, WriteTimeout: rw, PoolTimeout: pool,
+			MaxRetries: 1,
+		})
+	default:
+		return nil, fmt.Errorf("cache: no Redis given: want redis://host:port/db or host:port,host:port for a cluster")
+	}
+	return &Cache{UniversalClient: c, Prefix: prefix}, nil
+}
+
+// Ping reports whether Redis answers within timeout.
+func (c *Cache) Ping(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return c.UniversalClient.Ping(ctx).Err()
+}
+
+// Embedded is an in-process Redis (miniredis) listening on a loopback port.
+type Embedded struct {
+	*miniredis.Miniredis
+}
+
+// StartEmbedded starts an embedded Redis on a free loopback port, or on addr
+// when it is not empty.
+func StartEmbedded(addr string) (*Embedded, error) {
+	m := miniredis.NewMiniRedis()
+	var err error
+	if addr == "" {
+		err = m.Start()
+	} else {
+		err = m.StartAddr(addr)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cache: start embedded Redis: %w", err)
+	}
+	return &Embedded{m}, nil
+}
+
+// URL returns the redis:// URL of the embedded server.
+func (e *Embedded) URL() string { return "redis://" + e.Addr() + "/0" }

@@ -1,0 +1,155 @@
+// Package testenv gives tests the shared resources of a microshop fleet:
+// a database and a Redis. By default they are embedded (a SQLite file in the
+// test's temporary directory, miniredis); with MICROSHOP_TEST_MYSQL and
+// MICROSHOP_TEST_REDIS set they are real servers, each test getting a fresh
+// MySQL database and its own Redis key prefix. With
+// MICROSHOP_TEST_REQUIRE_SERVERS=1 an unreachable server fails the test
+// instead of skipping it.
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/microshop/microshop/internal/cache"
+	"github.com/microshop/microshop/internal/store"
+)
+
+// Environment variables read by this package.
+const (
+	EnvMySQL          = "MICROSHOP_TEST_MYSQL"           // e.g. mysql://root@tcp(127.0.0.1:3306)/
+	EnvRedis          = "MICROSHOP_TEST_REDIS"           // e.g. redis://127.0.0.1:6379/0
+	EnvRequireServers = "MICROSHOP_TEST_REQUIRE_SERVERS" // "1": unreachable servers fail tests
+)
+
+// RandomName returns a short random lowercase hex name with the given prefix.
+func RandomName(prefix string) string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}
+
+func unreachable(t testing.TB, what string, err error) {
+	t.Helper()
+	if os.Getenv(EnvRequireServers) == "1" {
+		t.Fatalf("%s not reachable (and %s=1): %v", what, EnvRequireServers, err)
+	}
+	t.Skipf("%s not reachable: %v", what, err)
+}
+
+// DSN returns a database DSN for one test: a fresh MySQL database (dropped
+// when the test ends) when MICROSHOP_TEST_MYSQL is set, otherwise a SQLite
+// file in t.TempDir(). The database is created but not migrated.
+func DSN(t testing.TB) string {
+	t.Helper()
+	base := os.Getenv(EnvMySQL)
+	if base == "" {
+		return "sqlite:" + filepath.Join(t.TempDir(), "microshop.db")
+	}
+	cfg, err := mysql.ParseDSN(strings.TrimPrefix(base, "mysql://"))
+	if err != nil {
+		t.Fatalf("%s: %v", EnvMySQL, err)
+	}
+	cfg.DBName = ""
+	cfg.Timeout = 5 * time.Second
+	conn, err := mysql.NewConnector(cfg)
+	if err != nil {
+		t.Fatalf("%s: %v", EnvMySQL, err)
+	}
+	admin := sql.OpenDB(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := admin.PingContext(ctx); err != nil {
+		admin.Close()
+		unreachable(t, "MySQL", err)
+	}
+	name := RandomName("mstest_")
+	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+name+" CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"); err != nil {
+		admin.Close()
+		t.Fatalf("create test database: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		admin.ExecContext(ctx, "DROP DATABASE IF EXISTS "+name)
+		admin.Close()
+	})
+	cfg.DBName = name
+	return "mysql://" + cfg.FormatDSN()
+}
+
+// DB opens and migrates a fresh database for one test (see DSN).
+func DB(t testing.TB) *store.DB {
+	t.Helper()
+	db, err := store.Open(context.Background(), DSN(t))
+	if err != nil {
+		t.Fatalf("open database: %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// RedisURL returns the Redis for one test: the real one named by
+// MICROSHOP_TEST_REDIS, or a fresh embedded one. real tells which.
+// The embedded server is stopped when the test ends.
+func RedisURL(t testing.TB) (url string, real bool) {
+	t.Helper()
+	if u := os.Getenv(EnvRedis); u != "" {
+		c, err := cache.Open(u, "")
+		if err != nil {
+			t.Fatalf("%s: %v", EnvRedis, err)
+		}
+		defer c.Close()
+		if err := c.Ping(context.Background(), 3*time.Second); err != nil {
+			unreachable(t, "Redis", err)
+		}
+		return u, true
+	}
+	e, err := cache.StartEmbedded("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	return e.URL(), false
+}
+
+// Cache returns a Redis client for one test with a key prefix of its own,
+// so tests sharing a real Redis never see each other's keys.
+func Cache(t testing.TB) *cache.Cache {
+	t.Helper()
+	url, _ := RedisURL(t)
+	c, err := cache.Open(url, RandomName("mstest:")+":")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// FlushPrefix deletes every key of c's prefix: the test-safe FLUSHALL.
+func FlushPrefix(t testing.TB, c *cache.Cache) {
+	t.Helper()
+	ctx := context.Background()
+	iter := c.Scan(ctx, 0, c.Prefix+"*", 1000).Iterator()
+	var keys []string
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatalf("scan: %v", err)
+	}
+	for _, k := range keys {
+		if err := c.Del(ctx, k).Err(); err != nil {
+			t.Fatalf("del %s: %v", k, err)
+		}
+	}
+}

@@ -1,0 +1,279 @@
+// Package packet implements the wire protocol of a microshop fleet, which is
+// the protocol of the Node.js microservices book: each packet is one JSON
+// object followed by the separator ¶ (U+00B6, bytes C2 B6).
+//
+// The package offers the framing (Decoder, Append), the decoded form of a
+// packet (Message) and a connection (Conn) that carries many requests at
+// once, matched by key, with a deadline per request.
+package packet
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"strconv"
+)
+
+// Separator ends every packet on the wire.
+const Separator = "¶"
+
+// DefaultMaxSize is the largest packet accepted unless configured otherwise.
+const DefaultMaxSize = 1 << 20
+
+var (
+	sep        = []byte(Separator)
+	escapedSep = []byte(`\u00b6`)
+)
+
+// ErrTooLarge is returned by Decoder.Next for a packet over the size limit.
+// The decoder has skipped that packet; the next call reads the one after it.
+var ErrTooLarge = errors.New("packet: packet exceeds size limit")
+
+// Escape returns b with every raw ¶ replaced by the JSON escape \u00b6. In
+// valid JSON the bytes C2 B6 can only occur inside strings, where the escape
+// decodes back to the same character, so the result is equivalent JSON that
+// never contains the separator. b is returned unchanged when it has no ¶.
+func Escape(b []byte) []byte {
+	if !bytes.Contains(b, sep) {
+		return b
+	}
+	return bytes.ReplaceAll(b, sep, escapedSep)
+}
+
+// Append appends the framed form of the JSON document js (escaped, then
+// followed by the separator) to dst.
+func Append(dst, js []byte) []byte {
+	dst = append(dst, Escape(js)...)
+	return append(dst, sep...)
+}
+
+// Marshal encodes v as JSON and frames it as one packet.
+func Marshal(v any) ([]byte, error) {
+	js, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return Append(make([]byte, 0, len(js)+2), js), nil
+}
+
+// Decoder splits a byte stream into packets. It copes with packets split
+// across reads and with many packets in one read.
+type Decoder struct {
+	r          io.Reader
+	max        int
+	buf        []byte
+	start, end int   // unread data is buf[start:end]
+	scan       int   // buf[start:scan] holds no separator
+	discarding bool  // skipping the rest of an oversize packet
+	err        error // sticky read error
+}
+
+// NewDecoder returns a decoder reading from r that rejects packets larger
+// than max bytes (DefaultMaxSize when max <= 0).
+func NewDecoder(r io.Reader, max int) *Decoder {
+	if max <= 0 {
+		max = DefaultMaxSize
+	}
+	return &Decoder{r: r, max: max, buf: make([]byte, 4096)}
+}
+
+// Next returns the next packet without its separator. The returned slice is
+// only valid until the next call. It returns ErrTooLarge for a packet over the
+// limit (and skips it), io.EOF at a clean end of stream, and
+// io.ErrUnexpectedEOF when the stream ends inside a packet.
+func (d *Decoder) Next() ([]byte, error) {
+	for {
+		if i := bytes.Index(d.buf[d.scan:d.end], sep); i >= 0 {
+			stop := d.scan + i
+			p := d.buf[d.start:stop]
+			d.start = stop + len(sep)
+			d.scan = d.start
+			if d.discarding {
+				d.discarding = false
+				return nil, ErrTooLarge
+			}
+			if len(p) > d.max {
+				return nil, ErrTooLarge
+			}
+			return p, nil
+		}
+		// No separator yet; keep the last byte in case it starts one.
+		if d.end > d.scan {
+			d.scan = d.end - 1
+		}
+		if d.end-d.start > d.max {
+			// Oversize: drop what we have except a possible half separator.
+			d.discarding = true
+			d.start = d.scan
+		}
+		if d.err != nil {
+			if d.end > d.start || d.discarding {
+				d.start, d.end, d.scan = 0, 0, 0
+				if d.err == io.EOF {
+					return nil, io.ErrUnexpectedEOF
+				}
+			}
+			return nil, d.err
+		}
+		d.fill()
+	}
+}
+
+// fill reads more data into the buffer, compacting or growing it first.
+func (d *Decoder) fill() {
+	if d.start > 0 {
+		n := copy(d.buf, d.buf[d.start:d.end])
+		d.scan -= d.start
+		d.end = n
+		d.start = 0
+	}
+	if d.end == len(d.buf) {
+		size := 2 * len(d.buf)
+		if limit := d.max + 2*len(sep) + 4096; size > limit {
+			size = limit
+		}
+		if size <= len(d.buf) {
+			size = len(d.buf) + 4096
+		}
+		nb := make([]byte, size)
+		copy(nb, d.buf[:d.end])
+		d.buf = nb
+	}
+	n, err := d.r.Read(d.buf[d.end:])
+	d.end += n
+	if err != nil {
+		d.err = err
+	}
+}
+
+// Message is one decoded packet: a request (it has a URI), a push from the
+// distributor (a URI and array params) or a response (no URI).
+type Message struct {
+	URI          string          `json:"uri"`
+	Method       string          `json:"method"`
+	Key          json.RawMessage `json:"key"`
+	Params       json.RawMessage `json:"params"`
+	ErrorCode    *int            `json:"errorcode"`
+	ErrorMessage string          `json:"errormessage"`
+
+	// Raw is the whole packet as received, without the separator.
+	Raw []byte `json:"-"`
+}
+
+// IsRequest reports whether m is a request or push rather than a response.
+func (m *Message) IsRequest() bool { return m.URI != "" }
+
+// Decode parses one packet. The returned Message owns a copy of p. When the
+// top-level key is missing it is taken from params.key, as the book's gate
+// sends it.
+func Decode(p []byte) (*Message, error) {
+	raw := bytes.Clone(p)
+	m := &Message{Raw: raw}
+	if err := json.Unmarshal(raw, m); err != nil {
+		return nil, err
+	}
+	if isNull(m.Key) && len(m.Params) > 0 && m.Params[0] == '{' {
+		var pk struct {
+			Key json.RawMessage `json:"key"`
+		}
+		if json.Unmarshal(m.Params, &pk) == nil {
+			m.Key = pk.Key
+		}
+	}
+	if isNull(m.Key) {
+		m.Key = nil
+	}
+	return m, nil
+}
+
+func isNull(b json.RawMessage) bool {
+	return len(b) == 0 || string(b) == "null"
+}
+
+// KeyUint returns the message key as an unsigned integer, accepting a JSON
+// number or a string holding one.
+func (m *Message) KeyUint() (uint64, bool) {
+	k := m.Key
+	if len(k) >= 2 && k[0] == '"' {
+		k = k[1 : len(k)-1]
+	}
+	v, err := strconv.ParseUint(string(k), 10, 64)
+	return v, err == nil
+}
+
+// AppendRequest appends a framed request packet to dst. The key is written
+// both at the top level and as params.key (last, so it wins over a caller's
+// own "key" parameter, as in the book's gate). params must be a JSON object
+// or empty.
+func AppendRequest(dst []byte, uri, method string, key uint64, params json.RawMessage) []byte {
+	start := len(dst)
+	dst = append(dst, `{"uri":`...)
+	dst = appendString(dst, uri)
+	dst = append(dst, `,"method":`...)
+	dst = appendString(dst, method)
+	dst = append(dst, `,"key":`...)
+	dst = strconv.AppendUint(dst, key, 10)
+	dst = append(dst, `,"params":`...)
+	dst = appendParams(dst, params, key)
+	dst = append(dst, '}')
+	if bytes.Contains(dst[start:], sep) {
+		esc := Escape(dst[start:])
+		dst = append(dst[:start], esc...)
+	}
+	return append(dst, sep...)
+}
+
+func appendParams(dst []byte, params json.RawMessage, key uint64) []byte {
+	p := bytes.TrimSpace(params)
+	if len(p) < 2 || p[0] != '{' {
+		dst = append(dst, `{"key":`...)
+		dst = strconv.AppendUint(dst, key, 10)
+		return append(dst, '}')
+	}
+	body := bytes.TrimSpace(p[1 : len(p)-1])
+	dst = append(dst, '{')
+	if len(body) > 0 {
+		dst = append(dst, body...)
+		dst = append(dst, ',')
+	}
+	dst = append(dst, `"key":`...)
+	dst = strconv.AppendUint(dst, key, 10)
+	return append(dst, '}')
+}
+
+func appendString(dst []byte, s string) []byte {
+	b, _ := json.Marshal(s) // cannot fail for a string
+	return append(dst, b...)
+}
+
+// AppendResponse appends a framed response packet to dst: the key, the error
+// code and message, then the fields of the JSON object body (which may be
+// empty or "{}").
+func AppendResponse(dst []byte, key json.RawMessage, code int, message string, body []byte) []byte {
+	start := len(dst)
+	dst = append(dst, `{"key":`...)
+	if isNull(key) {
+		dst = append(dst, "null"...)
+	} else {
+		dst = append(dst, key...)
+	}
+	dst = append(dst, `,"errorcode":`...)
+	dst = strconv.AppendInt(dst, int64(code), 10)
+	dst = append(dst, `,"errormessage":`...)
+	dst = appendString(dst, message)
+	b := bytes.TrimSpace(body)
+	if len(b) >= 2 && b[0] == '{' {
+		inner := bytes.TrimSpace(b[1 : len(b)-1])
+		if len(inner) > 0 {
+			dst = append(dst, ',')
+			dst = append(dst, inner...)
+		}
+	}
+	dst = append(dst, '}')
+	if bytes.Contains(dst[start:], sep) {
+		esc := Escape(dst[start:])
+		dst = append(dst[:start], esc...)
+	}
+	return append(dst, sep...)
+}

@@ -1,0 +1,156 @@
+package service
+
+import (
+	"encoding/json"
+
+	"math"
+	"strconv"
+	"strings"
+)
+
+// Params are the parameters of a request, decoded from the packet's params
+// object. Values are strings (from query strings and forms), json.Number,
+// bool, nil, or nested []any / map[string]any (from JSON bodies).
+type Params map[string]any
+
+// DecodeParams decodes a JSON object into Params, keeping numbers exact.
+// Empty input gives empty Params.
+func DecodeParams(raw []byte) (Params, error) {
+	p := Params{}
+	if len(raw) == 0 || string(raw) == "null" {
+		return p, nil
+	}
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.UseNumber()
+	if err := dec.Decode(&p); err != nil {
+		return nil, BadRequest("params must be a JSON object")
+	}
+	return p, nil
+}
+
+// Has reports whether name is present and not null.
+func (p Params) Has(name string) bool {
+	v, ok := p[name]
+	return ok && v != nil
+}
+
+// String returns the parameter as a string: strings as they are, numbers and
+// booleans in their JSON form, "" when absent or null. Arrays and objects
+// are an error.
+func (p Params) String(name string) (string, error) {
+	switch v := p[name].(type) {
+	case nil:
+		return "", nil
+	case string:
+		return v, nil
+	case json.Number:
+		return v.String(), nil
+	case bool:
+		return strconv.FormatBool(v), nil
+	case float64:
+		return strconv.FormatFloat(v, 'f', -1, 64), nil
+	default:
+		return "", BadRequest("%s must be a string", name)
+	}
+}
+
+// Int returns a required integer parameter, given as a JSON number or a
+// decimal string. A missing, fractional or out-of-range value is a 400.
+func (p Params) Int(name string) (int64, error) {
+	v, ok := p[name]
+	if !ok || v == nil || v == "" {
+		return 0, BadRequest("%s is required", name)
+	}
+	var s string
+	switch v := v.(type) {
+	case string:
+		s = strings.TrimSpace(v)
+	case json.Number:
+		s = v.String()
+	case float64:
+		if v != math.Trunc(v) || math.Abs(v) > 1<<53 {
+			return 0, BadRequest("%s must be an integer", name)
+		}
+		return int64(v), nil
+	default:
+		return 0, BadRequest("%s must be an integer", name)
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, BadRequest("%s must be an integer", name)
+	}
+	return n, nil
+}
+
+// ID returns a required positive integer identifier (1 ≤ id < 2^53, so it
+// survives JavaScript peers).
+func (p Params) ID(name string) (int64, error) {
+	n, err := p.Int(name)
+	if err != nil {
+		return 0, err
+	}
+	if n < 1 || n > 1<<53 {
+		return 0, BadRequest("%s must be a positive integer", name)
+	}
+	return n, nil
+}
+
+// IntDefault returns an optional integer parameter, def when absent.
+func (p Params) IntDefault(name string, def int64) (int64, error) {
+	if v, ok := p[name]; !ok || v == nil || v == "" {
+		return def, nil
+	}
+	return p.Int(name)
+}
+
+// Float returns a required finite number, given as a JSON number or a string.
+func (p Params) Float(name string) (float64, error) {
+	v, ok := p[name]
+	if !ok || v == nil || v == "" {
+		return 0, BadRequest("%s is required", name)
+	}
+	var s string
+	switch v := v.(type) {
+	case string:
+		s = strings.TrimSpace(v)
+	case json.Number:
+		s = v.String()
+	case float64:
+		s = strconv.FormatFloat(v, 'g', -1, 64)
+	default:
+		return 0, BadRequest("%s must be a number", name)
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0, BadRequest("%s must be a number", name)
+	}
+	return f, nil
+}
+
+// Text returns a string parameter checked for length in characters:
+// required (min ≥ 1) or optional (min 0), at most max characters.
+func (p Params) Text(name string, min, max int) (string, error) {
+	s, err := p.String(name)
+	if err != nil {
+		return "", err
+	}
+	n := len([]rune(s))
+	if n < min {
+		if n == 0 {
+			return "", BadRequest("%s is required", name)
+		}
+		return "", BadRequest("%s must be at least %d characters", name, min)
+	}
+	if n > max {
+		return "", BadRequest("%s must be at most %d characters", name, max)
+	}
+	return s, nil
+}
+
+// Result is the body of a successful answer: its fields are sent next to
+// key, errorcode and errormessage, as the book's services do
+// (for example {"results": [...]} or {"id": 7}).
+type Result map[string]any
+
+// Results is a shorthand for Result{"results": v}.
+func Results(v any) Result { return Result{"results": v} }
