@@ -1,0 +1,114 @@
+// Package catalog is the goods contract that other services rely on: the
+// Good type, its Redis cache entry, and Lookup, which finds a good the way
+// DESIGN §1 prescribes: Redis first; on a miss, or with Redis down, ask the
+// goods service over the protocol and refill the cache with its answer.
+package catalog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/microshop/microshop/internal/cache"
+	"github.com/microshop/microshop/packet"
+	"github.com/microshop/microshop/service"
+)
+
+// TTL bounds how long a cached good may live without being re-read from the
+// database; it limits the damage of any cache-aside race.
+const TTL = time.Hour
+
+// Good is one item for sale, as stored, cached and answered.
+type Good struct {
+	ID          int64  `json:"id"`
+	Name        string `json:"name"`
+	Category    string `json:"category"`
+	Price       int64  `json:"price"`
+	Description string `json:"description"`
+}
+
+// Key returns the Redis key of good id's cache entry.
+func Key(c *cache.Cache, id int64) string {
+	return c.Key("goods:{" + strconv.FormatInt(id, 10) + "}")
+}
+
+// Put writes g to the cache (an idempotent SET with TTL).
+func Put(ctx context.Context, c *cache.Cache, g Good) error {
+	b, err := json.Marshal(g)
+	if err != nil {
+		return err
+	}
+	return c.Set(ctx, Key(c, g.ID), b, TTL).Err()
+}
+
+// Get reads good id from the cache. It returns redis.Nil on a miss.
+func Get(ctx context.Context, c *cache.Cache, id int64) (Good, error) {
+	b, err := c.Get(ctx, Key(c, id)).Bytes()
+	if err != nil {
+		return Good{}, err
+	}
+	var g Good
+	if err := json.Unmarshal(b, &g); err != nil || g.ID != id {
+		// A corrupt entry is a miss; it will be overwritten.
+		return Good{}, redis.Nil
+	}
+	return g, nil
+}
+
+// Caller calls a route of another service over the protocol; service.Router
+// implements it.
+type Caller interface {
+	Call(ctx context.Context, method, path string, params []byte) (*packet.Message, error)
+}
+
+// Lookup finds goods for services other than goods itself.
+type Lookup struct {
+	Cache  *cache.Cache
+	Caller Caller
+}
+
+// Find returns good id: from Redis when cached, else from the goods service
+// (refilling the cache). An unknown good is a 404 *service.Error; a goods
+// service that cannot answer is a 503.
+func (l *Lookup) Find(ctx context.Context, id int64) (Good, error) {
+	if l.Cache != nil {
+		g, err := Get(ctx, l.Cache, id)
+		if err == nil {
+			return g, nil
+		}
+	}
+	params, _ := json.Marshal(map[string]int64{"id": id})
+	m, err := l.Caller.Call(ctx, "GET", "/goods", params)
+	if err != nil {
+		var se *service.Error
+		if errors.As(err, &se) {
+			return Good{}, se
+		}
+		return Good{}, service.Unavailable("goods service unavailable")
+	}
+	code := 0
+	if m.ErrorCode != nil {
+		code = *m.ErrorCode
+	}
+	switch {
+	case code == 404:
+		return Good{}, service.NotFound("good %d not found", id)
+	case code != 0:
+		return Good{}, service.Unavailable("goods service answered %d: %s", code, m.ErrorMessage)
+	}
+	var body struct {
+		Results []Good `json:"results"`
+	}
+	if err := json.Unmarshal(m.Raw, &body); err != nil || len(body.Results) == 0 || body.Results[0].ID != id {
+		return Good{}, service.Unavailable("goods service gave an unusable answer")
+	}
+	g := body.Results[0]
+	if l.Cache != nil {
+		Put(ctx, l.Cache, g) // best effort: a Redis failure only costs speed
+	}
+	return g, nil
+}
