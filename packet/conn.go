@@ -50,9 +50,9 @@ type Conn struct {
 	stopping chan struct{} // closed by Close: flush the queue, then close
 	stopOnce sync.Once
 	closing  chan struct{}
-	done    chan struct{} // closed when both loops have stopped
-	once    sync.Once
-	err     atomic.Value // error that closed the connection
+	done     chan struct{} // closed when both loops have stopped
+	once     sync.Once
+	err      atomic.Value // error that closed the connection
 
 	nextKey atomic.Uint64
 	mu      sync.Mutex
@@ -74,14 +74,14 @@ func NewConn(nc net.Conn, opts Options) *Conn {
 		opts.Logger = slog.Default()
 	}
 	c := &Conn{
-		nc:      nc,
-		opts:    opts,
-		log:     opts.Logger,
+		nc:       nc,
+		opts:     opts,
+		log:      opts.Logger,
 		out:      make(chan []byte, opts.QueueSize),
 		stopping: make(chan struct{}),
-		closing: make(chan struct{}),
-		done:    make(chan struct{}),
-		pending: make(map[uint64]chan *Message),
+		closing:  make(chan struct{}),
+		done:     make(chan struct{}),
+		pending:  make(map[uint64]chan *Message),
 	}
 	var wg sync.WaitGroup
 	wg.Add(2)
