@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -77,8 +78,31 @@ func (c *Cache) Ping(ctx context.Context, timeout time.Duration) error {
 }
 
 // Embedded is an in-process Redis (miniredis) listening on a loopback port.
+// A ticker moves its clock forward so that keys with a TTL expire.
 type Embedded struct {
 	*miniredis.Miniredis
+	stop chan struct{}
+	once sync.Once
+}
+
+// Close stops the embedded server and its clock.
+func (e *Embedded) Close() {
+	e.once.Do(func() { close(e.stop) })
+	e.Miniredis.Close()
+}
+
+func (e *Embedded) tick() {
+	const step = 250 * time.Millisecond
+	t := time.NewTicker(step)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			e.FastForward(step)
+		case <-e.stop:
+			return
+		}
+	}
 }
 
 // StartEmbedded starts an embedded Redis on a free loopback port, or on addr
@@ -94,7 +118,9 @@ func StartEmbedded(addr string) (*Embedded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cache: start embedded Redis: %w", err)
 	}
-	return &Embedded{m}, nil
+	e := &Embedded{Miniredis: m, stop: make(chan struct{})}
+	go e.tick()
+	return e, nil
 }
 
 // URL returns the redis:// URL of the embedded server.

@@ -1,0 +1,92 @@
+// Package distributor is the registry of a microshop fleet: the server that
+// knows where every process is, and the client every process uses to
+// register and to watch the list.
+//
+// The protocol is the book's: a process sends
+//
+//	{"uri":"/distributes","method":"POST","key":0,"params":{"name":"goods","port":9010,"urls":["GET/goods"]}}
+//
+// and the distributor pushes the full list of registered processes to every
+// connection whenever it changes, and at once to a new connection:
+//
+//	{"uri":"/distributes","method":"GET","key":0,"params":[{"name":"goods","host":"127.0.0.1","port":9010,"urls":[...]}]}
+//
+// A process leaves the list when its connection closes.
+package distributor
+
+import (
+	"encoding/json"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+)
+
+// Node is one registered process as the distributor lists it.
+type Node struct {
+	Name string   `json:"name"`
+	Host string   `json:"host"`
+	Port int      `json:"port"`
+	URLs []string `json:"urls"`
+}
+
+// Addr returns the host:port to dial, with an IPv4-mapped IPv6 host (as a
+// Node.js distributor reports it, "::ffff:127.0.0.1") turned into plain IPv4.
+func (n Node) Addr() string {
+	host := n.Host
+	if a, err := netip.ParseAddr(host); err == nil {
+		host = a.Unmap().String()
+	}
+	return net.JoinHostPort(host, strconv.Itoa(n.Port))
+}
+
+// Equal reports whether two nodes are the same registration.
+func (n Node) Equal(o Node) bool {
+	return n.Name == o.Name && n.Host == o.Host && n.Port == o.Port && slices.Equal(n.URLs, o.URLs)
+}
+
+// Registration is what a process tells the distributor about itself.
+type Registration struct {
+	Name string   `json:"name"`
+	Port int      `json:"port"`
+	URLs []string `json:"urls"`
+}
+
+// Limits on a registration, so one bad peer cannot bloat every list.
+const (
+	maxNameLen = 64
+	maxURLs    = 1024
+	maxURLLen  = 256
+)
+
+// isListURI reports whether uri names the distributor's list; some copies of
+// the book's distributor send it without the leading slash.
+func isListURI(uri string) bool { return uri == "/distributes" || uri == "distributes" }
+
+// listPacket is the push that carries the full list.
+type listPacket struct {
+	URI    string `json:"uri"`
+	Method string `json:"method"`
+	Key    int    `json:"key"`
+	Params []Node `json:"params"`
+}
+
+// registerPacket is the registration request.
+type registerPacket struct {
+	URI    string       `json:"uri"`
+	Method string       `json:"method"`
+	Key    int          `json:"key"`
+	Params Registration `json:"params"`
+}
+
+// decodeList parses a pushed list; ok is false when params is not an array.
+func decodeList(params json.RawMessage) ([]Node, bool) {
+	if len(params) == 0 || params[0] != '[' {
+		return nil, false
+	}
+	var nodes []Node
+	if err := json.Unmarshal(params, &nodes); err != nil {
+		return nil, false
+	}
+	return nodes, true
+}

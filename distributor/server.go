@@ -1,0 +1,216 @@
+package distributor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/microshop/microshop/packet"
+)
+
+// Server is the registry. It is safe for concurrent use.
+type Server struct {
+	log     *slog.Logger
+	maxSize int
+
+	mu    sync.Mutex // guards conns and seq; held while queueing pushes so every connection sees lists in order
+	conns map[*packet.Conn]*member
+	seq   uint64
+	wg    sync.WaitGroup // connection goroutines
+}
+
+type member struct {
+	node *Node  // nil until the connection registers
+	seq  uint64 // registration order, to keep the list stable
+}
+
+// NewServer returns a registry server. maxPacket limits packet size
+// (packet.DefaultMaxSize when 0).
+func NewServer(log *slog.Logger, maxPacket int) *Server {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{log: log, maxSize: maxPacket, conns: make(map[*packet.Conn]*member)}
+}
+
+// Serve accepts connections on ln until ctx is done, then closes every
+// connection and returns once they have all ended.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	var delay time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || !errors.Is(err, net.ErrClosed) {
+				delay = backoff(delay)
+				s.log.Warn("distributor: accept failed; retrying", "err", err, "delay", delay)
+				select {
+				case <-time.After(delay):
+				case <-ctx.Done():
+				}
+				continue
+			}
+			return fmt.Errorf("distributor: accept: %w", err)
+		}
+		delay = 0
+		s.add(nc)
+	}
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+func backoff(d time.Duration) time.Duration {
+	if d == 0 {
+		return 5 * time.Millisecond
+	}
+	if d *= 2; d > time.Second {
+		d = time.Second
+	}
+	return d
+}
+
+func (s *Server) add(nc net.Conn) {
+	if tc, ok := nc.(*net.TCPConn); ok {
+		tc.SetKeepAlive(true)
+		tc.SetKeepAlivePeriod(15 * time.Second)
+	}
+	c := packet.NewConn(nc, packet.Options{MaxSize: s.maxSize, Logger: s.log, OnMessage: s.onMessage})
+	s.mu.Lock()
+	s.conns[c] = &member{}
+	// A new connection gets the list at once.
+	s.push(c, s.listLocked())
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		<-c.Done()
+		s.mu.Lock()
+		m := s.conns[c]
+		delete(s.conns, c)
+		if m != nil && m.node != nil {
+			s.log.Info("distributor: process left", "name", m.node.Name, "addr", m.node.Addr())
+			s.broadcastLocked()
+		}
+		s.mu.Unlock()
+	}()
+}
+
+func (s *Server) onMessage(c *packet.Conn, m *packet.Message) {
+	if !isListURI(m.URI) || m.Method != "POST" {
+		s.log.Debug("distributor: ignored packet", "uri", m.URI, "method", m.Method)
+		return
+	}
+	var reg Registration
+	if err := json.Unmarshal(m.Params, &reg); err != nil {
+		s.log.Warn("distributor: malformed registration", "remote", c.RemoteAddr().String(), "err", err)
+		return
+	}
+	if err := validate(reg); err != nil {
+		s.log.Warn("distributor: registration refused", "remote", c.RemoteAddr().String(), "err", err)
+		return
+	}
+	host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+	n := &Node{Name: reg.Name, Host: host, Port: reg.Port, URLs: reg.URLs}
+	if n.URLs == nil {
+		n.URLs = []string{}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	mem, ok := s.conns[c]
+	if !ok {
+		return // already gone
+	}
+	if mem.node == nil {
+		s.seq++
+		mem.seq = s.seq
+	}
+	mem.node = n
+	s.log.Info("distributor: process registered", "name", n.Name, "addr", n.Addr(), "urls", len(n.URLs))
+	s.broadcastLocked()
+}
+
+func validate(r Registration) error {
+	switch {
+	case r.Name == "" || len(r.Name) > maxNameLen:
+		return fmt.Errorf("name must be 1–%d bytes", maxNameLen)
+	case r.Port < 1 || r.Port > 65535:
+		return fmt.Errorf("port %d out of range", r.Port)
+	case len(r.URLs) > maxURLs:
+		return fmt.Errorf("too many urls (%d > %d)", len(r.URLs), maxURLs)
+	}
+	for _, u := range r.URLs {
+		if len(u) > maxURLLen {
+			return fmt.Errorf("url longer than %d bytes", maxURLLen)
+		}
+	}
+	return nil
+}
+
+// Nodes returns the current list, in registration order.
+func (s *Server) Nodes() []Node {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.listLocked()
+}
+
+func (s *Server) listLocked() []Node {
+	type item struct {
+		seq  uint64
+		node Node
+	}
+	var items []item
+	for _, m := range s.conns {
+		if m.node != nil {
+			items = append(items, item{m.seq, *m.node})
+		}
+	}
+	// Insertion sort by seq: lists are small.
+	for i := 1; i < len(items); i++ {
+		for j := i; j > 0 && items[j].seq < items[j-1].seq; j-- {
+			items[j], items[j-1] = items[j-1], items[j]
+		}
+	}
+	nodes := make([]Node, len(items))
+	for i, it := range items {
+		nodes[i] = it.node
+	}
+	return nodes
+}
+
+func (s *Server) broadcastLocked() {
+	nodes := s.listLocked()
+	for c := range s.conns {
+		s.push(c, nodes)
+	}
+}
+
+// push queues the list on c. A connection whose queue stays full is too slow
+// to follow the registry and is dropped.
+func (s *Server) push(c *packet.Conn, nodes []Node) {
+	b, err := packet.Marshal(listPacket{URI: "/distributes", Method: "GET", Key: 0, Params: nodes})
+	if err != nil {
+		s.log.Error("distributor: encode list", "err", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := c.Write(ctx, b); err != nil && !errors.Is(err, packet.ErrClosed) {
+		s.log.Warn("distributor: dropping a connection that does not read", "remote", c.RemoteAddr().String())
+		c.Abort()
+	}
+}

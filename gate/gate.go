@@ -1,0 +1,106 @@
+// Package gate is the fleet's only HTTP front door. It turns each HTTP
+// request into a packet, sends it to the next instance of the service that
+// owns the route (round robin, as the distributor lists them), and turns
+// the answer back into HTTP: the book's JSON body, with an HTTP status that
+// tells the outcome.
+package gate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/microshop/microshop/distributor"
+	"github.com/microshop/microshop/service"
+)
+
+// Config configures a Gate.
+type Config struct {
+	// Distributor is the registry's host:port.
+	Distributor string
+	// RequestTimeout bounds each request's wait for its answer (default 10s);
+	// past it the client gets 504.
+	RequestTimeout time.Duration
+	// MaxBody limits request bodies (default 1 MiB); larger ones get 413.
+	MaxBody int64
+	// MaxPacket limits packet size (packet.DefaultMaxSize when 0).
+	MaxPacket int
+	Logger    *slog.Logger
+}
+
+// Gate routes HTTP requests to services.
+type Gate struct {
+	cfg    Config
+	log    *slog.Logger
+	router *service.Router
+	dc     *distributor.Client
+}
+
+// New returns a gate; Serve starts it.
+func New(cfg Config) *Gate {
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = 10 * time.Second
+	}
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = 1 << 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	g := &Gate{cfg: cfg, log: cfg.Logger.With("component", "gate")}
+	g.router = service.NewRouter(service.RouterConfig{RequestTimeout: cfg.RequestTimeout, MaxPacket: cfg.MaxPacket, Logger: g.log})
+	return g
+}
+
+// Router returns the gate's router (for tests and embedding).
+func (g *Gate) Router() *service.Router { return g.router }
+
+// Serve registers the gate with the distributor (name "gate", no urls),
+// follows the list, and serves HTTP on ln until ctx is done; then it stops
+// accepting, finishes the requests in flight and returns.
+func (g *Gate) Serve(ctx context.Context, ln net.Listener) error {
+	port := ln.Addr().(*net.TCPAddr).Port
+	g.dc = distributor.NewClient(distributor.ClientConfig{
+		Addr:         g.cfg.Distributor,
+		Registration: &distributor.Registration{Name: "gate", Port: port, URLs: []string{}},
+		OnChange:     g.router.Update,
+		MaxPacket:    g.cfg.MaxPacket,
+		Logger:       g.log,
+	})
+	regCtx, leave := context.WithCancel(context.WithoutCancel(ctx))
+	regDone := make(chan struct{})
+	go func() { defer close(regDone); g.dc.Run(regCtx) }()
+	defer func() {
+		leave()
+		<-regDone
+		g.router.Close()
+	}()
+
+	srv := &http.Server{
+		Handler:           g.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      g.cfg.RequestTimeout + 10*time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
+	}
+	g.log.Info("gate listening", "addr", ln.Addr().String(), "distributor", g.cfg.Distributor)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("gate: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), g.cfg.RequestTimeout+time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("gate: shutdown: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,161 @@
+package gate
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/microshop/microshop/packet"
+	"github.com/microshop/microshop/service"
+)
+
+// Handler returns the gate's HTTP handler: every path is looked up in the
+// distributor's list as "METHOD/path".
+func (g *Gate) Handler() http.Handler {
+	return http.HandlerFunc(g.serveHTTP)
+}
+
+func (g *Gate) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	status := g.route(w, r)
+	if status >= 500 {
+		g.log.Warn("request", "method", r.Method, "path", r.URL.Path, "status", status, "took", time.Since(start))
+	} else {
+		g.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", status, "took", time.Since(start))
+	}
+}
+
+// route serves one request and returns the status written.
+func (g *Gate) route(w http.ResponseWriter, r *http.Request) int {
+	if !g.router.Has(r.Method, r.URL.Path) {
+		return writeError(w, http.StatusNotFound, "unknown route "+r.Method+" "+r.URL.Path)
+	}
+	params, err := Params(r, g.cfg.MaxBody)
+	if err != nil {
+		var pe *paramError
+		if errors.As(err, &pe) {
+			return writeError(w, pe.status, pe.msg)
+		}
+		return writeError(w, http.StatusBadRequest, "unreadable request")
+	}
+	body, err := json.Marshal(params)
+	if err != nil {
+		return writeError(w, http.StatusBadRequest, "unencodable parameters")
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.RequestTimeout)
+	defer cancel()
+	m, err := g.router.Call(ctx, r.Method, r.URL.Path, body)
+	if err != nil {
+		switch {
+		case errors.Is(err, service.ErrNoRoute):
+			return writeError(w, http.StatusNotFound, "unknown route "+r.Method+" "+r.URL.Path)
+		case errors.Is(err, service.ErrNoInstance):
+			return writeError(w, http.StatusServiceUnavailable, "no instance of this route is available")
+		case errors.Is(err, service.ErrInstanceLost):
+			return writeError(w, http.StatusServiceUnavailable, "the instance serving this request went away; retry")
+		case errors.Is(err, packet.ErrTimeout):
+			return writeError(w, http.StatusGatewayTimeout, "the service did not answer in time")
+		case r.Context().Err() != nil:
+			return 499 // client went away; nothing to write
+		default:
+			return writeError(w, http.StatusBadGateway, "the service could not be reached")
+		}
+	}
+	status := Status(m)
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	w.Write(m.Raw)
+	return status
+}
+
+// Status maps an answer's errorcode to an HTTP status: 0 is 200, a code that
+// is an HTTP error status (microshop services use those) is itself, and any
+// other non-zero code (the book's services answer 1 for bad input) is 400.
+func Status(m *packet.Message) int {
+	if m.ErrorCode == nil || *m.ErrorCode == 0 {
+		return http.StatusOK
+	}
+	if c := *m.ErrorCode; c >= 400 && c <= 599 {
+		return c
+	}
+	return http.StatusBadRequest
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) int {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	b, _ := json.Marshal(struct {
+		ErrorCode    int    `json:"errorcode"`
+		ErrorMessage string `json:"errormessage"`
+	}{status, msg})
+	w.Write(b)
+	return status
+}
+
+type paramError struct {
+	status int
+	msg    string
+}
+
+func (e *paramError) Error() string { return e.msg }
+
+// Params collects a request's parameters as the book's gate does: the query
+// string, then the body (JSON when the Content-Type says so or, without a
+// Content-Type, when it starts with '{'; a form otherwise), body values
+// winning. A body over max bytes is a 413, malformed JSON a 400.
+func Params(r *http.Request, max int64) (map[string]any, error) {
+	params := map[string]any{}
+	for k, v := range r.URL.Query() {
+		if len(v) > 0 {
+			params[k] = v[0]
+		}
+	}
+	if r.Body == nil || r.Body == http.NoBody {
+		return params, nil
+	}
+	data, err := io.ReadAll(io.LimitReader(r.Body, max+1))
+	if err != nil {
+		return nil, &paramError{http.StatusBadRequest, "could not read the request body"}
+	}
+	if int64(len(data)) > max {
+		return nil, &paramError{http.StatusRequestEntityTooLarge, "request body larger than " + strconv.FormatInt(max, 10) + " bytes"}
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return params, nil
+	}
+	ct := r.Header.Get("Content-Type")
+	mt, _, _ := mime.ParseMediaType(ct)
+	isJSON := mt == "application/json" || (mt == "" || mt == "text/plain") && bytes.HasPrefix(bytes.TrimSpace(data), []byte("{"))
+	if isJSON {
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.UseNumber()
+		var body map[string]any
+		if err := dec.Decode(&body); err != nil || body == nil {
+			return nil, &paramError{http.StatusBadRequest, "malformed JSON body: want a JSON object"}
+		}
+		if dec.More() {
+			return nil, &paramError{http.StatusBadRequest, "malformed JSON body: trailing data after the object"}
+		}
+		for k, v := range body {
+			params[k] = v
+		}
+		return params, nil
+	}
+	form, err := url.ParseQuery(string(data))
+	if err != nil {
+		return nil, &paramError{http.StatusBadRequest, "malformed form body"}
+	}
+	for k, v := range form {
+		if len(v) > 0 {
+			params[k] = v[0]
+		}
+	}
+	return params, nil
+}

@@ -1,0 +1,260 @@
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/microshop/microshop/distributor"
+	"github.com/microshop/microshop/packet"
+)
+
+// Config configures a Server.
+type Config struct {
+	// Name is the service name registered with the distributor ("goods").
+	Name string
+	// Routes maps "METHOD/path" (e.g. "GET/goods") to handlers.
+	Routes map[string]Handler
+	// Distributor is the registry's host:port; empty runs without one.
+	Distributor string
+	// OnNodes, when set, receives every list the distributor pushes (a
+	// service that calls others feeds it to a Router).
+	OnNodes func([]distributor.Node)
+	// HandlerTimeout bounds each request (default 30s).
+	HandlerTimeout time.Duration
+	// DrainTimeout bounds the wait for in-flight requests at shutdown
+	// (default 10s).
+	DrainTimeout time.Duration
+	// MaxPacket limits packet size (packet.DefaultMaxSize when 0).
+	MaxPacket int
+	Logger    *slog.Logger
+}
+
+// Server hosts a service: it serves its routes on every connection, many
+// requests at once, and keeps it registered with the distributor.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+
+	active      atomic.Int64
+	lastRequest atomic.Int64 // unix nanos
+
+	mu    sync.Mutex
+	conns map[*packet.Conn]struct{}
+	connW sync.WaitGroup
+	dc    *distributor.Client
+}
+
+// NewServer returns a server for cfg.
+func NewServer(cfg Config) *Server {
+	if cfg.HandlerTimeout <= 0 {
+		cfg.HandlerTimeout = 30 * time.Second
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Server{cfg: cfg, log: cfg.Logger.With("service", cfg.Name), conns: make(map[*packet.Conn]struct{})}
+}
+
+// URLs returns the routes in the distributor's "METHOD/path" form, sorted.
+func (s *Server) URLs() []string {
+	urls := make([]string, 0, len(s.cfg.Routes))
+	for u := range s.cfg.Routes {
+		urls = append(urls, u)
+	}
+	slices.Sort(urls)
+	return urls
+}
+
+// Distributor returns the registry client once Serve has started, or nil.
+func (s *Server) Distributor() *distributor.Client {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dc
+}
+
+// Serve registers with the distributor and serves connections from ln
+// until ctx is done. Then it leaves the registry, keeps answering until
+// in-flight requests are done and the peers have had a moment to notice it
+// left (at most DrainTimeout), closes its connections and returns.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	regCtx, leave := context.WithCancel(context.WithoutCancel(ctx))
+	var regDone chan struct{}
+	if s.cfg.Distributor != "" {
+		port := ln.Addr().(*net.TCPAddr).Port
+		dc := distributor.NewClient(distributor.ClientConfig{
+			Addr:         s.cfg.Distributor,
+			Registration: &distributor.Registration{Name: s.cfg.Name, Port: port, URLs: s.URLs()},
+			OnChange:     s.cfg.OnNodes,
+			MaxPacket:    s.cfg.MaxPacket,
+			Logger:       s.log,
+		})
+		s.mu.Lock()
+		s.dc = dc
+		s.mu.Unlock()
+		regDone = make(chan struct{})
+		go func() { defer close(regDone); dc.Run(regCtx) }()
+	}
+	s.log.Info("service listening", "addr", ln.Addr().String(), "routes", len(s.cfg.Routes))
+
+	acceptDone := make(chan error, 1)
+	go func() { acceptDone <- s.accept(ctx, ln) }()
+	select {
+	case <-ctx.Done():
+	case err := <-acceptDone:
+		if err != nil {
+			leave()
+			s.closeConns()
+			return err
+		}
+	}
+	ln.Close()
+	<-acceptDone
+
+	// Leave the registry first so that peers stop sending, then drain.
+	leave()
+	if regDone != nil {
+		<-regDone
+	}
+	s.drain()
+	s.closeConns()
+	return nil
+}
+
+func (s *Server) accept(ctx context.Context, ln net.Listener) error {
+	var delay time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			if delay == 0 {
+				delay = 5 * time.Millisecond
+			} else if delay *= 2; delay > time.Second {
+				delay = time.Second
+			}
+			s.log.Warn("accept failed; retrying", "err", err, "delay", delay)
+			select {
+			case <-time.After(delay):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		delay = 0
+		if tc, ok := nc.(*net.TCPConn); ok {
+			tc.SetKeepAlive(true)
+			tc.SetKeepAlivePeriod(15 * time.Second)
+		}
+		c := packet.NewConn(nc, packet.Options{MaxSize: s.cfg.MaxPacket, Logger: s.log, OnMessage: s.onMessage})
+		s.mu.Lock()
+		s.conns[c] = struct{}{}
+		s.mu.Unlock()
+		s.connW.Add(1)
+		go func() {
+			defer s.connW.Done()
+			<-c.Done()
+			s.mu.Lock()
+			delete(s.conns, c)
+			s.mu.Unlock()
+		}()
+	}
+}
+
+// drain waits until no request is in flight and none has arrived for a
+// short quiet period, or DrainTimeout passes.
+func (s *Server) drain() {
+	const quiet = 150 * time.Millisecond
+	deadline := time.Now().Add(s.cfg.DrainTimeout)
+	for time.Now().Before(deadline) {
+		last := time.Unix(0, s.lastRequest.Load())
+		if s.active.Load() == 0 && time.Since(last) >= quiet {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.log.Warn("drain timeout: closing with requests in flight", "inflight", s.active.Load())
+}
+
+func (s *Server) closeConns() {
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.connW.Wait()
+}
+
+// onMessage dispatches one request on its own goroutine, so a slow request
+// never blocks the others on the connection.
+func (s *Server) onMessage(c *packet.Conn, m *packet.Message) {
+	if isDistributorList(m) {
+		return // a list pushed on a service connection; not a request
+	}
+	s.lastRequest.Store(time.Now().UnixNano())
+	s.active.Add(1)
+	go func() {
+		defer s.active.Add(-1)
+		s.serve(c, m)
+	}()
+}
+
+func isDistributorList(m *packet.Message) bool {
+	return strings.TrimPrefix(m.URI, "/") == "distributes" && len(m.Params) > 0 && m.Params[0] == '['
+}
+
+func (s *Server) serve(c *packet.Conn, m *packet.Message) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HandlerTimeout)
+	defer cancel()
+	start := time.Now()
+	res, err := s.call(ctx, m)
+	code, msg := ErrorCode(err)
+	var body []byte
+	if err == nil && len(res) > 0 {
+		if body, err = json.Marshal(res); err != nil {
+			err = fmt.Errorf("encode result: %w", err)
+			code, msg = ErrorCode(err)
+			body = nil
+		}
+	}
+	if code >= 500 {
+		s.log.Error("request failed", "method", m.Method, "uri", m.URI, "code", code, "err", err, "took", time.Since(start))
+	} else {
+		s.log.Debug("request", "method", m.Method, "uri", m.URI, "code", code, "took", time.Since(start))
+	}
+	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer wcancel()
+	if err := c.Write(wctx, packet.AppendResponse(nil, m.Key, code, msg, body)); err != nil {
+		s.log.Debug("response not sent", "method", m.Method, "uri", m.URI, "err", err)
+	}
+}
+
+// call runs the handler, turning a panic into an internal error.
+func (s *Server) call(ctx context.Context, m *packet.Message) (res Result, err error) {
+	h, ok := s.cfg.Routes[m.Method+m.URI]
+	if !ok {
+		return nil, NotFound("unknown route %s %s", m.Method, m.URI)
+	}
+	params, err := DecodeParams(m.Params)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic: %v\n%s", p, debug.Stack())
+		}
+	}()
+	return h(ctx, &Request{Method: m.Method, URI: m.URI, Params: params})
+}
