@@ -231,6 +231,16 @@ func appendParams(dst []byte, params json.RawMessage, key uint64) []byte {
 		dst = strconv.AppendUint(dst, key, 10)
 		return append(dst, '}')
 	}
+	if bytes.Contains(p, []byte(`"key"`)) {
+		// Drop a caller's own "key" so the packet has exactly one.
+		var m map[string]json.RawMessage
+		if json.Unmarshal(p, &m) == nil {
+			delete(m, "key")
+			if b, err := json.Marshal(m); err == nil {
+				p = b
+			}
+		}
+	}
 	body := bytes.TrimSpace(p[1 : len(p)-1])
 	dst = append(dst, '{')
 	if len(body) > 0 {
