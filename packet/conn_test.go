@@ -1,0 +1,161 @@
+package packet
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// echoPeer answers every request after the delay named in its params.
+func echoPeer(t *testing.T, nc net.Conn) *Conn {
+	return NewConn(nc, Options{OnMessage: func(c *Conn, m *Message) {
+		go func() {
+			var p struct {
+				Delay int    `json:"delay"`
+				Echo  string `json:"echo"`
+			}
+			json.Unmarshal(m.Params, &p)
+			time.Sleep(time.Duration(p.Delay) * time.Millisecond)
+			body, _ := json.Marshal(map[string]string{"echo": p.Echo})
+			c.Write(context.Background(), AppendResponse(nil, m.Key, 0, "success", body))
+		}()
+	}})
+}
+
+func pipe(t *testing.T) (client, server *Conn) {
+	a, b := net.Pipe()
+	client = NewConn(a, Options{})
+	server = echoPeer(t, b)
+	t.Cleanup(func() { client.Abort(); server.Abort() })
+	return client, server
+}
+
+func TestCallsAreMatchedByKeyOutOfOrder(t *testing.T) {
+	client, _ := pipe(t)
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			want := string(rune('A' + i%26))
+			params, _ := json.Marshal(map[string]any{"delay": (50 - i) % 7 * 5, "echo": want})
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			m, err := client.Call(ctx, "/echo", "GET", params)
+			if err != nil {
+				t.Errorf("Call %d: %v", i, err)
+				return
+			}
+			var got struct{ Echo string }
+			json.Unmarshal(m.Raw, &got)
+			if got.Echo != want {
+				t.Errorf("Call %d answered %q; want %q", i, got.Echo, want)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestCallTimesOut(t *testing.T) {
+	client, _ := pipe(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err := client.Call(ctx, "/echo", "GET", []byte(`{"delay":2000}`))
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("Call = %v; want ErrTimeout", err)
+	}
+	if n := client.Pending(); n != 0 {
+		t.Fatalf("Pending() = %d after timeout; want 0", n)
+	}
+}
+
+func TestPendingCallsFailWhenPeerCloses(t *testing.T) {
+	client, server := pipe(t)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := client.Call(context.Background(), "/echo", "GET", []byte(`{"delay":10000}`))
+		errc <- err
+	}()
+	for client.Pending() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	server.Abort()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("Call = %v; want ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("pending call still waiting 5s after the peer closed")
+	}
+	if _, err := client.Call(context.Background(), "/echo", "GET", nil); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Call on closed conn = %v; want ErrClosed", err)
+	}
+}
+
+func TestCloseFlushesQueuedPackets(t *testing.T) {
+	a, b := net.Pipe()
+	c := NewConn(a, Options{})
+	got := make(chan int, 1)
+	go func() {
+		d := NewDecoder(b, 0)
+		n := 0
+		for {
+			if _, err := d.Next(); err != nil {
+				got <- n
+				return
+			}
+			n++
+		}
+	}()
+	for range 100 {
+		if err := c.Send(context.Background(), map[string]int{"x": 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Close()
+	<-c.Done()
+	if n := <-got; n != 100 {
+		t.Fatalf("peer read %d packets; want 100", n)
+	}
+}
+
+func BenchmarkCall(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			NewConn(nc, Options{OnMessage: func(c *Conn, m *Message) {
+				c.Write(context.Background(), AppendResponse(nil, m.Key, 0, "success", []byte(`{"id":1}`)))
+			}})
+		}
+	}()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := NewConn(nc, Options{})
+	defer c.Abort()
+	params := []byte(`{"userid":1,"goodsid":2}`)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if _, err := c.Call(ctx, "/purchases", "POST", params); err != nil {
+				b.Error(err)
+			}
+			cancel()
+		}
+	})
+}
