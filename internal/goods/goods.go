@@ -1,0 +1,200 @@
+// Package goods is the goods service of microshop: it owns the goods table
+// and the goods cache entries in Redis that other services read
+// (catalog.Key). Routes:
+//
+//	POST   /goods  {name, category, price, description} → {"id": N}
+//	GET    /goods                                         → {"results": [all goods by id]}
+//	GET    /goods  {id}                                   → {"results": [good]}
+//	DELETE /goods  {id}                                   → success
+//
+// The database is the system of record: every write goes to it first, then
+// to Redis; a Redis failure is logged and never fails a request. Reads of
+// one good are cache-aside: Redis first, on a miss the database, then the
+// entry is written back.
+package goods
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/microshop/microshop/internal/cache"
+	"github.com/microshop/microshop/internal/catalog"
+	"github.com/microshop/microshop/internal/store"
+	"github.com/microshop/microshop/service"
+)
+
+// Limits on the fields of a good, in characters (price in its unit).
+const (
+	MaxNameLen        = 128
+	MaxCategoryLen    = 64
+	MaxDescriptionLen = 2000
+	// MaxPrice is the largest price accepted: 2^53-1, the largest integer a
+	// JavaScript peer reads exactly.
+	MaxPrice = 1<<53 - 1
+)
+
+// Service serves the goods routes.
+type Service struct {
+	store table
+	cache *cache.Cache
+	log   *slog.Logger
+
+	// degraded is set while Redis fails, so that an outage is logged once
+	// at warn when it starts and once when it ends, not on every request.
+	degraded atomic.Bool
+}
+
+// New returns the goods service over db (the system of record) and c (the
+// goods cache); neither may be nil. log receives Redis warnings; nil
+// discards them.
+func New(db *store.DB, c *cache.Cache, log *slog.Logger) *Service {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Service{store: table{db: db}, cache: c, log: log.With("service", "goods")}
+}
+
+// Routes returns the handlers of the goods service by "METHOD/path".
+func (s *Service) Routes() map[string]service.Handler {
+	return map[string]service.Handler{
+		"POST/goods":   s.create,
+		"GET/goods":    s.get,
+		"DELETE/goods": s.delete,
+	}
+}
+
+// create validates a new good, inserts it, then caches it.
+func (s *Service) create(ctx context.Context, r *service.Request) (service.Result, error) {
+	g, err := parseGood(r.Params)
+	if err != nil {
+		return nil, err
+	}
+	if g.ID, err = s.store.insert(ctx, g); err != nil {
+		return nil, err
+	}
+	s.redisDone(catalog.Put(ctx, s.cache, g), "cache new good", g.ID)
+	return service.Result{"id": g.ID}, nil
+}
+
+// get answers every good, or the one named by id (cache-aside).
+func (s *Service) get(ctx context.Context, r *service.Request) (service.Result, error) {
+	if !r.Params.Has("id") {
+		all, err := s.store.all(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return service.Results(all), nil
+	}
+	id, err := r.Params.ID("id")
+	if err != nil {
+		return nil, err
+	}
+	g, err := s.find(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return service.Results([]catalog.Good{g}), nil
+}
+
+// find returns good id from Redis, or from the database, caching it then.
+func (s *Service) find(ctx context.Context, id int64) (catalog.Good, error) {
+	g, cerr := catalog.Get(ctx, s.cache, id)
+	if cerr == nil {
+		s.redisDone(nil, "", id)
+		return g, nil
+	}
+	g, err := s.store.get(ctx, id)
+	if err != nil {
+		return catalog.Good{}, err
+	}
+	if errors.Is(cerr, redis.Nil) {
+		s.redisDone(catalog.Put(ctx, s.cache, g), "refill cache", id)
+	} else {
+		// Redis failed: do not wait for it a second time in this request.
+		s.redisDone(cerr, "read cache", id)
+	}
+	return g, nil
+}
+
+// delete removes a good from the database, then its cache entry.
+func (s *Service) delete(ctx context.Context, r *service.Request) (service.Result, error) {
+	id, err := r.Params.ID("id")
+	if err != nil {
+		return nil, err
+	}
+	if err := s.store.delete(ctx, id); err != nil {
+		return nil, err
+	}
+	s.redisDone(s.cache.Del(ctx, catalog.Key(s.cache, id)).Err(), "drop cache entry", id)
+	return service.Result{}, nil
+}
+
+// redisDone records the outcome of a Redis operation that must not fail the
+// request: the first failure of an outage is logged at warn, later ones at
+// debug, and the recovery at info.
+func (s *Service) redisDone(err error, op string, id int64) {
+	if err == nil {
+		if s.degraded.CompareAndSwap(true, false) {
+			s.log.Info("redis is answering again")
+		}
+		return
+	}
+	if s.degraded.CompareAndSwap(false, true) {
+		s.log.Warn("redis failed; serving from the database", "op", op, "good", id, "err", err)
+		return
+	}
+	s.log.Debug("redis failed", "op", op, "good", id, "err", err)
+}
+
+// parseGood validates the parameters of a new good.
+func parseGood(p service.Params) (catalog.Good, error) {
+	var g catalog.Good
+	var err error
+	if g.Name, err = text(p, "name", 1, MaxNameLen, false); err != nil {
+		return g, err
+	}
+	if strings.TrimSpace(g.Name) == "" {
+		return g, service.BadRequest("name is required")
+	}
+	if g.Category, err = text(p, "category", 0, MaxCategoryLen, false); err != nil {
+		return g, err
+	}
+	if g.Description, err = text(p, "description", 0, MaxDescriptionLen, true); err != nil {
+		return g, err
+	}
+	if g.Price, err = p.Int("price"); err != nil {
+		return g, err
+	}
+	if g.Price < 0 {
+		return g, service.BadRequest("price must not be negative")
+	}
+	if g.Price > MaxPrice {
+		return g, service.BadRequest("price must be at most %d", MaxPrice)
+	}
+	return g, nil
+}
+
+// text reads a string parameter of min..max characters that is valid UTF-8
+// without control characters (multiline allows tab, CR and LF).
+func text(p service.Params, name string, min, max int, multiline bool) (string, error) {
+	s, err := p.Text(name, min, max)
+	if err != nil {
+		return "", err
+	}
+	if !utf8.ValidString(s) {
+		return "", service.BadRequest("%s must be valid UTF-8", name)
+	}
+	for _, c := range s {
+		if unicode.IsControl(c) && !(multiline && (c == '\n' || c == '\r' || c == '\t')) {
+			return "", service.BadRequest("%s must not contain control characters", name)
+		}
+	}
+	return s, nil
+}

@@ -1,0 +1,342 @@
+package goods_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/microshop/microshop/internal/cache"
+	"github.com/microshop/microshop/internal/catalog"
+	"github.com/microshop/microshop/internal/goods"
+	"github.com/microshop/microshop/internal/testenv"
+	"github.com/microshop/microshop/service"
+)
+
+// fixture is a goods service over a fresh database and Redis prefix.
+type fixture struct {
+	svc    *goods.Service
+	cache  *cache.Cache
+	routes map[string]service.Handler
+}
+
+func newFixture(t testing.TB) *fixture {
+	t.Helper()
+	c := testenv.Cache(t)
+	svc := goods.New(testenv.DB(t), c, nil)
+	return &fixture{svc: svc, cache: c, routes: svc.Routes()}
+}
+
+// call runs route with params given as JSON, as they arrive in a packet.
+func (f *fixture) call(t testing.TB, route, params string) (service.Result, error) {
+	t.Helper()
+	p, err := service.DecodeParams([]byte(params))
+	if err != nil {
+		t.Fatalf("bad test params %s: %v", params, err)
+	}
+	h, ok := f.routes[route]
+	if !ok {
+		t.Fatalf("no route %q", route)
+	}
+	method, uri, _ := strings.Cut(route, "/")
+	return h(context.Background(), &service.Request{Method: method, URI: "/" + uri, Params: p})
+}
+
+// create adds a good and returns its id.
+func (f *fixture) create(t testing.TB, g catalog.Good) int64 {
+	t.Helper()
+	b, _ := json.Marshal(map[string]any{"name": g.Name, "category": g.Category, "price": g.Price, "description": g.Description})
+	res, err := f.call(t, "POST/goods", string(b))
+	if err != nil {
+		t.Fatalf("POST /goods %s: %v", b, err)
+	}
+	id, ok := res["id"].(int64)
+	if !ok || id < 1 {
+		t.Fatalf("POST /goods = %v; want a positive int64 id", res)
+	}
+	return id
+}
+
+// one runs GET /goods?id= and returns the single good answered.
+func (f *fixture) one(t testing.TB, id int64) catalog.Good {
+	t.Helper()
+	res, err := f.call(t, "GET/goods", `{"id":`+jsonInt(id)+`}`)
+	if err != nil {
+		t.Fatalf("GET /goods?id=%d: %v", id, err)
+	}
+	list, ok := res["results"].([]catalog.Good)
+	if !ok || len(list) != 1 {
+		t.Fatalf("GET /goods?id=%d = %#v; want one good in results", id, res)
+	}
+	return list[0]
+}
+
+func jsonInt(n int64) string { b, _ := json.Marshal(n); return string(b) }
+
+// wantCode checks that err maps to the given errorcode and message.
+func wantCode(t testing.TB, what string, err error, code int, msg string) {
+	t.Helper()
+	gotCode, gotMsg := service.ErrorCode(err)
+	if gotCode != code || (msg != "" && gotMsg != msg) {
+		t.Fatalf("%s: error = %d %q (%v); want %d %q", what, gotCode, gotMsg, err, code, msg)
+	}
+}
+
+func TestCreateValidation(t *testing.T) {
+	f := newFixture(t)
+	long := func(n int) string { return strings.Repeat("é", n) }
+	js := func(v any) string { b, _ := json.Marshal(v); return string(b) }
+	tests := []struct {
+		name   string
+		params string
+		msg    string // "" for success
+	}{
+		{"ok", `{"name":"pen","category":"office","price":120,"description":"blue"}`, ""},
+		{"ok price as string", `{"name":"pen","price":"120"}`, ""},
+		{"ok price zero", `{"name":"free pen","price":0}`, ""},
+		{"ok max lengths", js(map[string]any{"name": long(128), "category": long(64), "description": long(2000), "price": 1}), ""},
+		{"ok max price", `{"name":"gold","price":9007199254740991}`, ""},
+		{"ok multiline description", js(map[string]any{"name": "pen", "price": 1, "description": "line1\nline2\ttab"}), ""},
+		{"name missing", `{"price":1}`, "name is required"},
+		{"name empty", `{"name":"","price":1}`, "name is required"},
+		{"name blank", `{"name":"   ","price":1}`, "name is required"},
+		{"name null", `{"name":null,"price":1}`, "name is required"},
+		{"name too long", js(map[string]any{"name": long(129), "price": 1}), "name must be at most 128 characters"},
+		{"name control char", js(map[string]any{"name": "a\x00b", "price": 1}), "name must not contain control characters"},
+		{"name newline", js(map[string]any{"name": "a\nb", "price": 1}), "name must not contain control characters"},
+		{"name object", `{"name":{"a":1},"price":1}`, "name must be a string"},
+		{"category too long", js(map[string]any{"name": "pen", "category": long(65), "price": 1}), "category must be at most 64 characters"},
+		{"description too long", js(map[string]any{"name": "pen", "description": long(2001), "price": 1}), "description must be at most 2000 characters"},
+		{"description NUL", js(map[string]any{"name": "pen", "description": "a\x00", "price": 1}), "description must not contain control characters"},
+		{"price missing", `{"name":"pen"}`, "price is required"},
+		{"price empty", `{"name":"pen","price":""}`, "price is required"},
+		{"price fraction", `{"name":"pen","price":12.5}`, "price must be an integer"},
+		{"price fraction string", `{"name":"pen","price":"12.5"}`, "price must be an integer"},
+		{"price negative", `{"name":"pen","price":-1}`, "price must not be negative"},
+		{"price negative string", `{"name":"pen","price":"-1"}`, "price must not be negative"},
+		{"price word", `{"name":"pen","price":"abc"}`, "price must be an integer"},
+		{"price huge", `{"name":"pen","price":99999999999999999999999}`, "price must be an integer"},
+		{"price over 2^53", `{"name":"pen","price":9007199254740992}`, "price must be at most 9007199254740991"},
+		{"price exponent", `{"name":"pen","price":1e3}`, "price must be an integer"},
+		{"price bool", `{"name":"pen","price":true}`, "price must be an integer"},
+		{"price array", `{"name":"pen","price":[1]}`, "price must be an integer"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res, err := f.call(t, "POST/goods", tt.params)
+			if tt.msg == "" {
+				if err != nil {
+					t.Fatalf("POST /goods %s: %v; want success", tt.params, err)
+				}
+				if id, _ := res["id"].(int64); id < 1 {
+					t.Fatalf("POST /goods %s = %v; want an id", tt.params, res)
+				}
+				return
+			}
+			wantCode(t, "POST /goods "+tt.params, err, 400, tt.msg)
+		})
+	}
+}
+
+func TestCreateGetList(t *testing.T) {
+	f := newFixture(t)
+	pen := catalog.Good{Name: "pen", Category: "office", Price: 120, Description: "blue ink"}
+	cup := catalog.Good{Name: "cup", Category: "kitchen", Price: 800}
+	pen.ID = f.create(t, pen)
+	cup.ID = f.create(t, cup)
+	if cup.ID <= pen.ID {
+		t.Fatalf("ids %d then %d; want increasing", pen.ID, cup.ID)
+	}
+	if got := f.one(t, pen.ID); got != pen {
+		t.Fatalf("GET /goods?id=%d = %+v; want %+v", pen.ID, got, pen)
+	}
+	res, err := f.call(t, "GET/goods", `{}`)
+	if err != nil {
+		t.Fatalf("GET /goods: %v", err)
+	}
+	list, _ := res["results"].([]catalog.Good)
+	if len(list) != 2 || list[0] != pen || list[1] != cup {
+		t.Fatalf("GET /goods = %+v; want [%+v %+v]", res["results"], pen, cup)
+	}
+	// The id parameter may come as a query-string string.
+	res, err = f.call(t, "GET/goods", `{"id":"`+jsonInt(cup.ID)+`","key":5}`)
+	if err != nil {
+		t.Fatalf("GET /goods?id=%d (string): %v", cup.ID, err)
+	}
+	if list, _ := res["results"].([]catalog.Good); len(list) != 1 || list[0] != cup {
+		t.Fatalf("GET /goods?id=%d = %+v; want [%+v]", cup.ID, res["results"], cup)
+	}
+}
+
+func TestListEmptyIsArray(t *testing.T) {
+	f := newFixture(t)
+	res, err := f.call(t, "GET/goods", `{}`)
+	if err != nil {
+		t.Fatalf("GET /goods: %v", err)
+	}
+	b, _ := json.Marshal(res)
+	if string(b) != `{"results":[]}` {
+		t.Fatalf("GET /goods on an empty shop = %s; want {\"results\":[]}", b)
+	}
+}
+
+func TestGetErrors(t *testing.T) {
+	f := newFixture(t)
+	tests := []struct {
+		params string
+		code   int
+		msg    string
+	}{
+		{`{"id":999}`, 404, "good 999 not found"},
+		{`{"id":"abc"}`, 400, "id must be an integer"},
+		{`{"id":""}`, 400, "id is required"},
+		{`{"id":0}`, 400, "id must be a positive integer"},
+		{`{"id":-3}`, 400, "id must be a positive integer"},
+		{`{"id":1.5}`, 400, "id must be an integer"},
+		{`{"id":99999999999999999999}`, 400, "id must be an integer"},
+	}
+	for _, tt := range tests {
+		_, err := f.call(t, "GET/goods", tt.params)
+		wantCode(t, "GET /goods "+tt.params, err, tt.code, tt.msg)
+	}
+}
+
+func TestCacheAside(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	g := catalog.Good{Name: "lamp", Category: "home", Price: 2500, Description: "warm"}
+	g.ID = f.create(t, g)
+
+	// Written to Redis on create.
+	cached, err := catalog.Get(ctx, f.cache, g.ID)
+	if err != nil || cached != g {
+		t.Fatalf("cache after create = %+v, %v; want %+v", cached, err, g)
+	}
+	if ttl := f.cache.TTL(ctx, catalog.Key(f.cache, g.ID)).Val(); ttl <= 0 || ttl > catalog.TTL {
+		t.Fatalf("TTL of cache entry = %v; want in (0, %v]", ttl, catalog.TTL)
+	}
+
+	// After the cache is lost, GET still answers (from the database) and refills it.
+	testenv.FlushPrefix(t, f.cache)
+	if _, err := catalog.Get(ctx, f.cache, g.ID); !errors.Is(err, redis.Nil) {
+		t.Fatalf("cache after flush: err = %v; want redis.Nil", err)
+	}
+	if got := f.one(t, g.ID); got != g {
+		t.Fatalf("GET after flush = %+v; want %+v", got, g)
+	}
+	if cached, err := catalog.Get(ctx, f.cache, g.ID); err != nil || cached != g {
+		t.Fatalf("cache after GET = %+v, %v; want %+v (refilled)", cached, err, g)
+	}
+
+	// GET reads Redis first: a (deliberately different) cached entry wins.
+	marked := g
+	marked.Name = "from redis"
+	if err := catalog.Put(ctx, f.cache, marked); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.one(t, g.ID); got != marked {
+		t.Fatalf("GET with a cached entry = %+v; want the cached %+v", got, marked)
+	}
+
+	// A corrupt entry is a miss, repaired from the database.
+	if err := f.cache.Set(ctx, catalog.Key(f.cache, g.ID), "{not json", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.one(t, g.ID); got != g {
+		t.Fatalf("GET with a corrupt entry = %+v; want %+v", got, g)
+	}
+	if cached, err := catalog.Get(ctx, f.cache, g.ID); err != nil || cached != g {
+		t.Fatalf("cache after repair = %+v, %v; want %+v", cached, err, g)
+	}
+}
+
+func TestPilcrowRoundTrip(t *testing.T) {
+	f := newFixture(t)
+	g := catalog.Good{Name: "¶ pilcrow¶", Category: "¶", Price: 1, Description: "a¶b\n¶¶ \\u00b6 literal"}
+	g.ID = f.create(t, g)
+	testenv.FlushPrefix(t, f.cache) // force the database path
+	if got := f.one(t, g.ID); got != g {
+		t.Fatalf("GET from the database = %+v; want %+v", got, g)
+	}
+	if got := f.one(t, g.ID); got != g { // now from Redis
+		t.Fatalf("GET from Redis = %+v; want %+v", got, g)
+	}
+}
+
+func TestDelete(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	id := f.create(t, catalog.Good{Name: "vase", Price: 10})
+	keep := f.create(t, catalog.Good{Name: "bowl", Price: 20})
+
+	res, err := f.call(t, "DELETE/goods", `{"id":`+jsonInt(id)+`}`)
+	if err != nil || len(res) != 0 {
+		t.Fatalf("DELETE /goods?id=%d = %v, %v; want an empty success", id, res, err)
+	}
+	if n := f.cache.Exists(ctx, catalog.Key(f.cache, id)).Val(); n != 0 {
+		t.Fatalf("cache entry of deleted good still exists")
+	}
+	_, err = f.call(t, "GET/goods", `{"id":`+jsonInt(id)+`}`)
+	wantCode(t, "GET deleted good", err, 404, "good "+jsonInt(id)+" not found")
+	_, err = f.call(t, "DELETE/goods", `{"id":`+jsonInt(id)+`}`)
+	wantCode(t, "DELETE twice", err, 404, "good "+jsonInt(id)+" not found")
+	_, err = f.call(t, "DELETE/goods", `{}`)
+	wantCode(t, "DELETE without id", err, 400, "id is required")
+	_, err = f.call(t, "DELETE/goods", `{"id":"x"}`)
+	wantCode(t, "DELETE bad id", err, 400, "id must be an integer")
+
+	if got := f.one(t, keep); got.Name != "bowl" {
+		t.Fatalf("other good after delete = %+v; want bowl", got)
+	}
+}
+
+// TestRedisDown shows that the database alone serves every route.
+func TestRedisDown(t *testing.T) {
+	down, err := cache.Open("redis://127.0.0.1:1/0", "down:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer down.Close()
+	svc := goods.New(testenv.DB(t), down, nil)
+	f := &fixture{svc: svc, cache: down, routes: svc.Routes()}
+
+	g := catalog.Good{Name: "kettle", Price: 3000}
+	g.ID = f.create(t, g)
+	if got := f.one(t, g.ID); got != g {
+		t.Fatalf("GET with Redis down = %+v; want %+v", got, g)
+	}
+	if _, err := f.call(t, "DELETE/goods", `{"id":`+jsonInt(g.ID)+`}`); err != nil {
+		t.Fatalf("DELETE with Redis down: %v", err)
+	}
+	_, err = f.call(t, "GET/goods", `{"id":`+jsonInt(g.ID)+`}`)
+	wantCode(t, "GET deleted good with Redis down", err, 404, "")
+}
+
+// TestDatabaseErrorIsHidden checks that a database failure is an opaque 500.
+func TestDatabaseErrorIsHidden(t *testing.T) {
+	db := testenv.DB(t)
+	svc := goods.New(db, testenv.Cache(t), nil)
+	db.Close()
+	_, err := svc.Routes()["GET/goods"](context.Background(), &service.Request{Params: service.Params{}})
+	if err == nil {
+		t.Fatal("GET /goods on a closed database: nil error")
+	}
+	wantCode(t, "closed database", err, 500, "internal error")
+}
+
+func BenchmarkGetGoodCached(b *testing.B) {
+	f := newFixture(b)
+	id := f.create(b, catalog.Good{Name: "pen", Category: "office", Price: 120, Description: "blue"})
+	h := f.routes["GET/goods"]
+	r := &service.Request{Method: "GET", URI: "/goods", Params: service.Params{"id": json.Number(jsonInt(id))}}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := h(ctx, r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
