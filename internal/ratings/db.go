@@ -1,0 +1,185 @@
+package ratings
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/microshop/microshop/internal/store"
+)
+
+// queries holds the SQL of one engine. Only the upsert and the locking
+// read differ.
+type queries struct {
+	// upsert sets (userid, goodsid)'s stars, bumping the version only when
+	// they change. Arguments: userid, goodsid, stars.
+	upsert string
+	// current reads a row under the transaction's lock. Arguments: userid, goodsid.
+	current string
+	// histogram counts a good's ratings by stars. Argument: goodsid.
+	histogram string
+	// snapshot lists every rating of a good. Argument: goodsid.
+	snapshot string
+}
+
+const (
+	histogramSQL = `SELECT stars, COUNT(*) FROM ratings WHERE goodsid = ? GROUP BY stars`
+	snapshotSQL  = `SELECT userid, version, stars FROM ratings WHERE goodsid = ?`
+)
+
+var sqliteQueries = queries{
+	upsert: `INSERT INTO ratings (userid, goodsid, stars, version) VALUES (?, ?, ?, 1)
+ON CONFLICT (userid, goodsid) DO UPDATE SET
+    version = CASE WHEN ratings.stars = excluded.stars THEN ratings.version ELSE ratings.version + 1 END,
+    stars = excluded.stars`,
+	current:   `SELECT version, stars FROM ratings WHERE userid = ? AND goodsid = ?`,
+	histogram: histogramSQL,
+	snapshot:  snapshotSQL,
+}
+
+var mysqlQueries = queries{
+	// MySQL applies the assignments left to right: version sees the old stars.
+	upsert: `INSERT INTO ratings (userid, goodsid, stars, version) VALUES (?, ?, ?, 1)
+ON DUPLICATE KEY UPDATE
+    version = IF(stars = VALUES(stars), version, version + 1),
+    stars = VALUES(stars)`,
+	current:   `SELECT version, stars FROM ratings WHERE userid = ? AND goodsid = ? FOR UPDATE`,
+	histogram: histogramSQL,
+	snapshot:  snapshotSQL,
+}
+
+func queriesFor(d store.Dialect) *queries {
+	if d == store.MySQL {
+		return &mysqlQueries
+	}
+	return &sqliteQueries
+}
+
+// dbError marks a database failure, to tell it from a Redis failure.
+type dbError struct{ err error }
+
+func (e *dbError) Error() string { return "ratings: database: " + e.err.Error() }
+func (e *dbError) Unwrap() error { return e.err }
+
+// entry is one member's rating of a good, as stored and as merged into Redis.
+type entry struct {
+	user    int64
+	version int64
+	stars   int
+}
+
+// write stores user's rating of good and returns the row as committed.
+func (s *Service) write(ctx context.Context, user, good int64, stars int) (entry, error) {
+	e := entry{user: user}
+	err := inTx(ctx, s.db, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, s.q.upsert, user, good, stars); err != nil {
+			return err
+		}
+		return tx.QueryRowContext(ctx, s.q.current, user, good).Scan(&e.version, &e.stars)
+	})
+	if err != nil {
+		return entry{}, &dbError{fmt.Errorf("rate good %d by member %d: %w", good, user, err)}
+	}
+	return e, nil
+}
+
+// dbSummary computes good's ratings in the database.
+func (s *Service) dbSummary(ctx context.Context, good int64) (Summary, error) {
+	var sum Summary
+	rows, err := s.db.QueryContext(ctx, s.q.histogram, good)
+	if err != nil {
+		return Summary{}, &dbError{fmt.Errorf("sum up ratings of good %d: %w", good, err)}
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var stars, n int64
+		if err := rows.Scan(&stars, &n); err != nil {
+			return Summary{}, &dbError{fmt.Errorf("sum up ratings of good %d: %w", good, err)}
+		}
+		if stars >= 1 && stars <= 5 {
+			sum.Histogram[stars-1] = n
+			sum.Count += n
+			sum.Sum += stars * n
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return Summary{}, &dbError{fmt.Errorf("sum up ratings of good %d: %w", good, err)}
+	}
+	return sum, nil
+}
+
+// snapshot reads every rating of good.
+func (s *Service) snapshot(ctx context.Context, good int64) ([]entry, error) {
+	rows, err := s.db.QueryContext(ctx, s.q.snapshot, good)
+	if err != nil {
+		return nil, &dbError{fmt.Errorf("read ratings of good %d: %w", good, err)}
+	}
+	defer rows.Close()
+	var es []entry
+	for rows.Next() {
+		var e entry
+		if err := rows.Scan(&e.user, &e.version, &e.stars); err != nil {
+			return nil, &dbError{fmt.Errorf("read ratings of good %d: %w", good, err)}
+		}
+		es = append(es, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, &dbError{fmt.Errorf("read ratings of good %d: %w", good, err)}
+	}
+	return es, nil
+}
+
+// inTx runs fn in a transaction, retrying it when the engine reports a
+// deadlock or a busy database (concurrent upserts of one new row can
+// deadlock on InnoDB; the loser is simply run again).
+func inTx(ctx context.Context, db *store.DB, fn func(*sql.Tx) error) error {
+	const attempts = 20
+	var err error
+	for i := 0; i < attempts; i++ {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Duration(i) * 2 * time.Millisecond):
+			}
+		}
+		err = tryTx(ctx, db, fn)
+		if err == nil || !retryable(err) {
+			return err
+		}
+	}
+	return err
+}
+
+func tryTx(ctx context.Context, db *store.DB, fn func(*sql.Tx) error) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// retryable reports whether err is a deadlock, lock wait timeout or busy
+// database, after which the transaction can simply run again.
+func retryable(err error) bool {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		return me.Number == 1213 || me.Number == 1205
+	}
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		c := se.Code() & 0xff
+		return c == sqlite3.SQLITE_BUSY || c == sqlite3.SQLITE_LOCKED
+	}
+	return false
+}

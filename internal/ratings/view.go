@@ -1,0 +1,173 @@
+package ratings
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ViewTTL is how long a good's Redis view lives before it is rebuilt from
+// the database; it bounds how long an update lost to a Redis failure can
+// be missing from the figures.
+const ViewTTL = 24 * time.Hour
+
+// chunk is how many ratings one merge script call carries during a rebuild.
+const chunk = 500
+
+// errRebuildRaced reports a rebuild whose view vanished under it (FLUSHALL,
+// eviction, expiry); the reader tries again or computes in the database.
+var errRebuildRaced = errors.New("ratings: the view vanished during its rebuild")
+
+// mergeScript merges ratings into a good's hash (KEYS[1]).
+// ARGV: epoch token ("" for none), "1" to mark the hash built, TTL in
+// seconds, then triples userid, version, stars. An entry replaces the
+// member's field only when its version is higher, moving count, sum and
+// the histogram by the difference, so the script is idempotent and
+// order-independent. With an epoch token it does nothing and returns -1
+// unless the hash's epoch field holds that token. It returns the number of
+// entries applied.
+var mergeScript = redis.NewScript(`
+local key = KEYS[1]
+if ARGV[1] ~= '' and redis.call('HGET', key, 'epoch') ~= ARGV[1] then
+  return -1
+end
+local applied = 0
+for i = 4, #ARGV, 3 do
+  local field = 'u:' .. ARGV[i]
+  local version = tonumber(ARGV[i + 1])
+  local stars = tonumber(ARGV[i + 2])
+  local cur = redis.call('HGET', key, field)
+  local curVersion, curStars = 0, 0
+  if cur then
+    local colon = string.find(cur, ':', 1, true)
+    curVersion = tonumber(string.sub(cur, 1, colon - 1))
+    curStars = tonumber(string.sub(cur, colon + 1))
+  end
+  if version > curVersion then
+    redis.call('HSET', key, field, ARGV[i + 1] .. ':' .. ARGV[i + 2])
+    if curStars > 0 then
+      redis.call('HINCRBY', key, 'count', -1)
+      redis.call('HINCRBY', key, 'sum', -curStars)
+      redis.call('HINCRBY', key, 'h' .. curStars, -1)
+    end
+    redis.call('HINCRBY', key, 'count', 1)
+    redis.call('HINCRBY', key, 'sum', stars)
+    redis.call('HINCRBY', key, 'h' .. stars, 1)
+    applied = applied + 1
+  end
+end
+if ARGV[2] == '1' then redis.call('HSET', key, 'built', '1') end
+if redis.call('TTL', key) == -1 then redis.call('EXPIRE', key, ARGV[3]) end
+return applied
+`)
+
+// beginScript starts a rebuild of KEYS[1]: it sets the epoch field to
+// ARGV[1] unless a rebuild already set one, gives the hash its TTL (ARGV[2])
+// and returns the epoch to rebuild under.
+var beginScript = redis.NewScript(`
+redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
+if redis.call('TTL', KEYS[1]) == -1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return redis.call('HGET', KEYS[1], 'epoch')
+`)
+
+// key returns the Redis key of good's view.
+func (s *Service) key(good int64) string {
+	return s.cache.Key("ratings:{" + itoa(good) + "}")
+}
+
+// merge merges es into good's view (see mergeScript).
+func (s *Service) merge(ctx context.Context, good int64, epoch string, built bool, es []entry) error {
+	args := make([]any, 0, 3+3*len(es))
+	finish := "0"
+	if built {
+		finish = "1"
+	}
+	args = append(args, epoch, finish, int64(ViewTTL/time.Second))
+	for _, e := range es {
+		args = append(args, e.user, e.version, e.stars)
+	}
+	n, err := mergeScript.Run(ctx, s.cache, []string{s.key(good)}, args...).Int64()
+	if err != nil {
+		return err
+	}
+	if n < 0 {
+		return errRebuildRaced
+	}
+	return nil
+}
+
+// summaryFields are read from a view: the sentinel, then the figures.
+var summaryFields = []string{"built", "count", "sum", "h1", "h2", "h3", "h4", "h5"}
+
+// viewSummary reads good's ratings from Redis, rebuilding the view when it
+// is not built. Redis failures are returned as they are; database failures
+// as *dbError.
+func (s *Service) viewSummary(ctx context.Context, good int64) (Summary, error) {
+	for attempt := 0; ; attempt++ {
+		vals, err := s.cache.HMGet(ctx, s.key(good), summaryFields...).Result()
+		if err != nil {
+			return Summary{}, err
+		}
+		if vals[0] != nil {
+			return parseSummary(vals)
+		}
+		if attempt == 2 {
+			return Summary{}, errRebuildRaced
+		}
+		if err := s.rebuild(ctx, good); err != nil && !errors.Is(err, errRebuildRaced) {
+			return Summary{}, err
+		}
+	}
+}
+
+func parseSummary(vals []any) (Summary, error) {
+	n := make([]int64, len(vals))
+	for i, v := range vals[1:] {
+		if v == nil {
+			continue
+		}
+		x, err := strconv.ParseInt(v.(string), 10, 64)
+		if err != nil {
+			return Summary{}, fmt.Errorf("ratings: corrupt counter %q", v)
+		}
+		n[i+1] = x
+	}
+	sum := Summary{Count: n[1], Sum: n[2]}
+	copy(sum.Histogram[:], n[3:8])
+	return sum, nil
+}
+
+// rebuild fills good's view from the database (see the package comment).
+func (s *Service) rebuild(ctx context.Context, good int64) error {
+	epoch, err := beginScript.Run(ctx, s.cache, []string{s.key(good)}, token(), int64(ViewTTL/time.Second)).Text()
+	if err != nil {
+		return err
+	}
+	es, err := s.snapshot(ctx, good)
+	if err != nil {
+		return err
+	}
+	for {
+		n := min(len(es), chunk)
+		if err := s.merge(ctx, good, epoch, n == len(es), es[:n]); err != nil {
+			return err
+		}
+		es = es[n:]
+		if len(es) == 0 {
+			return nil
+		}
+	}
+}
+
+// token returns a random rebuild token.
+func token() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
