@@ -35,13 +35,12 @@ func errLogin() error { return service.Errorf(401, "invalid username or password
 // Service serves the members routes.
 type Service struct {
 	store  table
-	cache  *cache.Cache // for sessions, in a later issue
 	log    *slog.Logger
 	hasher *hasher
 }
 
-// New returns the members service over db. c is kept for sessions; log
-// receives nothing secret (nil discards). New computes one argon2id hash (the
+// New returns the members service over db. c is not used yet (sessions will
+// live there); log receives nothing secret (nil discards). New computes one argon2id hash (the
 // dummy used for unknown users), which takes a few tens of milliseconds.
 func New(db *store.DB, c *cache.Cache, log *slog.Logger) *Service {
 	if log == nil {
@@ -49,7 +48,6 @@ func New(db *store.DB, c *cache.Cache, log *slog.Logger) *Service {
 	}
 	return &Service{
 		store:  table{db: db},
-		cache:  c,
 		log:    log.With("service", "members"),
 		hasher: newHasher(runtime.GOMAXPROCS(0)),
 	}
