@@ -1,0 +1,30 @@
+package purchases
+
+import (
+	"fmt"
+	"time"
+)
+
+// mysqlSQL stores purchases.date as DATETIME(3); the connection's time zone
+// is UTC and parseTime is on (store.Open), so dates travel as time.Time.
+var mysqlSQL = dialect{
+	insert: `INSERT INTO purchases (userid, goodsid, date) VALUES (?, ?, ?)`,
+	list:   `SELECT id, goodsid, date FROM purchases WHERE userid = ? ORDER BY id`,
+	dateArg: func(t time.Time) any {
+		return t.UTC()
+	},
+	scanDate: func(src any) (time.Time, error) {
+		switch v := src.(type) {
+		case time.Time:
+			return v, nil
+		case []byte: // parseTime off
+			t, err := time.ParseInLocation("2006-01-02 15:04:05.999", string(v), time.UTC)
+			if err != nil {
+				return time.Time{}, fmt.Errorf("date: %w", err)
+			}
+			return t, nil
+		default:
+			return time.Time{}, fmt.Errorf("date: unexpected %T", src)
+		}
+	},
+}

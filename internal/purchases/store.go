@@ -1,0 +1,76 @@
+package purchases
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/microshop/microshop/internal/store"
+)
+
+// dialect is the SQL of one engine and how it stores a date; see
+// sql_sqlite.go and sql_mysql.go.
+type dialect struct {
+	insert string // args: userid, goodsid, dateArg(date)
+	list   string // args: userid; columns: id, goodsid, date
+	// dateArg converts a UTC time, truncated to milliseconds, to the value
+	// stored in purchases.date.
+	dateArg func(time.Time) any
+	// scanDate converts what the driver returns for purchases.date.
+	scanDate func(src any) (time.Time, error)
+}
+
+// table is the purchases table.
+type table struct {
+	db  *store.DB
+	sql *dialect
+}
+
+func newTable(db *store.DB) table {
+	if db.Dialect == store.MySQL {
+		return table{db: db, sql: &mysqlSQL}
+	}
+	return table{db: db, sql: &sqliteSQL}
+}
+
+// insert records a purchase at date (stored in UTC to the millisecond) and
+// returns its id.
+func (t table) insert(ctx context.Context, userID, goodsID int64, date time.Time) (int64, error) {
+	date = date.UTC().Truncate(time.Millisecond)
+	res, err := t.db.ExecContext(ctx, t.sql.insert, userID, goodsID, t.sql.dateArg(date))
+	if err != nil {
+		return 0, fmt.Errorf("purchases: insert: %w", err)
+	}
+	id, err := res.LastInsertId()
+	if err != nil {
+		return 0, fmt.Errorf("purchases: insert: id: %w", err)
+	}
+	return id, nil
+}
+
+// list returns the purchases of userID ordered by id (never nil).
+func (t table) list(ctx context.Context, userID int64) ([]Purchase, error) {
+	rows, err := t.db.QueryContext(ctx, t.sql.list, userID)
+	if err != nil {
+		return nil, fmt.Errorf("purchases: list: %w", err)
+	}
+	defer rows.Close()
+	list := []Purchase{}
+	for rows.Next() {
+		var p Purchase
+		var raw any
+		if err := rows.Scan(&p.ID, &p.GoodsID, &raw); err != nil {
+			return nil, fmt.Errorf("purchases: list: %w", err)
+		}
+		date, err := t.sql.scanDate(raw)
+		if err != nil {
+			return nil, fmt.Errorf("purchases: list: purchase %d: %w", p.ID, err)
+		}
+		p.Date = date.UTC().Format(DateLayout)
+		list = append(list, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("purchases: list: %w", err)
+	}
+	return list, nil
+}
