@@ -1,0 +1,239 @@
+// Package stores is the "stores near me" service: shops with a position,
+// found by distance from a point.
+//
+// Routes: POST /stores {name, longitude, latitude} adds a store and answers
+// {id}; DELETE /stores?id=N removes it; GET /stores?longitude=&latitude=
+// [&radius=KM][&limit=N] lists the stores within radius km (default 5, at
+// most 1000), nearest first, at most limit of them (default 20, at most 100).
+//
+// # Design
+//
+// The stores table is the system of record. A deleted store keeps its row
+// (deleted = 1), so ids are never reused and every store has one of two
+// versions: 1 (live) and 2 (deleted), which only ever go up.
+//
+// Redis holds the view in two keys that share the hash tag {geo}, so every
+// script may touch both on a Redis Cluster: the GEO set stores:{geo} of the
+// live stores (member = id), and the hash stores:{geo}:info with, per store,
+// "1:" and its JSON {name, longitude, latitude} or the tombstone "2", plus
+// the fields live (how many stores the GEO set should hold), built (the view
+// is complete) and epoch (the rebuild in progress).
+//
+// Every change goes through one Lua script, merge, which applies an entry
+// only when its version is higher than the one the view holds: adding a
+// store already deleted does nothing, deleting twice does nothing. Merging is
+// idempotent and commutative, so the view ends up equal to the database
+// whatever order the writes' merges arrive in.
+//
+// Readers run one script that checks the view is built and whole (the GEO
+// set holds live members: a key lost on its own is caught), then searches
+// and returns each store's details from the hash, so a hot read never
+// reaches the database. A view that is not built (FLUSHALL, eviction,
+// expiry, first start) is rebuilt by the reader: a begin script drops a
+// partial view and sets epoch to a random token, the reader reads every
+// store row and merges them in chunks, each chunk only if epoch still holds
+// the token; the last chunk sets built. Writes during a rebuild are merged
+// either way; a FLUSHALL during the rebuild removes epoch, so the rebuild
+// gives up rather than mark an incomplete view complete. The view expires
+// after ViewTTL, which bounds how long a write whose merge was lost to a
+// Redis failure stays missing.
+//
+// With Redis down, writes still commit to the database (the failure is
+// logged at warn) and searches run on the database: a latitude band from an
+// index, then the same haversine formula Redis uses. Redis measures from
+// its 52-bit geohash of each store, so the two paths may differ by well
+// under a metre.
+package stores
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math"
+	"strings"
+
+	"github.com/microshop/microshop/internal/cache"
+	"github.com/microshop/microshop/internal/store"
+	"github.com/microshop/microshop/service"
+)
+
+// Limits of the parameters.
+const (
+	MaxLatitude   = 85.05112878 // the latitudes Redis GEO can index
+	DefaultRadius = 5.0         // km
+	MaxRadius     = 1000.0      // km
+	DefaultLimit  = 20
+	MaxLimit      = 100
+	MaxNameLength = 128
+)
+
+// Store is a store as answered, with its distance from the searched point.
+type Store struct {
+	ID        int64   `json:"id"`
+	Name      string  `json:"name"`
+	Longitude float64 `json:"longitude"`
+	Latitude  float64 `json:"latitude"`
+	// Distance is in km, rounded to the metre.
+	Distance float64 `json:"distance"`
+}
+
+// Service serves the /stores routes.
+type Service struct {
+	db    *store.DB
+	cache *cache.Cache
+	log   *slog.Logger
+}
+
+// New returns the stores service.
+func New(db *store.DB, c *cache.Cache, log *slog.Logger) *Service {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Service{db: db, cache: c, log: log}
+}
+
+// Routes returns the handlers of the service by "METHOD/path".
+func (s *Service) Routes() map[string]service.Handler {
+	return map[string]service.Handler{
+		"POST/stores":   s.handlePost,
+		"GET/stores":    s.handleGet,
+		"DELETE/stores": s.handleDelete,
+	}
+}
+
+// position reads and checks the longitude and latitude parameters.
+func position(p service.Params) (lon, lat float64, err error) {
+	if lon, err = p.Float("longitude"); err != nil {
+		return 0, 0, err
+	}
+	if lat, err = p.Float("latitude"); err != nil {
+		return 0, 0, err
+	}
+	if lon < -180 || lon > 180 {
+		return 0, 0, service.BadRequest("longitude must be between -180 and 180")
+	}
+	if lat < -MaxLatitude || lat > MaxLatitude {
+		return 0, 0, service.BadRequest("latitude must be between -%v and %v", MaxLatitude, MaxLatitude)
+	}
+	return lon, lat, nil
+}
+
+func (s *Service) handlePost(ctx context.Context, r *service.Request) (service.Result, error) {
+	name, err := r.Params.Text("name", 1, MaxNameLength)
+	if err != nil {
+		return nil, err
+	}
+	if strings.TrimSpace(name) == "" {
+		return nil, service.BadRequest("name is required")
+	}
+	lon, lat, err := position(r.Params)
+	if err != nil {
+		return nil, err
+	}
+	id, err := s.Add(ctx, name, lon, lat)
+	if err != nil {
+		return nil, err
+	}
+	return service.Result{"id": id}, nil
+}
+
+func (s *Service) handleDelete(ctx context.Context, r *service.Request) (service.Result, error) {
+	id, err := r.Params.ID("id")
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Delete(ctx, id); err != nil {
+		return nil, err
+	}
+	return service.Result{}, nil
+}
+
+func (s *Service) handleGet(ctx context.Context, r *service.Request) (service.Result, error) {
+	lon, lat, err := position(r.Params)
+	if err != nil {
+		return nil, err
+	}
+	radius := DefaultRadius
+	if v, _ := r.Params.String("radius"); strings.TrimSpace(v) != "" {
+		if radius, err = r.Params.Float("radius"); err != nil {
+			return nil, err
+		}
+	}
+	if !(radius > 0 && radius <= MaxRadius) {
+		return nil, service.BadRequest("radius must be more than 0 and at most %v km", MaxRadius)
+	}
+	limit, err := r.Params.IntDefault("limit", DefaultLimit)
+	if err != nil {
+		return nil, err
+	}
+	if limit < 1 || limit > MaxLimit {
+		return nil, service.BadRequest("limit must be between 1 and %d", MaxLimit)
+	}
+	found, err := s.Near(ctx, lon, lat, radius, int(limit))
+	if err != nil {
+		return nil, err
+	}
+	return service.Results(found), nil
+}
+
+// Add stores a new store and returns its id. The database is written
+// first; the Redis view follows.
+func (s *Service) Add(ctx context.Context, name string, lon, lat float64) (int64, error) {
+	id, err := s.insert(ctx, name, lon, lat)
+	if err != nil {
+		return 0, err
+	}
+	if err := s.merge(ctx, "", false, []entry{{id: id, name: name, lon: lon, lat: lat}}); err != nil {
+		s.log.Warn("stores: Redis update failed; the view catches up when it is rebuilt", "id", id, "err", err)
+	}
+	return id, nil
+}
+
+// Delete removes store id; an unknown or already deleted store is a 404.
+func (s *Service) Delete(ctx context.Context, id int64) error {
+	found, err := s.markDeleted(ctx, id)
+	if err != nil {
+		return err
+	}
+	if !found {
+		return service.NotFound("store %d not found", id)
+	}
+	if err := s.merge(ctx, "", false, []entry{{id: id, deleted: true}}); err != nil {
+		s.log.Warn("stores: Redis update failed; the view catches up when it is rebuilt", "id", id, "err", err)
+	}
+	return nil
+}
+
+// Near returns up to limit stores within radius km of (lon, lat), nearest
+// first. It searches the Redis view, rebuilding it from the database when
+// it is missing, and searches the database when Redis cannot answer.
+func (s *Service) Near(ctx context.Context, lon, lat, radius float64, limit int) ([]Store, error) {
+	found, err := s.viewNear(ctx, lon, lat, radius, limit)
+	if err == nil {
+		return found, nil
+	}
+	var dbErr *dbError
+	if errors.As(err, &dbErr) {
+		return nil, err
+	}
+	if !errors.Is(err, errRebuildRaced) {
+		s.log.Warn("stores: Redis unavailable, searching the database", "err", err)
+	}
+	return s.dbNear(ctx, lon, lat, radius, limit)
+}
+
+// earthRadius is the radius Redis GEO uses, in km.
+const earthRadius = 6372.797560856
+
+// distance returns the great-circle distance in km between two points,
+// with the formula and radius of Redis GEO.
+func distance(lon1, lat1, lon2, lat2 float64) float64 {
+	const rad = math.Pi / 180
+	lat1r, lat2r := lat1*rad, lat2*rad
+	u := math.Sin((lat2r - lat1r) / 2)
+	v := math.Sin((lon2 - lon1) * rad / 2)
+	return 2 * earthRadius * math.Asin(math.Sqrt(u*u+math.Cos(lat1r)*math.Cos(lat2r)*v*v))
+}
+
+// roundKM rounds a distance to the metre.
+func roundKM(d float64) float64 { return math.Round(d*1000) / 1000 }

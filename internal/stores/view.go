@@ -1,0 +1,215 @@
+package stores
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ViewTTL is how long the Redis view lives before it is rebuilt from the
+// database; it bounds how long a write whose Redis update was lost can be
+// missing from searches.
+const ViewTTL = 24 * time.Hour
+
+// chunk is how many stores one merge script call carries during a rebuild.
+const chunk = 500
+
+// errRebuildRaced reports a rebuild whose view vanished under it (FLUSHALL,
+// eviction, expiry); the reader tries again or searches the database.
+var errRebuildRaced = errors.New("stores: the view vanished during its rebuild")
+
+// mergeScript merges stores into the view: KEYS[1] the GEO set, KEYS[2] the
+// info hash. ARGV: epoch token ("" for none), "1" to mark the view built
+// (and give both keys ARGV[3] seconds to live), TTL in seconds, then groups
+// of id, version (1 live, 2 deleted), longitude, latitude, details JSON.
+// An entry applies only when its version is higher than the view's, so the
+// script is idempotent and order-independent. With an epoch token it does
+// nothing and returns -1 unless the hash's epoch field holds that token.
+// It returns the number of entries applied.
+var mergeScript = redis.NewScript(`
+local geo, info = KEYS[1], KEYS[2]
+if ARGV[1] ~= '' and redis.call('HGET', info, 'epoch') ~= ARGV[1] then
+  return -1
+end
+local applied = 0
+for i = 4, #ARGV, 5 do
+  local id = ARGV[i]
+  local version = tonumber(ARGV[i + 1])
+  local cur = redis.call('HGET', info, id)
+  local curVersion = 0
+  if cur then curVersion = tonumber(string.sub(cur, 1, 1)) end
+  if version > curVersion then
+    if version == 1 then
+      redis.call('GEOADD', geo, ARGV[i + 2], ARGV[i + 3], id)
+      redis.call('HSET', info, id, '1:' .. ARGV[i + 4])
+      redis.call('HINCRBY', info, 'live', 1)
+    else
+      redis.call('HSET', info, id, '2')
+      if curVersion == 1 then
+        redis.call('ZREM', geo, id)
+        redis.call('HINCRBY', info, 'live', -1)
+      end
+    end
+    applied = applied + 1
+  end
+end
+if ARGV[2] == '1' then
+  redis.call('HSET', info, 'built', '1')
+  redis.call('EXPIRE', info, ARGV[3])
+  redis.call('EXPIRE', geo, ARGV[3])
+end
+return applied
+`)
+
+// wholeLua is true when the GEO set holds exactly the live stores the hash
+// counts: a key lost on its own (eviction, expiry) breaks it.
+const wholeLua = `
+local function whole(geo, info)
+  return redis.call('ZCARD', geo) == tonumber(redis.call('HGET', info, 'live') or '0')
+end
+`
+
+// beginScript starts a rebuild: it drops a view that is not whole, sets the
+// epoch field to ARGV[1] unless a rebuild already set one, and returns the
+// epoch to rebuild under.
+var beginScript = redis.NewScript(wholeLua + `
+if not whole(KEYS[1], KEYS[2]) then redis.call('DEL', KEYS[1], KEYS[2]) end
+redis.call('HSETNX', KEYS[2], 'epoch', ARGV[1])
+return redis.call('HGET', KEYS[2], 'epoch')
+`)
+
+// searchScript searches the view from ARGV longitude, latitude, radius (km)
+// and count. It returns nil when the view is not built and whole, else a
+// flat list of id, distance, details for each store found, nearest first.
+var searchScript = redis.NewScript(wholeLua + `
+local geo, info = KEYS[1], KEYS[2]
+if redis.call('HEXISTS', info, 'built') == 0 or not whole(geo, info) then
+  return false
+end
+local found = redis.call('GEOSEARCH', geo, 'FROMLONLAT', ARGV[1], ARGV[2],
+  'BYRADIUS', ARGV[3], 'km', 'ASC', 'COUNT', ARGV[4], 'WITHDIST')
+local out = {}
+for _, r in ipairs(found) do
+  out[#out + 1] = r[1]
+  out[#out + 1] = r[2]
+  out[#out + 1] = redis.call('HGET', info, r[1]) or ''
+end
+return out
+`)
+
+// keys returns the view's keys: the GEO set and the info hash.
+func (s *Service) keys() []string {
+	geo := s.cache.Key("stores:{geo}")
+	return []string{geo, geo + ":info"}
+}
+
+// details is what the info hash keeps of a live store.
+type details struct {
+	Name      string  `json:"name"`
+	Longitude float64 `json:"longitude"`
+	Latitude  float64 `json:"latitude"`
+}
+
+// merge merges es into the view (see mergeScript).
+func (s *Service) merge(ctx context.Context, epoch string, built bool, es []entry) error {
+	args := make([]any, 0, 3+5*len(es))
+	finish := "0"
+	if built {
+		finish = "1"
+	}
+	args = append(args, epoch, finish, int64(ViewTTL/time.Second))
+	for _, e := range es {
+		if e.deleted {
+			args = append(args, e.id, 2, 0, 0, "")
+			continue
+		}
+		js, err := json.Marshal(details{Name: e.name, Longitude: e.lon, Latitude: e.lat})
+		if err != nil {
+			return err
+		}
+		args = append(args, e.id, 1, e.lon, e.lat, js)
+	}
+	n, err := mergeScript.Run(ctx, s.cache, s.keys(), args...).Int64()
+	if err != nil {
+		return err
+	}
+	if n < 0 {
+		return errRebuildRaced
+	}
+	return nil
+}
+
+// viewNear searches the Redis view, rebuilding it when it is not built.
+// Redis failures are returned as they are; database failures as *dbError.
+func (s *Service) viewNear(ctx context.Context, lon, lat, radius float64, limit int) ([]Store, error) {
+	for attempt := 0; ; attempt++ {
+		vals, err := searchScript.Run(ctx, s.cache, s.keys(), lon, lat, radius, limit).Slice()
+		if err == nil {
+			return parseFound(vals)
+		}
+		if !errors.Is(err, redis.Nil) {
+			return nil, err
+		}
+		if attempt == 2 {
+			return nil, errRebuildRaced
+		}
+		if err := s.rebuild(ctx); err != nil && !errors.Is(err, errRebuildRaced) {
+			return nil, err
+		}
+	}
+}
+
+func parseFound(vals []any) ([]Store, error) {
+	found := make([]Store, 0, len(vals)/3)
+	for i := 0; i+2 < len(vals); i += 3 {
+		idS, _ := vals[i].(string)
+		distS, _ := vals[i+1].(string)
+		info, _ := vals[i+2].(string)
+		id, err1 := strconv.ParseInt(idS, 10, 64)
+		dist, err2 := strconv.ParseFloat(distS, 64)
+		var d details
+		js, ok := strings.CutPrefix(info, "1:")
+		if err1 != nil || err2 != nil || !ok || json.Unmarshal([]byte(js), &d) != nil {
+			return nil, fmt.Errorf("stores: corrupt view entry %q", idS)
+		}
+		found = append(found, Store{ID: id, Name: d.Name, Longitude: d.Longitude, Latitude: d.Latitude, Distance: roundKM(dist)})
+	}
+	return found, nil
+}
+
+// rebuild fills the view from the database (see the package comment).
+func (s *Service) rebuild(ctx context.Context) error {
+	epoch, err := beginScript.Run(ctx, s.cache, s.keys(), token()).Text()
+	if err != nil {
+		return err
+	}
+	es, err := s.snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	for {
+		n := min(len(es), chunk)
+		if err := s.merge(ctx, epoch, n == len(es), es[:n]); err != nil {
+			return err
+		}
+		es = es[n:]
+		if len(es) == 0 {
+			return nil
+		}
+	}
+}
+
+// token returns a random rebuild token.
+func token() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
