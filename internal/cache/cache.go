@@ -50,6 +50,7 @@ func Open(spec, prefix string) (*Cache, error) {
 		}
 		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout = dial, rw, rw, pool
 		opt.MaxRetries = 1
+		opt.DialerRetries = 1 // fail fast when Redis is down: one dial per command
 		c = redis.NewClient(opt)
 	case spec != "":
 		addrs := strings.Split(strings.TrimPrefix(spec, "redis-cluster://"), ",")
@@ -62,7 +63,7 @@ func Open(spec, prefix string) (*Cache, error) {
 		c = redis.NewClusterClient(&redis.ClusterOptions{
 			Addrs:       addrs,
 			DialTimeout: dial, ReadTimeout: rw, WriteTimeout: rw, PoolTimeout: pool,
-			MaxRetries: 1,
+			MaxRetries: 1, DialerRetries: 1,
 		})
 	default:
 		return nil, fmt.Errorf("cache: no Redis given: want redis://host:port/db or host:port,host:port for a cluster")
