@@ -1,0 +1,387 @@
+// Package app is microshop's command line: it parses flags (each with an
+// environment variable twin), opens the shared resources and runs one
+// component of the fleet, or all of them in one process.
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+
+	"sync"
+	"time"
+
+	"github.com/microshop/microshop/distributor"
+	"github.com/microshop/microshop/gate"
+	"github.com/microshop/microshop/internal/cache"
+	"github.com/microshop/microshop/internal/store"
+	"github.com/microshop/microshop/service"
+)
+
+// Defaults shared by the help text, the README and the code.
+const (
+	defaultDistributor = "127.0.0.1:9000"
+	defaultDB          = "sqlite:microshop.db"
+	defaultRedis       = "redis://127.0.0.1:6379/0"
+)
+
+// options are the parsed flags of one command.
+type options struct {
+	addr           string
+	distributor    string
+	db             string
+	redis          string
+	redisPrefix    string
+	logLevel       string
+	logFormat      string
+	maxPacket      int
+	maxBody        int64
+	requestTimeout time.Duration
+	randomPorts    bool
+}
+
+// Run is the whole program: args are the command-line arguments without the
+// program name, getenv reads the environment. It returns when ctx is done
+// (after a graceful shutdown) or on a fatal error.
+func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stdout)
+		if len(args) == 0 {
+			return errors.New("no command given")
+		}
+		return nil
+	}
+	name, rest := args[0], args[1:]
+	if name == "all" {
+		opts, err := parseFlags(name, rest, getenv, stdout, stderr)
+		if err != nil {
+			return err
+		}
+		return runAll(ctx, opts, stderr)
+	}
+	c, ok := findComponent(name)
+	if !ok {
+		usage(stderr)
+		return fmt.Errorf("unknown command %q", name)
+	}
+	opts, err := parseFlags(name, rest, getenv, stdout, stderr)
+	if err != nil {
+		return err
+	}
+	return runOne(ctx, c, opts, stderr)
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "microshop: a shop backend split into microservices, sharing SQL and Redis.")
+	fmt.Fprintln(w, "\nUsage: microshop COMMAND [flags]   (microshop COMMAND --help for its flags)")
+	fmt.Fprintln(w, "\nCommands:")
+	fmt.Fprintf(w, "  %-12s %s\n", "all", "the whole fleet in one process (embedded SQLite and Redis unless --db/--redis)")
+	for _, c := range components() {
+		fmt.Fprintf(w, "  %-12s %s (default port %d)\n", c.name, c.help, c.port)
+	}
+}
+
+// errHelp is returned after --help printed the usage; Run's caller exits 0.
+var errHelp = flag.ErrHelp
+
+// IsHelp reports whether err only means that help was printed.
+func IsHelp(err error) bool { return errors.Is(err, errHelp) }
+
+func parseFlags(name string, args []string, getenv func(string) string, stdout, stderr io.Writer) (*options, error) {
+	fs := flag.NewFlagSet("microshop "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o := &options{}
+	env := func(key, def string) string {
+		if v := getenv(key); v != "" {
+			return v
+		}
+		return def
+	}
+	c, _ := findComponent(name)
+	defAddr := ":" + strconv.Itoa(c.port)
+	if name == "all" {
+		defAddr = ":8000"
+	}
+	defRedis := defaultRedis
+	if name == "all" {
+		defRedis = "" // embedded
+	}
+	fs.StringVar(&o.addr, "addr", env("MICROSHOP_ADDR", defAddr), "listen address of this component (all: of the gate) [MICROSHOP_ADDR]")
+	fs.StringVar(&o.distributor, "distributor", env("MICROSHOP_DISTRIBUTOR", defaultDistributor), "the distributor's host:port (all: where it listens) [MICROSHOP_DISTRIBUTOR]")
+	fs.StringVar(&o.db, "db", env("MICROSHOP_DB", defaultDB), "database: sqlite:PATH or mysql://user:pass@tcp(host:3306)/db [MICROSHOP_DB]")
+	fs.StringVar(&o.redis, "redis", env("MICROSHOP_REDIS", defRedis), "Redis: redis://[:pass@]host:port/db, or host:port,host:port,... for a cluster (all: empty = embedded) [MICROSHOP_REDIS]")
+	fs.StringVar(&o.redisPrefix, "redis-prefix", env("MICROSHOP_REDIS_PREFIX", cache.DefaultPrefix), "prefix of every Redis key [MICROSHOP_REDIS_PREFIX]")
+	fs.StringVar(&o.logLevel, "log-level", env("MICROSHOP_LOG_LEVEL", "info"), "debug (one line per request), info, warn or error [MICROSHOP_LOG_LEVEL]")
+	fs.StringVar(&o.logFormat, "log-format", env("MICROSHOP_LOG_FORMAT", "text"), "text or json [MICROSHOP_LOG_FORMAT]")
+	var envErr error
+	envInt := func(key string, def int64) int64 {
+		v := getenv(key)
+		if v == "" {
+			return def
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil && envErr == nil {
+			envErr = fmt.Errorf("%s: want an integer, got %q", key, v)
+		}
+		return n
+	}
+	envDuration := func(key string, def time.Duration) time.Duration {
+		v := getenv(key)
+		if v == "" {
+			return def
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil && envErr == nil {
+			envErr = fmt.Errorf("%s: want a duration like 10s, got %q", key, v)
+		}
+		return d
+	}
+	envBool := func(key string, def bool) bool {
+		v := getenv(key)
+		if v == "" {
+			return def
+		}
+		b, err := strconv.ParseBool(v)
+		if err != nil && envErr == nil {
+			envErr = fmt.Errorf("%s: want true or false, got %q", key, v)
+		}
+		return b
+	}
+	var maxPacket int64
+	fs.Int64Var(&maxPacket, "max-packet", envInt("MICROSHOP_MAX_PACKET", 1<<20), "largest packet in bytes [MICROSHOP_MAX_PACKET]")
+	fs.Int64Var(&o.maxBody, "max-body", envInt("MICROSHOP_MAX_BODY", 1<<20), "gate: largest request body in bytes [MICROSHOP_MAX_BODY]")
+	fs.DurationVar(&o.requestTimeout, "request-timeout", envDuration("MICROSHOP_REQUEST_TIMEOUT", 10*time.Second), "gate and callers: how long to wait for a service's answer [MICROSHOP_REQUEST_TIMEOUT]")
+	fs.BoolVar(&o.randomPorts, "random-ports", envBool("MICROSHOP_RANDOM_PORTS", false), "all: services listen on free loopback ports instead of 9010, 9020, ... [MICROSHOP_RANDOM_PORTS]")
+	if envErr != nil {
+		return nil, envErr
+	}
+	fs.Usage = func() {
+		if name == "all" {
+			fmt.Fprintln(stdout, "microshop all: the whole fleet in one process, each part on its own loopback port, talking the real protocol.")
+		} else {
+			fmt.Fprintf(stdout, "microshop %s: %s\n", name, c.help)
+		}
+		fmt.Fprintln(stdout, "\nFlags (each with its environment variable in brackets):")
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		fs.SetOutput(stderr)
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if maxPacket < 1024 || maxPacket > 1<<30 {
+		return nil, fmt.Errorf("--max-packet: want a byte count from 1024 to 1073741824, got %d", maxPacket)
+	}
+	o.maxPacket = int(maxPacket)
+	if o.maxBody < 1 {
+		return nil, fmt.Errorf("--max-body: want a positive byte count, got %d", o.maxBody)
+	}
+	if o.requestTimeout <= 0 {
+		return nil, fmt.Errorf("--request-timeout: want a positive duration, got %v", o.requestTimeout)
+	}
+	return o, nil
+}
+
+func newLogger(o *options, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level: want debug, info, warn or error, got %q", o.logLevel)
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	switch o.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, hopts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, hopts)), nil
+	}
+	return nil, fmt.Errorf("--log-format: want text or json, got %q", o.logFormat)
+}
+
+// resources are the shared database and Redis of a process.
+type resources struct {
+	db       *store.DB
+	cache    *cache.Cache
+	embedded *cache.Embedded
+}
+
+func (r *resources) close() {
+	if r.cache != nil {
+		r.cache.Close()
+	}
+	if r.embedded != nil {
+		r.embedded.Close()
+	}
+	if r.db != nil {
+		r.db.Close()
+	}
+}
+
+func openResources(ctx context.Context, o *options, log *slog.Logger) (*resources, error) {
+	r := &resources{}
+	db, err := store.Open(ctx, o.db)
+	if err != nil {
+		return nil, err
+	}
+	r.db = db
+	url := o.redis
+	if url == "" {
+		e, err := cache.StartEmbedded("127.0.0.1:0")
+		if err != nil {
+			r.close()
+			return nil, err
+		}
+		r.embedded = e
+		url = e.URL()
+		log.Info("embedded Redis started", "addr", e.Addr())
+	}
+	c, err := cache.Open(url, o.redisPrefix)
+	if err != nil {
+		r.close()
+		return nil, err
+	}
+	r.cache = c
+	if err := c.Ping(ctx, 2*time.Second); err != nil {
+		log.Warn("Redis not reachable; running without it (slower) until it answers", "err", err)
+	}
+	log.Info("database opened", "db", store.Redact(o.db), "dialect", db.Dialect)
+	return r, nil
+}
+
+func listen(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	return ln, nil
+}
+
+// start runs component c on ln until ctx is done.
+func start(ctx context.Context, c component, ln net.Listener, o *options, res *resources, log *slog.Logger) error {
+	switch c.kind {
+	case kindDistributor:
+		return distributor.NewServer(log.With("component", "distributor"), o.maxPacket).Serve(ctx, ln)
+	case kindGate:
+		g := gate.New(gate.Config{Distributor: o.distributor, RequestTimeout: o.requestTimeout, MaxBody: o.maxBody, MaxPacket: o.maxPacket, Logger: log})
+		return g.Serve(ctx, ln)
+	}
+	slog := log.With("component", c.name)
+	d := deps{db: res.db, cache: res.cache, log: slog}
+	cfg := service.Config{Name: c.name, Distributor: o.distributor, MaxPacket: o.maxPacket, Logger: log}
+	if c.calls {
+		d.caller = service.NewRouter(service.RouterConfig{RequestTimeout: o.requestTimeout, MaxPacket: o.maxPacket, Logger: slog})
+		defer d.caller.Close()
+		cfg.OnNodes = d.caller.Update
+	}
+	cfg.Routes = c.routes(d)
+	return service.NewServer(cfg).Serve(ctx, ln)
+}
+
+// runOne runs a single component as its own process.
+func runOne(ctx context.Context, c component, o *options, stderr io.Writer) error {
+	log, err := newLogger(o, stderr)
+	if err != nil {
+		return err
+	}
+	var res *resources
+	if c.kind == kindService {
+		if o.redis == "" {
+			return errors.New("--redis: separate processes must share one Redis; give its redis:// URL")
+		}
+		if res, err = openResources(ctx, o, log); err != nil {
+			return err
+		}
+		defer res.close()
+	}
+	ln, err := listen(o.addr)
+	if err != nil {
+		return err
+	}
+	err = start(ctx, c, ln, o, res, log)
+	log.Info("stopped", "component", c.name)
+	return err
+}
+
+// runAll runs the whole fleet in one process: the distributor first, then
+// the services, then the gate; on shutdown the gate stops first and the
+// distributor last.
+func runAll(ctx context.Context, o *options, stderr io.Writer) error {
+	log, err := newLogger(o, stderr)
+	if err != nil {
+		return err
+	}
+	res, err := openResources(ctx, o, log)
+	if err != nil {
+		return err
+	}
+	defer res.close()
+
+	type running struct {
+		name   string
+		cancel context.CancelFunc
+		done   chan error
+	}
+	var fleet []running
+	failed := make(chan error, 16)
+	stopAll := func() {
+		for i := len(fleet) - 1; i >= 0; i-- {
+			fleet[i].cancel()
+			<-fleet[i].done
+		}
+	}
+	var once sync.Once
+	for _, c := range components() {
+		addr := "127.0.0.1:" + strconv.Itoa(c.port)
+		switch {
+		case c.kind == kindGate:
+			addr = o.addr
+		case c.kind == kindDistributor:
+			addr = o.distributor
+			if o.randomPorts {
+				addr = "127.0.0.1:0"
+			}
+		case o.randomPorts:
+			addr = "127.0.0.1:0"
+		}
+		ln, err := listen(addr)
+		if err != nil {
+			stopAll()
+			return err
+		}
+		if c.kind == kindDistributor {
+			o.distributor = ln.Addr().String()
+		}
+		cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		r := running{name: c.name, cancel: cancel, done: make(chan error, 1)}
+		go func() {
+			err := start(cctx, c, ln, o, res, log)
+			if err == nil && cctx.Err() == nil {
+				err = errors.New("stopped unexpectedly")
+			}
+			if err != nil && cctx.Err() == nil {
+				once.Do(func() { failed <- fmt.Errorf("%s: %w", c.name, err) })
+			}
+			r.done <- err
+		}()
+		fleet = append(fleet, r)
+		if c.kind == kindGate {
+			log.Info("microshop is up", "gate", ln.Addr().String(), "distributor", o.distributor)
+		}
+	}
+	var ferr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case ferr = <-failed:
+		log.Error("a component failed; shutting down", "err", ferr)
+	}
+	stopAll()
+	return ferr
+}

@@ -1,0 +1,93 @@
+package app
+
+import (
+	"log/slog"
+
+	"github.com/microshop/microshop/internal/cache"
+	"github.com/microshop/microshop/internal/goods"
+	"github.com/microshop/microshop/internal/members"
+	"github.com/microshop/microshop/internal/purchases"
+	"github.com/microshop/microshop/internal/ratings"
+	"github.com/microshop/microshop/internal/reactions"
+	"github.com/microshop/microshop/internal/store"
+	"github.com/microshop/microshop/internal/stores"
+	"github.com/microshop/microshop/service"
+)
+
+// kind says how a component runs.
+type kind int
+
+const (
+	kindDistributor kind = iota
+	kindGate
+	kindService
+)
+
+// deps are the shared resources handed to a service's constructor.
+type deps struct {
+	db     *store.DB
+	cache  *cache.Cache
+	caller *service.Router // calls other services; nil unless component.calls
+	log    *slog.Logger
+}
+
+// component is one row of the fleet table: `microshop all` starts every row
+// in order and stops them in reverse; `microshop NAME` runs one row.
+type component struct {
+	name  string
+	port  int // the book's default port
+	kind  kind
+	help  string
+	calls bool // needs a Router to call other services
+	// routes builds the service's handlers (kindService only).
+	routes func(d deps) map[string]service.Handler
+}
+
+// components returns the fleet table, in start order.
+func components() []component {
+	return []component{
+		{name: "distributor", port: 9000, kind: kindDistributor,
+			help: "the registry: knows where every process is and pushes the list to all"},
+		{name: "goods", port: 9010, kind: kindService,
+			help: "POST/GET/DELETE /goods: the catalogue, cached in Redis",
+			routes: func(d deps) map[string]service.Handler {
+				return goods.New(d.db, d.cache, d.log).Routes()
+			}},
+		{name: "members", port: 9020, kind: kindService,
+			help: "POST/GET/DELETE /members: accounts with argon2id passwords",
+			routes: func(d deps) map[string]service.Handler {
+				return members.New(d.db, d.cache, d.log).Routes()
+			}},
+		{name: "purchases", port: 9030, kind: kindService, calls: true,
+			help: "POST/GET /purchases: buying, checking goods in Redis first, then asking the goods service",
+			routes: func(d deps) map[string]service.Handler {
+				return purchases.New(d.db, d.cache, d.caller, d.log).Routes()
+			}},
+		{name: "reactions", port: 9040, kind: kindService, calls: true,
+			help: "POST/GET/DELETE /reactions: likes and dislikes per good (Redis counters)",
+			routes: func(d deps) map[string]service.Handler {
+				return reactions.New(d.db, d.cache, d.caller, d.log).Routes()
+			}},
+		{name: "ratings", port: 9050, kind: kindService, calls: true,
+			help: "POST/GET /ratings: star ratings per good (Redis hashes)",
+			routes: func(d deps) map[string]service.Handler {
+				return ratings.New(d.db, d.cache, d.caller, d.log).Routes()
+			}},
+		{name: "stores", port: 9060, kind: kindService,
+			help: "POST/GET/DELETE /stores: stores near a point (Redis geo)",
+			routes: func(d deps) map[string]service.Handler {
+				return stores.New(d.db, d.cache, d.log).Routes()
+			}},
+		{name: "gate", port: 8000, kind: kindGate,
+			help: "the HTTP front door: routes each request to an instance of its service"},
+	}
+}
+
+func findComponent(name string) (component, bool) {
+	for _, c := range components() {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return component{}, false
+}
