@@ -80,6 +80,15 @@ func (g *Gate) Serve(ctx context.Context, ln net.Listener) error {
 		g.router.Close()
 	}()
 
+	// Serve once the first list has arrived (or after a short wait when the
+	// distributor is away), so the first requests find their routes.
+	select {
+	case <-g.dc.Ready():
+	case <-time.After(2 * time.Second):
+		g.log.Warn("no list from the distributor yet; serving anyway")
+	case <-ctx.Done():
+	}
+
 	srv := &http.Server{
 		Handler:           g.Handler(),
 		ReadHeaderTimeout: 5 * time.Second,

@@ -57,10 +57,11 @@ type route struct {
 }
 
 type instance struct {
-	name string
-	addr string
-	conn atomic.Pointer[packet.Conn] // nil while not connected
-	stop chan struct{}
+	name  string
+	addr  string
+	conn  atomic.Pointer[packet.Conn] // nil while not connected
+	stop  chan struct{}
+	tried chan struct{} // closed after the first connection attempt
 }
 
 // NewRouter returns a router with no instances.
@@ -99,7 +100,7 @@ func (r *Router) Update(nodes []distributor.Node) {
 	for addr, n := range want {
 		in, ok := r.instances[addr]
 		if !ok {
-			in = &instance{name: n.Name, addr: addr, stop: make(chan struct{})}
+			in = &instance{name: n.Name, addr: addr, stop: make(chan struct{}), tried: make(chan struct{})}
 			r.instances[addr] = in
 			go r.keep(in)
 		}
@@ -122,6 +123,8 @@ func (r *Router) Update(nodes []distributor.Node) {
 // backoff whenever the connection drops.
 func (r *Router) keep(in *instance) {
 	var delay time.Duration
+	var once sync.Once
+	defer once.Do(func() { close(in.tried) })
 	for {
 		d := net.Dialer{Timeout: 2 * time.Second, KeepAlive: 15 * time.Second}
 		ctx, cancel := context.WithCancel(context.Background())
@@ -138,6 +141,7 @@ func (r *Router) keep(in *instance) {
 			delay = 0
 			c := packet.NewConn(nc, packet.Options{MaxSize: r.cfg.MaxPacket, Logger: r.log})
 			in.conn.Store(c)
+			once.Do(func() { close(in.tried) })
 			r.log.Debug("connected to instance", "name", in.name, "addr", in.addr)
 			select {
 			case <-c.Closed():
@@ -149,6 +153,7 @@ func (r *Router) keep(in *instance) {
 				return
 			}
 		}
+		once.Do(func() { close(in.tried) })
 		if delay == 0 {
 			delay = 100 * time.Millisecond
 		} else if delay *= 2; delay > 2*time.Second {
@@ -223,6 +228,9 @@ func (r *Router) Call(ctx context.Context, method, path string, params []byte) (
 	var skip *packet.Conn
 	for {
 		c := pick(rt, skip)
+		if c == nil && skip == nil && waitFirstAttempt(ctx, rt) {
+			c = pick(rt, nil)
+		}
 		if c == nil {
 			if skip != nil {
 				return nil, ErrInstanceLost
@@ -242,6 +250,32 @@ func (r *Router) Call(ctx context.Context, method, path string, params []byte) (
 		retries--
 		skip = c
 	}
+}
+
+// waitFirstAttempt waits (at most a second) for instances of rt that were
+// just listed and have not tried to connect yet; it reports whether it
+// waited. Without it, the first requests after a new instance appears would
+// get ErrNoInstance while the connection is being made.
+func waitFirstAttempt(ctx context.Context, rt *route) bool {
+	timer := time.NewTimer(time.Second)
+	defer timer.Stop()
+	waited := false
+	for _, in := range rt.instances {
+		select {
+		case <-in.tried:
+			continue
+		default:
+		}
+		waited = true
+		select {
+		case <-in.tried:
+		case <-ctx.Done():
+			return waited
+		case <-timer.C:
+			return waited
+		}
+	}
+	return waited
 }
 
 // Close drops every instance and closes its connection.

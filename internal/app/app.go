@@ -267,7 +267,7 @@ func listen(addr string) (net.Listener, error) {
 func start(ctx context.Context, c component, ln net.Listener, o *options, res *resources, log *slog.Logger) error {
 	switch c.kind {
 	case kindDistributor:
-		return distributor.NewServer(log.With("component", "distributor"), o.maxPacket).Serve(ctx, ln)
+		return newDistributor(o, log).Serve(ctx, ln)
 	case kindGate:
 		g := gate.New(gate.Config{Distributor: o.distributor, RequestTimeout: o.requestTimeout, MaxBody: o.maxBody, MaxPacket: o.maxPacket, Logger: log})
 		return g.Serve(ctx, ln)
@@ -282,6 +282,10 @@ func start(ctx context.Context, c component, ln net.Listener, o *options, res *r
 	}
 	cfg.Routes = c.routes(d)
 	return service.NewServer(cfg).Serve(ctx, ln)
+}
+
+func newDistributor(o *options, log *slog.Logger) *distributor.Server {
+	return distributor.NewServer(log.With("component", "distributor"), o.maxPacket)
 }
 
 // runOne runs a single component as its own process.
@@ -337,6 +341,8 @@ func runAll(ctx context.Context, o *options, stderr io.Writer) error {
 		}
 	}
 	var once sync.Once
+	var reg *distributor.Server
+	var services []string
 	for _, c := range components() {
 		addr := "127.0.0.1:" + strconv.Itoa(c.port)
 		switch {
@@ -355,13 +361,24 @@ func runAll(ctx context.Context, o *options, stderr io.Writer) error {
 			stopAll()
 			return err
 		}
+		run := func(ctx context.Context) error { return start(ctx, c, ln, o, res, log) }
 		if c.kind == kindDistributor {
 			o.distributor = ln.Addr().String()
+			reg = newDistributor(o, log)
+			run = func(ctx context.Context) error { return reg.Serve(ctx, ln) }
+		}
+		if c.kind == kindGate {
+			// Open the front door once every service is registered, so
+			// the first requests find their routes.
+			waitRegistered(ctx, reg, services, 10*time.Second, log)
+		}
+		if c.kind == kindService {
+			services = append(services, c.name)
 		}
 		cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		r := running{name: c.name, cancel: cancel, done: make(chan error, 1)}
 		go func() {
-			err := start(cctx, c, ln, o, res, log)
+			err := run(cctx)
 			if err == nil && cctx.Err() == nil {
 				err = errors.New("stopped unexpectedly")
 			}
@@ -384,4 +401,29 @@ func runAll(ctx context.Context, o *options, stderr io.Writer) error {
 	}
 	stopAll()
 	return ferr
+}
+
+// waitRegistered waits until reg lists every named service, or d passes.
+func waitRegistered(ctx context.Context, reg *distributor.Server, names []string, d time.Duration, log *slog.Logger) {
+	deadline := time.Now().Add(d)
+	for {
+		listed := map[string]bool{}
+		for _, n := range reg.Nodes() {
+			listed[n.Name] = true
+		}
+		missing := 0
+		for _, n := range names {
+			if !listed[n] {
+				missing++
+			}
+		}
+		if missing == 0 {
+			return
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			log.Warn("starting the gate before every service registered", "missing", missing)
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

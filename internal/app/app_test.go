@@ -1,0 +1,182 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/microshop/microshop/internal/testenv"
+)
+
+// fleet runs `microshop all` in this process on free ports and returns the
+// gate's base URL once it answers.
+func fleet(t testing.TB, extra ...string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	redisURL, _ := testenv.RedisURL(t)
+	args := append([]string{"all", "--addr", addr, "--random-ports", "--log-level", "error",
+		"--db", testenv.DSN(t), "--redis", redisURL, "--redis-prefix", testenv.RandomName("mstest:") + ":"}, extra...)
+	if strings.Contains(strings.Join(extra, " "), "--db") {
+		args = append([]string{"all", "--addr", addr, "--random-ports", "--log-level", "error"}, extra...)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var logs syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, args, func(string) string { return "" }, io.Discard, &logs) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run returned %v; logs:\n%s", err, logs.String())
+		}
+	})
+	base := "http://" + addr
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(base + "/goods")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return base
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fleet not ready after 10s (last: %v); logs:\n%s", err, logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func call(t testing.TB, method, url, body string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+		t.Fatalf("%s %s: body is not JSON: %v", method, url, err)
+	}
+	return resp.StatusCode, m
+}
+
+func TestAllServesTheBookFlow(t *testing.T) {
+	base := fleet(t)
+	if code, m := call(t, "POST", base+"/goods", `{"name":"tea","category":"drink","price":100,"description":"d"}`); code != 200 || m["id"] != 1.0 {
+		t.Fatalf("POST /goods = %d %v; want 200 with id 1", code, m)
+	}
+	if code, m := call(t, "POST", base+"/members", `{"username":"kim","password":"secret123"}`); code != 200 || m["userid"] != 1.0 {
+		t.Fatalf("POST /members = %d %v; want 200 with userid 1", code, m)
+	}
+	if code, m := call(t, "POST", base+"/purchases", `{"userid":1,"goodsid":1}`); code != 200 || m["id"] != 1.0 {
+		t.Fatalf("POST /purchases = %d %v; want 200 with id 1", code, m)
+	}
+	if code, m := call(t, "POST", base+"/purchases", `{"userid":1,"goodsid":2}`); code != 404 || m["errorcode"] != 404.0 {
+		t.Fatalf("POST /purchases of unknown good = %d %v; want 404", code, m)
+	}
+	for _, path := range []string{"/reactions?goodsid=1", "/ratings?goodsid=1", "/stores?longitude=0&latitude=0"} {
+		if code, m := call(t, "GET", base+path, ""); code != 200 || m["errorcode"] != 0.0 {
+			t.Errorf("GET %s = %d %v; want 200", path, code, m)
+		}
+	}
+}
+
+func TestFlagErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"nope"}, nil, `unknown command "nope"`},
+		{[]string{"gate", "--max-body", "-1"}, nil, "--max-body"},
+		{[]string{"gate", "--request-timeout", "soon"}, nil, "request-timeout"},
+		{[]string{"gate"}, map[string]string{"MICROSHOP_REQUEST_TIMEOUT": "soon"}, "MICROSHOP_REQUEST_TIMEOUT"},
+		{[]string{"all", "--log-level", "loud"}, nil, "--log-level"},
+		{[]string{"goods", "--db", "postgres://x"}, nil, "unsupported database"},
+		{[]string{"gate", "extra"}, nil, "unexpected argument"},
+	} {
+		getenv := func(k string) string { return tc.env[k] }
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := Run(ctx, tc.args, getenv, io.Discard, io.Discard)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Run(%q) = %v; want an error mentioning %q", tc.args, err, tc.want)
+		}
+	}
+	var out bytes.Buffer
+	if err := Run(context.Background(), []string{"goods", "--help"}, func(string) string { return "" }, &out, io.Discard); !IsHelp(err) || !strings.Contains(out.String(), "MICROSHOP_DB") {
+		t.Errorf("goods --help = %v, %q; want help listing MICROSHOP_DB", err, out.String())
+	}
+}
+
+func TestListenFailureIsClear(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dsn := "sqlite:" + filepath.Join(t.TempDir(), "x.db")
+	err = Run(context.Background(), []string{"all", "--addr", ln.Addr().String(), "--random-ports", "--db", dsn, "--log-level", "error"},
+		func(string) string { return "" }, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("all on a taken port = %v; want 'address already in use'", err)
+	}
+}
+
+// BenchmarkGateGoodsRedis measures one request through the whole path:
+// HTTP → gate → packet → goods service → Redis → back.
+func BenchmarkGateGoodsRedis(b *testing.B) {
+	base := fleet(b)
+	call(b, "POST", base+"/goods", `{"name":"tea","price":100}`)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := client.Get(base + "/goods?id=1")
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Errorf("status %d", resp.StatusCode)
+				return
+			}
+		}
+	})
+}
