@@ -274,7 +274,8 @@ func testBookGate(t *testing.T, f *fleet) {
 	if r.ID == nil {
 		t.Fatalf("POST /goods: no id: %s", r.raw)
 	}
-	id := strconv.FormatInt(*r.ID, 10)
+	goodID := *r.ID
+	id := strconv.FormatInt(goodID, 10)
 	svc.write(t, `{"uri":"/goods","method":"GET","params":{"id":`+id+`,"key":13}}¶`)
 	r = svc.readResponses(t, 1)["13"]
 	ok("GET /goods?id of the \\u00b6 good", r, "13")
@@ -283,7 +284,7 @@ func testBookGate(t *testing.T, f *fleet) {
 		t.Errorf("GET /goods?id: want name x¶y and description ¶, got %s", r.raw)
 	}
 	// The HTTP side sees the same good.
-	if g := f.getGood(t, *r.ID); g.Name != "x¶y" {
+	if g := f.getGood(t, goodID); g.Name != "x¶y" {
 		t.Errorf("GET /goods?id through our gate: %+v", g)
 	}
 
@@ -547,5 +548,44 @@ func testBookDistributor(t *testing.T) {
 	}
 	if goods.exited() {
 		t.Fatalf("goods exited: %v", goods.waitErr)
+	}
+}
+
+// TestDistributorEveryRegistration: a peer that sends its registration in
+// the same breath as it connects (as the book's server.js and every
+// microshop process do) is always listed: 100 peers in a row, each of which
+// must see itself in the list pushed to it.
+func TestDistributorEveryRegistration(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, "")
+	f.startDistributor()
+	var lost []int
+	for i := range 100 {
+		port := 20000 + i // only listed, never dialled
+		c, err := net.DialTimeout("tcp", f.distAddr, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = io.WriteString(c, `{"uri":"/distributes","method":"POST","key":0,"params":{"port":`+strconv.Itoa(port)+`,"name":"eager","urls":["GET/eager"]}}¶`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		r := newPacketReader(c)
+		for {
+			p, err := r.next()
+			if err != nil {
+				lost = append(lost, i)
+				break
+			}
+			nodes, _ := decodeList(p)
+			if slices.ContainsFunc(nodes, func(n node) bool { return n.Name == "eager" && n.Port == port }) {
+				break
+			}
+		}
+		c.Close()
+	}
+	if len(lost) > 0 {
+		t.Errorf("%d of 100 registrations sent right after connecting never appeared in the list (peers %v)", len(lost), lost)
 	}
 }

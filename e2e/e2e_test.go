@@ -19,7 +19,8 @@ import (
 // bookFleet starts the fleet of the end-to-end test as separate
 // processes: distributor, gate, two goods instances, members and purchases,
 // and waits until the gate serves every route and is connected to both goods
-// instances. It returns the gate and the goods processes and nodes.
+// instances. It returns the gate, and the goods processes and their nodes
+// (goodsNodes[i] is goods[i]).
 func bookFleet(t *testing.T) (f *fleet, gate *proc, goods []*proc, goodsNodes []node) {
 	f = newFleet(t, "")
 	f.startDistributor()
@@ -29,6 +30,14 @@ func bookFleet(t *testing.T) (f *fleet, gate *proc, goods []*proc, goodsNodes []
 	f.startService("purchases")
 	nodes := f.waitNodes(map[string]int{"gate": 1, "goods": 2, "members": 1, "purchases": 1})
 	goodsNodes = nodesNamed(nodes, "goods")
+	if f.listenAddr(goods[0]) != goodsNodes[0].addr() {
+		goodsNodes[0], goodsNodes[1] = goodsNodes[1], goodsNodes[0]
+	}
+	for i, p := range goods {
+		if a := f.listenAddr(p); a != goodsNodes[i].addr() {
+			t.Fatalf("%s listens on %s, but the distributor lists goods at %s and %s", p.name, a, goodsNodes[0].addr(), goodsNodes[1].addr())
+		}
+	}
 	f.waitGateConnected(gate, goodsNodes[0].addr(), goodsNodes[1].addr())
 	f.pollStatus("/goods", http.StatusOK, startTimeout)
 	f.pollStatus("/purchases?userid=1", http.StatusOK, startTimeout)
@@ -580,4 +589,17 @@ func TestDistributorRestart(t *testing.T) {
 	if len(failures) > 0 {
 		t.Errorf("%d GETs failed across the distributor restart (want 0); first: %q", len(failures), first(failures, 5))
 	}
+}
+
+// TestConcurrentStartFreshDatabase: services started at the same moment on a
+// fresh, empty database (as a script or an orchestrator starts a fleet) all
+// come up and register, whichever of them migrates the database first.
+func TestConcurrentStartFreshDatabase(t *testing.T) {
+	t.Parallel()
+	f := newBareFleet(t, "")
+	f.startDistributor()
+	for _, name := range []string{"goods", "goods", "members", "purchases"} {
+		f.startService(name)
+	}
+	f.waitNodes(map[string]int{"goods": 2, "members": 1, "purchases": 1})
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/microshop/microshop/internal/cache"
+	"github.com/microshop/microshop/internal/store"
 	"github.com/microshop/microshop/internal/testenv"
 )
 
@@ -167,6 +168,32 @@ func (l *logBuffer) tail(n int) string {
 	return "…\n" + s
 }
 
+// dump returns the log for a failure report: without the per-request
+// debug lines (counted instead), at most the last n bytes.
+func (l *logBuffer) dump(n int) string {
+	var b strings.Builder
+	requests := 0
+	for _, line := range strings.SplitAfter(l.String(), "\n") {
+		if strings.Contains(line, "level=DEBUG msg=request ") {
+			requests++
+			continue
+		}
+		b.WriteString(line)
+	}
+	if requests > 0 {
+		fmt.Fprintf(&b, "(%d per-request debug lines left out)\n", requests)
+	}
+	s := b.String()
+	if len(s) > n {
+		s = s[len(s)-n:]
+		if i := strings.IndexByte(s, '\n'); i >= 0 {
+			s = s[i+1:]
+		}
+		s = "…\n" + s
+	}
+	return s
+}
+
 // lines returns the log lines that contain every one of subs.
 func (l *logBuffer) lines(subs ...string) []string {
 	var out []string
@@ -267,6 +294,9 @@ type fleet struct {
 	distAddr  string // where the distributor listens (or a fake one)
 	gateURL   string // http://127.0.0.1:PORT of the gate, once started
 
+	client    *http.Client
+	transport *http.Transport
+
 	mu    sync.Mutex
 	procs []*proc
 }
@@ -275,7 +305,22 @@ type fleet struct {
 // test Redis when empty) and a random key prefix. Every process started
 // through it is stopped, concurrently, when the test ends; each must then
 // exit cleanly on SIGTERM.
+//
+// The database is migrated before any process starts (see
+// TestConcurrentStartFreshDatabase for processes racing to migrate it).
 func newFleet(t *testing.T, redisURL string) *fleet {
+	t.Helper()
+	f := newBareFleet(t, redisURL)
+	db, err := store.Open(context.Background(), f.db)
+	if err != nil {
+		t.Fatalf("migrate %s: %v", store.Redact(f.db), err)
+	}
+	db.Close()
+	return f
+}
+
+// newBareFleet is newFleet with a database that is created but empty.
+func newBareFleet(t *testing.T, redisURL string) *fleet {
 	t.Helper()
 	skipShort(t)
 	real := false
@@ -284,6 +329,7 @@ func newFleet(t *testing.T, redisURL string) *fleet {
 	}
 	f := &fleet{t: t, db: testenv.DSN(t), redis: redisURL, realRedis: real, prefix: testenv.RandomName("e2e") + ":"}
 	f.realDB = strings.HasPrefix(f.db, "mysql:")
+	f.client, f.transport = newHTTPClient()
 	t.Cleanup(f.dropKeys) // runs after stop: LIFO
 	t.Cleanup(f.stop)
 	return f
@@ -304,6 +350,9 @@ func (f *fleet) start(name string, args ...string) *proc {
 
 func (f *fleet) stop() {
 	t := f.t
+	// A polite client: an open keep-alive connection that never carried a
+	// request holds up an HTTP server's graceful shutdown for 5 s.
+	f.transport.CloseIdleConnections()
 	f.mu.Lock()
 	procs := append([]*proc(nil), f.procs...)
 	f.mu.Unlock()
@@ -327,13 +376,16 @@ func (f *fleet) stop() {
 	}
 	if t.Failed() {
 		for _, p := range procs {
-			t.Logf("──── output of %s (%s) ────\n%s", p.name, strings.Join(p.args, " "), p.log.tail(24<<10))
+			t.Logf("──── output of %s (%s) ────\n%s", p.name, strings.Join(p.args, " "), p.log.dump(32<<10))
 		}
 	}
 }
 
-// dropKeys deletes this test's keys from Redis, when it is still up.
+// dropKeys deletes this test's keys from the shared real Redis.
 func (f *fleet) dropKeys() {
+	if !f.realRedis {
+		return // an embedded or private Redis goes away with the test
+	}
 	c, err := cache.Open(f.redis, f.prefix)
 	if err != nil {
 		return
@@ -461,7 +513,7 @@ func countNames(nodes []node) map[string]int {
 // exactly want[name] processes of every name in want, and returns it.
 func (f *fleet) waitNodes(want map[string]int) []node {
 	f.t.Helper()
-	nodes, err := watchList(f.distAddr, startTimeout, func(nodes []node) bool {
+	nodes, err := watchList(f.distAddr, startTimeout, f.checkAlive, func(nodes []node) bool {
 		got := countNames(nodes)
 		for name, n := range want {
 			if got[name] != n {
@@ -478,18 +530,24 @@ func (f *fleet) waitNodes(want map[string]int) []node {
 }
 
 // watchList reads the lists the distributor at addr pushes until ok accepts
-// one. It returns the last list seen.
-func watchList(addr string, timeout time.Duration, ok func([]node) bool) ([]node, error) {
+// one. It returns the last list seen. It calls alive between reads.
+func watchList(addr string, timeout time.Duration, alive func(), ok func([]node) bool) ([]node, error) {
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(timeout))
+	deadline := time.Now().Add(timeout)
 	r := newPacketReader(c)
 	var last []node
 	for {
+		c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 		p, err := r.next()
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() && time.Now().Before(deadline) {
+			alive()
+			continue
+		}
 		if err != nil {
 			return last, err
 		}
@@ -552,6 +610,19 @@ func (f *fleet) waitGateConnected(gate *proc, addrs ...string) {
 	}
 }
 
+// listenAddr returns the address service p listens on, from its log line
+// "service listening … addr=A".
+func (f *fleet) listenAddr(p *proc) string {
+	f.t.Helper()
+	f.waitLog(p, "service listening", "addr=")
+	line := p.log.lines("service listening", "addr=")[0]
+	addr := line[strings.Index(line, "addr=")+len("addr="):]
+	if i := strings.IndexByte(addr, ' '); i >= 0 {
+		addr = addr[:i]
+	}
+	return addr
+}
+
 // waitLog waits until p's log has a line containing every one of subs.
 func (f *fleet) waitLog(p *proc, subs ...string) {
 	f.t.Helper()
@@ -567,14 +638,15 @@ func (f *fleet) waitLog(p *proc, subs ...string) {
 
 // ─── HTTP ────────────────────────────────────────────────────────────────
 
-var httpClient = &http.Client{
-	Timeout: 15 * time.Second,
-	Transport: &http.Transport{
+// newHTTPClient returns the HTTP client of one fleet.
+func newHTTPClient() (*http.Client, *http.Transport) {
+	tr := &http.Transport{
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     30 * time.Second,
 		DisableCompression:  true,
 		DialContext:         (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
-	},
+	}
+	return &http.Client{Timeout: 15 * time.Second, Transport: tr}, tr
 }
 
 // answer is one HTTP answer of the gate, with the book's fields decoded.
@@ -607,7 +679,7 @@ func (f *fleet) request(method, path, contentType string, body []byte) (*answer,
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	resp, err := httpClient.Do(req)
+	resp, err := f.client.Do(req)
 	if err != nil {
 		return nil, err
 	}
