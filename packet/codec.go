@@ -156,6 +156,9 @@ type Message struct {
 	Params       json.RawMessage `json:"params"`
 	ErrorCode    *int            `json:"errorcode"`
 	ErrorMessage string          `json:"errormessage"`
+	// Auth is a request's identity as a microshop gate vouches for it (a
+	// JSON object, see service.Auth); absent from a book gate's requests.
+	Auth json.RawMessage `json:"auth"`
 
 	// Raw is the whole packet as received, without the separator.
 	Raw []byte `json:"-"`
@@ -207,6 +210,13 @@ func (m *Message) KeyUint() (uint64, bool) {
 // own "key" parameter, as in the book's gate). params must be a JSON object
 // or empty.
 func AppendRequest(dst []byte, uri, method string, key uint64, params json.RawMessage) []byte {
+	return AppendRequestAuth(dst, uri, method, key, params, nil)
+}
+
+// AppendRequestAuth is AppendRequest with a top-level "auth" field holding
+// auth (a JSON object), left out when auth is empty. Book peers ignore the
+// field; it is not a parameter, so a client's parameters cannot forge it.
+func AppendRequestAuth(dst []byte, uri, method string, key uint64, params, auth json.RawMessage) []byte {
 	start := len(dst)
 	dst = append(dst, `{"uri":`...)
 	dst = appendString(dst, uri)
@@ -216,6 +226,10 @@ func AppendRequest(dst []byte, uri, method string, key uint64, params json.RawMe
 	dst = strconv.AppendUint(dst, key, 10)
 	dst = append(dst, `,"params":`...)
 	dst = appendParams(dst, params, key)
+	if a := bytes.TrimSpace(auth); len(a) >= 2 && a[0] == '{' {
+		dst = append(dst, `,"auth":`...)
+		dst = append(dst, a...)
+	}
 	dst = append(dst, '}')
 	if bytes.Contains(dst[start:], sep) {
 		esc := Escape(dst[start:])

@@ -176,6 +176,12 @@ func (c *Conn) Send(ctx context.Context, v any) error {
 // none from Call itself: pass one), and with ErrClosed when the connection
 // closes first.
 func (c *Conn) Call(ctx context.Context, uri, method string, params []byte) (*Message, error) {
+	return c.CallAuth(ctx, uri, method, params, nil)
+}
+
+// CallAuth is Call with an "auth" object in the request (see
+// AppendRequestAuth); nil auth sends none.
+func (c *Conn) CallAuth(ctx context.Context, uri, method string, params, auth []byte) (*Message, error) {
 	key := c.nextKey.Add(1)
 	ch := make(chan *Message, 1)
 	c.mu.Lock()
@@ -188,7 +194,7 @@ func (c *Conn) Call(ctx context.Context, uri, method string, params []byte) (*Me
 	c.pending[key] = ch
 	c.mu.Unlock()
 
-	if err := c.Write(ctx, AppendRequest(nil, uri, method, key, params)); err != nil {
+	if err := c.Write(ctx, AppendRequestAuth(nil, uri, method, key, params, auth)); err != nil {
 		c.forget(key)
 		return nil, callErr(err)
 	}

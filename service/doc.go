@@ -12,6 +12,9 @@ type Request struct {
 	Method string
 	URI    string
 	Params Params
+	// Auth is the identity the gate vouches for, nil when the request
+	// carried none (book behaviour; see Auth and Request.Member).
+	Auth *Auth
 }
 
 // Handler serves one route. It returns the answer's fields, or an error:

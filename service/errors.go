@@ -12,6 +12,9 @@ import (
 type Error struct {
 	Code    int
 	Message string
+	// Fields, when set, are sent in the answer next to errorcode and
+	// errormessage (for example {"retryafter": 60} with a 429).
+	Fields Result
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%d %s", e.Code, e.Message) }
@@ -27,6 +30,14 @@ var (
 	BadRequest = func(format string, args ...any) *Error { return Errorf(http.StatusBadRequest, format, args...) }
 	// NotFound is 404: the item does not exist.
 	NotFound = func(format string, args ...any) *Error { return Errorf(http.StatusNotFound, format, args...) }
+	// Unauthorized is 401: no valid credentials were presented.
+	Unauthorized = func(format string, args ...any) *Error { return Errorf(http.StatusUnauthorized, format, args...) }
+	// Forbidden is 403: the credentials do not allow this.
+	Forbidden = func(format string, args ...any) *Error { return Errorf(http.StatusForbidden, format, args...) }
+	// TooManyRequests is 429: try again later.
+	TooManyRequests = func(format string, args ...any) *Error {
+		return Errorf(http.StatusTooManyRequests, format, args...)
+	}
 	// Conflict is 409: the write conflicts with existing data.
 	Conflict = func(format string, args ...any) *Error { return Errorf(http.StatusConflict, format, args...) }
 	// Unavailable is 503: a shared resource cannot serve.

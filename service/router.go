@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
@@ -210,6 +211,19 @@ func pick(rt *route, skip *packet.Conn) *packet.Conn {
 // answer. params is a JSON object (or nil). Errors: ErrNoRoute,
 // ErrNoInstance, ErrInstanceLost, packet.ErrTimeout, or ctx's error.
 func (r *Router) Call(ctx context.Context, method, path string, params []byte) (*packet.Message, error) {
+	return r.CallAuth(ctx, nil, method, path, params)
+}
+
+// CallAuth is Call with the identity the caller vouches for, sent as the
+// request's "auth" object (none when auth is nil). The gate calls with it.
+func (r *Router) CallAuth(ctx context.Context, auth *Auth, method, path string, params []byte) (*packet.Message, error) {
+	var authJSON []byte
+	if auth != nil {
+		var err error
+		if authJSON, err = json.Marshal(auth); err != nil {
+			return nil, err
+		}
+	}
 	r.mu.RLock()
 	rt := r.routes[method+path]
 	r.mu.RUnlock()
@@ -237,7 +251,7 @@ func (r *Router) Call(ctx context.Context, method, path string, params []byte) (
 			}
 			return nil, ErrNoInstance
 		}
-		m, err := c.Call(ctx, path, method, params)
+		m, err := c.CallAuth(ctx, path, method, params, authJSON)
 		if err == nil {
 			return m, nil
 		}

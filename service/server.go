@@ -222,7 +222,13 @@ func (s *Server) serve(c *packet.Conn, m *packet.Message) {
 	res, err := s.call(ctx, m)
 	code, msg := ErrorCode(err)
 	var body []byte
-	if err == nil && len(res) > 0 {
+	if err != nil {
+		res = nil
+		if se := (*Error)(nil); errors.As(err, &se) {
+			res = se.Fields
+		}
+	}
+	if len(res) > 0 {
 		if body, err = json.Marshal(res); err != nil {
 			err = fmt.Errorf("encode result: %w", err)
 			code, msg = ErrorCode(err)
@@ -251,10 +257,14 @@ func (s *Server) call(ctx context.Context, m *packet.Message) (res Result, err e
 	if err != nil {
 		return nil, err
 	}
+	auth, err := decodeAuth(m.Auth)
+	if err != nil {
+		return nil, err
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("panic: %v\n%s", p, debug.Stack())
 		}
 	}()
-	return h(ctx, &Request{Method: m.Method, URI: m.URI, Params: params})
+	return h(ctx, &Request{Method: m.Method, URI: m.URI, Params: params, Auth: auth})
 }
