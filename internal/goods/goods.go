@@ -11,6 +11,9 @@
 // to Redis; a Redis failure is logged and never fails a request. Reads of
 // one good are cache-aside: Redis first, on a miss the database, then the
 // entry is written back.
+//
+// With authentication on (the request carries the gate's auth object),
+// POST and DELETE need the admin key: no token is a 401, a member's a 403.
 package goods
 
 import (
@@ -72,6 +75,9 @@ func (s *Service) Routes() map[string]service.Handler {
 
 // create validates a new good, inserts it, then caches it.
 func (s *Service) create(ctx context.Context, r *service.Request) (service.Result, error) {
+	if err := r.RequireAdmin(); err != nil {
+		return nil, err
+	}
 	g, err := parseGood(r.Params)
 	if err != nil {
 		return nil, err
@@ -125,6 +131,9 @@ func (s *Service) find(ctx context.Context, id int64) (catalog.Good, error) {
 
 // delete removes a good from the database, then its cache entry.
 func (s *Service) delete(ctx context.Context, r *service.Request) (service.Result, error) {
+	if err := r.RequireAdmin(); err != nil {
+		return nil, err
+	}
 	id, err := r.Params.ID("id")
 	if err != nil {
 		return nil, err

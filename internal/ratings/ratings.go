@@ -86,10 +86,11 @@ func (s *Service) Routes() map[string]service.Handler {
 	}
 }
 
-// actingMember returns the member acting in r. For now it is the userid
-// parameter; once members have tokens this is the one place to change.
+// actingMember returns the member acting in r (service.Request.Member):
+// with authentication on, the token's member, and a userid naming someone
+// else is a 403; without it, the userid parameter as in the book.
 func actingMember(r *service.Request) (int64, error) {
-	return r.Params.ID("userid")
+	return r.Member(true)
 }
 
 func (s *Service) handlePost(ctx context.Context, r *service.Request) (service.Result, error) {

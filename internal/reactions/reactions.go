@@ -95,14 +95,13 @@ func (s *Service) Routes() map[string]service.Handler {
 	}
 }
 
-// actingMember returns the member acting in r. For now it is the userid
-// parameter; once members have tokens this is the one place to change.
-// When required is false and no member is named, it returns 0.
+// actingMember returns the member acting in r (service.Request.Member):
+// with authentication on, the token's member, and a userid naming someone
+// else is a 403; without it, the userid parameter as in the book. For GET
+// (required false) no member is 0: the counts without "mine"; with a token,
+// "mine" is the token's member's own reaction.
 func actingMember(r *service.Request, required bool) (int64, error) {
-	if !required && !r.Params.Has("userid") {
-		return 0, nil
-	}
-	return r.Params.ID("userid")
+	return r.Member(required)
 }
 
 func (s *Service) handlePost(ctx context.Context, r *service.Request) (service.Result, error) {

@@ -5,6 +5,8 @@
 // {id}; DELETE /stores?id=N removes it; GET /stores?longitude=&latitude=
 // [&radius=KM][&limit=N] lists the stores within radius km (default 5, at
 // most 1000), nearest first, at most limit of them (default 20, at most 100).
+// With authentication on, POST and DELETE need the admin key (no token 401,
+// a member's token 403).
 //
 // # Design
 //
@@ -119,6 +121,9 @@ func position(p service.Params) (lon, lat float64, err error) {
 }
 
 func (s *Service) handlePost(ctx context.Context, r *service.Request) (service.Result, error) {
+	if err := r.RequireAdmin(); err != nil {
+		return nil, err
+	}
 	name, err := r.Params.Text("name", 1, MaxNameLength)
 	if err != nil {
 		return nil, err
@@ -138,6 +143,9 @@ func (s *Service) handlePost(ctx context.Context, r *service.Request) (service.R
 }
 
 func (s *Service) handleDelete(ctx context.Context, r *service.Request) (service.Result, error) {
+	if err := r.RequireAdmin(); err != nil {
+		return nil, err
+	}
 	id, err := r.Params.ID("id")
 	if err != nil {
 		return nil, err
