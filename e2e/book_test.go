@@ -24,6 +24,9 @@ import (
 // goodsMaxPacket is the --max-packet of the goods service in these tests.
 const goodsMaxPacket = 4096
 
+// gateTimeout is the gate's --request-timeout in TestBookPeerCompat.
+const gateTimeout = 2 * time.Second
+
 // TestBookPeerCompat: a fake Node.js service registers with our distributor
 // and serves requests routed by our gate; a fake book gate calls our goods
 // service; our goods service and gate run under a fake book distributor; and
@@ -32,7 +35,7 @@ func TestBookPeerCompat(t *testing.T) {
 	t.Parallel()
 	f := newFleet(t, "")
 	f.startDistributor()
-	gate := f.startGate()
+	gate := f.startGate("--request-timeout", gateTimeout.String())
 	goods := f.startService("goods", "--max-packet", strconv.Itoa(goodsMaxPacket))
 	nodes := f.waitNodes(map[string]int{"gate": 1, "goods": 1})
 	goodsAddr := nodesNamed(nodes, "goods")[0].addr()
@@ -46,6 +49,18 @@ func TestBookPeerCompat(t *testing.T) {
 		t.Parallel()
 		testBookDistributor(t)
 	})
+}
+
+// readList reads the next packet from the distributor, failing with a
+// message that names what the test was waiting for.
+func (p *rawPeer) readList(t *testing.T, waitingFor string) []byte {
+	t.Helper()
+	p.SetReadDeadline(time.Now().Add(startTimeout))
+	b, err := p.r.next()
+	if err != nil {
+		t.Fatalf("the distributor's list never showed %s: %v", waitingFor, err)
+	}
+	return b
 }
 
 // fakeNodeService is a service written against the book's server.js: it
@@ -109,6 +124,9 @@ func (s *fakeNodeService) serve(c net.Conn) {
 			continue // the book's service would crash here; ours just ignores it
 		}
 		key := string(req.Params["key"])
+		if string(req.Params["silent"]) == `"1"` {
+			continue // never answers
+		}
 		if string(req.Params["fail"]) == `"1"` {
 			out = `{"key":` + key + `,"errorcode":1,"errormessage":"invalid parameters"}¶`
 		} else {
@@ -144,7 +162,7 @@ func testNodeService(t *testing.T, f *fleet) {
 	reg := dialRaw(t, f.distAddr)
 	reg.write(t, `{"uri":"/distributes","method":"POST","key":0,"params":{"port":`+strconv.Itoa(svc.port)+`,"name":"nodesvc","urls":["GET/nodesvc"]}}¶`)
 	for found := false; !found; {
-		p := reg.read(t, startTimeout)
+		p := reg.readList(t, "the fake Node service's registration")
 		var m struct {
 			URI    string `json:"uri"`
 			Method string `json:"method"`
@@ -212,6 +230,20 @@ func testNodeService(t *testing.T, f *fleet) {
 	}
 	expect(t, "POST /nodesvc (not registered)", f.sendJSON(t, "POST", "/nodesvc", map[string]any{}), http.StatusNotFound)
 
+	// A request the service never answers fails with 504 after the gate's
+	// request timeout; it does not hang.
+	start := time.Now()
+	expect(t, "GET /nodesvc never answered", f.get(t, "/nodesvc?silent=1"), http.StatusGatewayTimeout)
+	if took := time.Since(start); took < gateTimeout {
+		t.Errorf("504 after %v, before the gate's request timeout %v", took, gateTimeout)
+	}
+
+	// A listed route whose only instance cannot be reached is a 503.
+	dead := dialRaw(t, f.distAddr)
+	dead.write(t, `{"uri":"/distributes","method":"POST","key":0,"params":{"port":`+strconv.Itoa(freePort(t))+`,"name":"deadsvc","urls":["GET/deadsvc"]}}¶`)
+	f.pollStatus("/deadsvc", http.StatusServiceUnavailable, startTimeout)
+	dead.Close()
+
 	// When the Node service leaves the distributor, its route goes.
 	reg.Close()
 	f.pollStatus("/nodesvc", http.StatusNotFound, startTimeout)
@@ -227,7 +259,7 @@ func testBookGate(t *testing.T, f *fleet) {
 	gw.write(t, `{"uri":"/distributes","method":"POST","key":0,"params":{"port":`+strconv.Itoa(myPort)+`,"name":"gate","urls":[]}}¶`)
 	var goodsNode node
 	for {
-		nodes, ok := decodeList(gw.read(t, startTimeout))
+		nodes, ok := decodeList(gw.readList(t, "the fake book gate's registration (or goods)"))
 		if !ok {
 			continue
 		}
