@@ -1,18 +1,28 @@
 // Package members is the members service of microshop: sign-up, sign-in
 // and removal of members, whose passwords are stored only as argon2id hashes
-// (see ArgonMemory). Routes:
+// (see ArgonMemory), and their login sessions (see session.go). Routes:
 //
-//	POST   /members  {username, password}  → {"userid": N}
-//	GET    /members  {username, password}  → {"userid": N}, or 401
-//	DELETE /members  {username}            → success, or 404
+//	POST   /members   {username, password}  → {"userid": N}
+//	GET    /members   {username, password}  → {"userid": N, "token": T, "expires": TIME}, or 401
+//	DELETE /members   {username}            → success, or 404
+//	POST   /sessions  {username, password}  → {"token": T, "userid": N, "expires": TIME}, or 401
+//	GET    /sessions                        → {"userid": N, "expires": TIME} of the presented token
+//	DELETE /sessions                        → success: the presented token is revoked
 //
-// Passwords are never logged, stored or answered in clear.
+// With authentication on (the request carries the gate's auth object),
+// DELETE /members needs the member's own token (or the admin key), and the
+// sessions routes act on the token the client presented (auth.session).
+// Logins are limited per username (session_lockout.go).
+//
+// Passwords and tokens are never logged, stored or answered in clear (a
+// token is answered once, when the session starts; only its hash is kept).
 package members
 
 import (
 	"context"
 	"log/slog"
 	"runtime"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -34,31 +44,50 @@ func errLogin() error { return service.Errorf(401, "invalid username or password
 
 // Service serves the members routes.
 type Service struct {
-	store  table
-	log    *slog.Logger
-	hasher *hasher
+	// SessionTTL is how long a session lasts (DefaultSessionTTL when 0).
+	SessionTTL time.Duration
+	// LockoutThreshold and LockoutWindow configure the login lockout
+	// (DefaultLockoutThreshold, DefaultLockoutWindow when 0).
+	LockoutThreshold int
+	LockoutWindow    time.Duration
+
+	store    table
+	cache    *cache.Cache
+	log      *slog.Logger
+	hasher   *hasher
+	sessions *sessions
+	now      func() time.Time
 }
 
-// New returns the members service over db. c is not used yet (sessions will
-// live there); log receives nothing secret (nil discards). New computes one argon2id hash (the
-// dummy used for unknown users), which takes a few tens of milliseconds.
+// New returns the members service over db, caching sessions and counting
+// logins in c (nil: neither). Set the exported fields before serving. log
+// receives nothing secret (nil discards). New computes one argon2id hash
+// (the dummy used for unknown users), which takes a few tens of
+// milliseconds.
 func New(db *store.DB, c *cache.Cache, log *slog.Logger) *Service {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{
+	s := &Service{
 		store:  table{db: db},
+		cache:  c,
 		log:    log.With("service", "members"),
 		hasher: newHasher(runtime.GOMAXPROCS(0)),
+		now:    time.Now,
 	}
+	s.sessions = &sessions{svc: s}
+	return s
 }
 
 // Routes returns the handlers of the members service by "METHOD/path".
 func (s *Service) Routes() map[string]service.Handler {
 	return map[string]service.Handler{
-		"POST/members":   s.signUp,
-		"GET/members":    s.signIn,
-		"DELETE/members": s.remove,
+		"POST/members":    s.signUp,
+		"GET/members":     s.signIn,
+		"DELETE/members":  s.remove,
+		"POST/sessions":   s.logIn,
+		"GET/sessions":    s.session,
+		"DELETE/sessions": s.logOut,
 	}
 }
 
@@ -83,26 +112,74 @@ func (s *Service) signUp(ctx context.Context, r *service.Request) (service.Resul
 	return service.Result{"userid": id}, nil
 }
 
-// signIn checks a username and password and answers the member's id.
+// signIn checks a username and password (the book's login) and answers the
+// member's id and, as POST /sessions does, a new session's token.
 func (s *Service) signIn(ctx context.Context, r *service.Request) (service.Result, error) {
-	username, err := r.Params.String("username")
+	return s.logIn(ctx, r)
+}
+
+// logIn checks a username and password and starts a session.
+func (s *Service) logIn(ctx context.Context, r *service.Request) (service.Result, error) {
+	id, username, err := s.checkPassword(ctx, r)
 	if err != nil {
 		return nil, err
+	}
+	s.loggedIn(ctx, username)
+	token, expires, err := s.sessions.start(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return service.Result{"userid": id, "token": token, "expires": expires.UTC().Format(time.RFC3339)}, nil
+}
+
+// session answers the member and expiry of the presented token (the gate
+// also asks it when Redis does not know the token).
+func (s *Service) session(ctx context.Context, r *service.Request) (service.Result, error) {
+	if r.Auth == nil || r.Auth.Session == "" {
+		return nil, service.Unauthorized("log in first (Authorization: Bearer TOKEN)")
+	}
+	id, expires, err := s.sessions.lookup(ctx, r.Auth.Session)
+	if err != nil {
+		return nil, err
+	}
+	return service.Result{"userid": id, "expires": expires.UTC().Format(time.RFC3339)}, nil
+}
+
+// logOut revokes the presented token.
+func (s *Service) logOut(ctx context.Context, r *service.Request) (service.Result, error) {
+	if r.Auth == nil || r.Auth.Session == "" {
+		return nil, service.Unauthorized("log in first (Authorization: Bearer TOKEN)")
+	}
+	if err := s.sessions.revoke(ctx, r.Auth.Session); err != nil {
+		return nil, err
+	}
+	return service.Result{}, nil
+}
+
+// checkPassword checks r's username and password (counting the attempt for
+// the lockout) and returns the member's id and username.
+func (s *Service) checkPassword(ctx context.Context, r *service.Request) (int64, string, error) {
+	username, err := r.Params.String("username")
+	if err != nil {
+		return 0, "", err
 	}
 	password, err := r.Params.String("password")
 	if err != nil {
-		return nil, err
+		return 0, "", err
 	}
 	if username == "" || password == "" {
-		return nil, service.BadRequest("username and password are required")
+		return 0, "", service.BadRequest("username and password are required")
 	}
 	var id int64
 	var hash string
 	// A username that sign-up would refuse cannot exist; not asking the
 	// database also keeps MySQL's PAD SPACE comparison ("kim " = "kim") out.
 	if utf8.RuneCountInString(username) <= MaxUsernameLen && validUsername(username) {
+		if err := s.attempt(ctx, username); err != nil {
+			return 0, "", err
+		}
 		if id, hash, err = s.store.lookup(ctx, username); err != nil {
-			return nil, err
+			return 0, "", err
 		}
 	}
 	// An unknown user (or an impossible password) still costs one full
@@ -112,24 +189,38 @@ func (s *Service) signIn(ctx context.Context, r *service.Request) (service.Resul
 	}
 	ok, err := s.hasher.verify(ctx, password, hash)
 	if err != nil {
-		return nil, err
+		return 0, "", err
 	}
 	if !ok {
-		return nil, errLogin()
+		return 0, "", errLogin()
 	}
-	return service.Result{"userid": id}, nil
+	return id, username, nil
 }
 
-// remove deletes a member by username.
+// remove deletes a member by username, and ends the member's sessions.
+// With authentication on, only the member itself (or the admin) may: any
+// other username is a 403, whether it exists or not.
 func (s *Service) remove(ctx context.Context, r *service.Request) (service.Result, error) {
 	username, err := r.Params.Text("username", 1, MaxUsernameLen)
 	if err != nil {
 		return nil, err
 	}
-	if !validUsername(username) {
+	var id int64
+	if validUsername(username) {
+		if id, _, err = s.store.lookup(ctx, username); err != nil {
+			return nil, err
+		}
+	}
+	if err := r.CheckMember(id); err != nil {
+		return nil, err
+	}
+	if id == 0 {
 		return nil, service.NotFound("member %q not found", username)
 	}
 	if err := s.store.delete(ctx, username); err != nil {
+		return nil, err
+	}
+	if err := s.sessions.revokeMember(ctx, id); err != nil {
 		return nil, err
 	}
 	return service.Result{}, nil
