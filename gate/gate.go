@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/microshop/microshop/distributor"
+	"github.com/microshop/microshop/internal/cache"
 	"github.com/microshop/microshop/service"
 )
 
@@ -29,7 +30,12 @@ type Config struct {
 	MaxBody int64
 	// MaxPacket limits packet size (packet.DefaultMaxSize when 0).
 	MaxPacket int
-	Logger    *slog.Logger
+	// Cache is the deployment's Redis, whose pub/sub carries chat messages
+	// to every gate; nil disables chat sockets (GET /chat answers 503).
+	Cache *cache.Cache
+	// Chat configures the chat sockets.
+	Chat   ChatConfig
+	Logger *slog.Logger
 }
 
 // Gate routes HTTP requests to services.
@@ -38,6 +44,7 @@ type Gate struct {
 	log    *slog.Logger
 	router *service.Router
 	dc     *distributor.Client
+	chat   *chatHub // nil without Cache
 }
 
 // New returns a gate; Serve starts it.
@@ -53,6 +60,9 @@ func New(cfg Config) *Gate {
 	}
 	g := &Gate{cfg: cfg, log: cfg.Logger.With("component", "gate")}
 	g.router = service.NewRouter(service.RouterConfig{RequestTimeout: cfg.RequestTimeout, MaxPacket: cfg.MaxPacket, Logger: g.log})
+	if cfg.Cache != nil {
+		g.chat = newChatHub(cfg.Cache, cfg.Chat, g.log)
+	}
 	return g
 }
 
@@ -99,12 +109,19 @@ func (g *Gate) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 	}
 	g.log.Info("gate listening", "addr", ln.Addr().String(), "distributor", g.cfg.Distributor)
+	if g.chat != nil {
+		g.chat.start()
+		defer g.chat.close()
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("gate: %w", err)
 	case <-ctx.Done():
+	}
+	if g.chat != nil {
+		g.chat.close() // chat sockets are hijacked: Shutdown does not wait for them
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), g.cfg.RequestTimeout+time.Second)
 	defer cancel()

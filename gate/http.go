@@ -34,6 +34,9 @@ func (g *Gate) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 // route serves one request and returns the status written.
 func (g *Gate) route(w http.ResponseWriter, r *http.Request) int {
+	if isChatSocket(r) {
+		return g.serveChat(w, r)
+	}
 	if !g.router.Has(r.Method, r.URL.Path) {
 		return writeError(w, http.StatusNotFound, "unknown route "+r.Method+" "+r.URL.Path)
 	}

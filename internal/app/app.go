@@ -43,6 +43,7 @@ type options struct {
 	maxBody        int64
 	requestTimeout time.Duration
 	randomPorts    bool
+	chat           gate.ChatConfig
 }
 
 // Run is the whole program: args are the command-line arguments without the
@@ -57,6 +58,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	}
 	name, rest := args[0], args[1:]
+	if name == "bench" {
+		return runBench(ctx, rest, getenv, stdout, stderr)
+	}
 	if name == "all" {
 		opts, err := parseFlags(name, rest, getenv, stdout, stderr)
 		if err != nil {
@@ -84,6 +88,7 @@ func usage(w io.Writer) {
 	for _, c := range components() {
 		fmt.Fprintf(w, "  %-12s %s (default port %d)\n", c.name, c.help, c.port)
 	}
+	fmt.Fprintf(w, "  %-12s %s\n", "bench chat", "a load generator for chat: subscribers and publishers across gates")
 }
 
 // errHelp is returned after --help printed the usage; Run's caller exits 0.
@@ -157,6 +162,7 @@ func parseFlags(name string, args []string, getenv func(string) string, stdout, 
 	fs.Int64Var(&o.maxBody, "max-body", envInt("MICROSHOP_MAX_BODY", 1<<20), "gate: largest request body in bytes [MICROSHOP_MAX_BODY]")
 	fs.DurationVar(&o.requestTimeout, "request-timeout", envDuration("MICROSHOP_REQUEST_TIMEOUT", 10*time.Second), "gate and callers: how long to wait for a service's answer [MICROSHOP_REQUEST_TIMEOUT]")
 	fs.BoolVar(&o.randomPorts, "random-ports", envBool("MICROSHOP_RANDOM_PORTS", false), "all: services listen on free loopback ports instead of 9010, 9020, ... [MICROSHOP_RANDOM_PORTS]")
+	checkChat := chatFlags(fs, &o.chat, getenv)
 	if envErr != nil {
 		return nil, envErr
 	}
@@ -172,6 +178,9 @@ func parseFlags(name string, args []string, getenv func(string) string, stdout, 
 		fs.SetOutput(stderr)
 	}
 	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if err := checkChat(); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
@@ -269,7 +278,11 @@ func start(ctx context.Context, c component, ln net.Listener, o *options, res *r
 	case kindDistributor:
 		return newDistributor(o, log).Serve(ctx, ln)
 	case kindGate:
-		g := gate.New(gate.Config{Distributor: o.distributor, RequestTimeout: o.requestTimeout, MaxBody: o.maxBody, MaxPacket: o.maxPacket, Logger: log})
+		cfg := gate.Config{Distributor: o.distributor, RequestTimeout: o.requestTimeout, MaxBody: o.maxBody, MaxPacket: o.maxPacket, Chat: o.chat, Logger: log}
+		if res != nil {
+			cfg.Cache = res.cache
+		}
+		g := gate.New(cfg)
 		return g.Serve(ctx, ln)
 	}
 	slog := log.With("component", c.name)
@@ -300,6 +313,12 @@ func runOne(ctx context.Context, c component, o *options, stderr io.Writer) erro
 			return errors.New("--redis: separate processes must share one Redis; give its redis:// URL")
 		}
 		if res, err = openResources(ctx, o, log); err != nil {
+			return err
+		}
+		defer res.close()
+	}
+	if c.kind == kindGate {
+		if res, err = openGateCache(ctx, o, log); err != nil {
 			return err
 		}
 		defer res.close()

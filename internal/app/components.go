@@ -4,6 +4,7 @@ import (
 	"log/slog"
 
 	"github.com/microshop/microshop/internal/cache"
+	"github.com/microshop/microshop/internal/chat"
 	"github.com/microshop/microshop/internal/goods"
 	"github.com/microshop/microshop/internal/members"
 	"github.com/microshop/microshop/internal/purchases"
@@ -77,6 +78,11 @@ func components() []component {
 			help: "POST/GET/DELETE /stores: stores near a point (Redis geo)",
 			routes: func(d deps) map[string]service.Handler {
 				return stores.New(d.db, d.cache, d.log).Routes()
+			}},
+		{name: "chat", port: 9070, kind: kindService,
+			help: "POST /chat, GET /chat/history: chat rooms, fanned out to every gate by Redis pub/sub",
+			routes: func(d deps) map[string]service.Handler {
+				return chat.New(d.db, d.cache, d.log).Routes()
 			}},
 		{name: "gate", port: 8000, kind: kindGate,
 			help: "the HTTP front door: routes each request to an instance of its service"},

@@ -1,0 +1,375 @@
+package gate
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/microshop/microshop/internal/cache"
+	"github.com/microshop/microshop/internal/chat/topic"
+)
+
+// ChatConfig configures the gate's chat sockets (GET /chat). Zero fields
+// take their defaults.
+type ChatConfig struct {
+	// Queue bounds each client's send queue, in messages (default 256). A
+	// client that falls that far behind is disconnected (close code 1008),
+	// so that a slow reader never slows its room or the gate.
+	Queue int
+	// Rate is how many messages a second each connection may send on
+	// average (default 10), Burst how many at once (default 20).
+	Rate  float64
+	Burst int
+	// PingInterval is how often the gate pings each client (default 30s),
+	// keeping idle connections open through proxies; a client that does
+	// not answer within the interval is disconnected.
+	PingInterval time.Duration
+	// WriteTimeout bounds each write to a client (default 10s).
+	WriteTimeout time.Duration
+	// History is how many recent messages a client receives when it joins
+	// (default 50, at most 500).
+	History int
+	// OriginPatterns lists the other origins (host patterns as in
+	// path.Match, e.g. "shop.example.com") whose web pages may open chat
+	// sockets. The gate's own origin, and clients that send no Origin
+	// header (command-line and server clients), are always allowed.
+	OriginPatterns []string
+}
+
+func (c *ChatConfig) setDefaults() {
+	if c.Queue <= 0 {
+		c.Queue = 256
+	}
+	if c.Rate <= 0 {
+		c.Rate = 10
+	}
+	if c.Burst <= 0 {
+		c.Burst = 20
+	}
+	if c.PingInterval <= 0 {
+		c.PingInterval = 30 * time.Second
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.History <= 0 {
+		c.History = 50
+	}
+	if c.History > 500 {
+		c.History = 500
+	}
+}
+
+// Close reasons sent to chat clients.
+const (
+	reasonSlow     = "too slow: the send queue overflowed; reconnect to resume"
+	reasonShutdown = "the gate is shutting down; reconnect"
+)
+
+// kickGrace is how long a disconnected client's writer may go on with a
+// write in progress before the connection is closed under it.
+const kickGrace = time.Second
+
+// chatHub holds a gate's chat clients by room and the gate's one Redis
+// subscription: a PSUBSCRIBE on every room's channel of the deployment.
+// Each published message is received once per gate and fanned out to the
+// room's local clients as the same bytes, without blocking on any client.
+//
+// Lock order: chatHub.mu, then nothing (client fields it guards are
+// marked; channel sends under it never block).
+type chatHub struct {
+	cache *cache.Cache
+	cfg   ChatConfig
+	log   *slog.Logger
+
+	ctx    context.Context // canceled when the hub closes
+	cancel context.CancelFunc
+
+	ready     chan struct{} // closed once the subscription is confirmed
+	readyOnce sync.Once
+
+	pubsub   *redis.PubSub
+	received chan struct{} // closed when the receive loop has ended
+
+	mu      sync.Mutex
+	rooms   map[string]map[*chatClient]struct{}
+	closing bool
+
+	conns     sync.WaitGroup // chat sockets being served
+	closeOnce sync.Once
+}
+
+func newChatHub(c *cache.Cache, cfg ChatConfig, log *slog.Logger) *chatHub {
+	cfg.setDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	return &chatHub{
+		cache: c, cfg: cfg, log: log,
+		ctx: ctx, cancel: cancel,
+		ready:    make(chan struct{}),
+		received: make(chan struct{}),
+		rooms:    map[string]map[*chatClient]struct{}{},
+	}
+}
+
+// start subscribes to every room's channel and fans out what arrives. The
+// subscription survives Redis outages: go-redis reconnects and subscribes
+// again by itself.
+func (h *chatHub) start() {
+	h.pubsub = h.cache.PSubscribe(h.ctx, topic.Pattern(h.cache.Prefix))
+	ch := h.pubsub.ChannelWithSubscriptions(redis.WithChannelSize(4096))
+	go func() {
+		defer close(h.received)
+		subscribed := false
+		for v := range ch {
+			switch v := v.(type) {
+			case *redis.Subscription:
+				if v.Kind != "psubscribe" {
+					continue
+				}
+				if subscribed {
+					h.log.Info("chat: subscribed to Redis again; live delivery resumes")
+				}
+				subscribed = true
+				h.readyOnce.Do(func() { close(h.ready) })
+			case *redis.Message:
+				if room, ok := topic.Room(h.cache.Prefix, v.Channel); ok {
+					h.dispatch(room, []byte(v.Payload))
+				}
+			}
+		}
+	}()
+}
+
+// close disconnects every client (close code 1001), waits until their
+// sockets are closed (a few seconds at most) and drops the subscription.
+// Calls after the first do nothing.
+func (h *chatHub) close() { h.closeOnce.Do(h.shutdown) }
+
+func (h *chatHub) shutdown() {
+	h.mu.Lock()
+	h.closing = true
+	for _, clients := range h.rooms {
+		for c := range clients {
+			c.kick(websocket.StatusGoingAway, reasonShutdown)
+		}
+	}
+	h.mu.Unlock()
+	done := make(chan struct{})
+	go func() { h.conns.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2*kickGrace + 5*time.Second):
+		h.log.Warn("chat: sockets still open at shutdown; closing them")
+	}
+	h.cancel()
+	if h.pubsub != nil {
+		h.pubsub.Close()
+		<-h.received
+	}
+}
+
+// waitReady waits a moment for the subscription, so that a client joining
+// just after the gate started misses nothing. With Redis down it gives up:
+// the client gets the history and live messages once Redis is back.
+func (h *chatHub) waitReady(ctx context.Context) {
+	t := time.NewTimer(2 * time.Second)
+	defer t.Stop()
+	select {
+	case <-h.ready:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// dispatch hands frame to every client of room: joining clients buffer it,
+// live ones queue it; a client whose buffer or queue is full is dropped.
+func (h *chatHub) dispatch(room string, frame []byte) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for c := range h.rooms[room] {
+		if c.joining {
+			if len(c.pending) >= h.cfg.Queue {
+				h.dropLocked(c, websocket.StatusPolicyViolation, reasonSlow)
+				continue
+			}
+			c.pending = append(c.pending, frame)
+			continue
+		}
+		if !c.offer(frame) {
+			h.dropLocked(c, websocket.StatusPolicyViolation, reasonSlow)
+		}
+	}
+}
+
+// join adds c to its room in the joining state (live messages are
+// buffered until goLive). It reports false when the hub is closing.
+func (h *chatHub) join(c *chatClient) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closing {
+		return false
+	}
+	clients := h.rooms[c.room]
+	if clients == nil {
+		clients = map[*chatClient]struct{}{}
+		h.rooms[c.room] = clients
+	}
+	clients[c] = struct{}{}
+	c.joining = true
+	h.conns.Add(1)
+	return true
+}
+
+// leave removes c from its room (if still there) and frees the room when
+// it was the last local client; each join is matched by one leave.
+func (h *chatHub) leave(c *chatClient) {
+	h.mu.Lock()
+	h.removeLocked(c)
+	c.pending = nil
+	h.mu.Unlock()
+	h.conns.Done()
+}
+
+func (h *chatHub) removeLocked(c *chatClient) {
+	clients := h.rooms[c.room]
+	delete(clients, c)
+	if len(clients) == 0 {
+		delete(h.rooms, c.room)
+	}
+}
+
+// dropLocked removes c from its room and disconnects it.
+func (h *chatHub) dropLocked(c *chatClient, code websocket.StatusCode, reason string) {
+	h.removeLocked(c)
+	c.pending = nil
+	c.kick(code, reason)
+}
+
+// goLive queues the history frames (ids holds their ids), then the
+// messages buffered since c joined that are not in the history, and makes
+// c live. Publish order may differ from id order, so duplicates are found
+// by id, not by comparing with the highest id.
+func (h *chatHub) goLive(c *chatClient, history [][]byte, ids map[int64]bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.rooms[c.room][c]; !ok {
+		return // dropped (overflow or shutdown) while joining
+	}
+	for _, f := range history {
+		if !c.offer(f) {
+			h.dropLocked(c, websocket.StatusPolicyViolation, reasonSlow)
+			return
+		}
+	}
+	for _, f := range c.pending {
+		if ids[frameID(f)] {
+			continue
+		}
+		if !c.offer(f) {
+			h.dropLocked(c, websocket.StatusPolicyViolation, reasonSlow)
+			return
+		}
+	}
+	c.pending = nil
+	c.joining = false
+}
+
+// clients returns how many local clients room has (for tests).
+func (h *chatHub) clients(room string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.rooms[room])
+}
+
+// frameID returns the id of a message frame, 0 when it has none.
+func frameID(f []byte) int64 {
+	var m struct {
+		ID int64 `json:"id"`
+	}
+	json.Unmarshal(f, &m)
+	return m.ID
+}
+
+// chatClient is one chat socket.
+type chatClient struct {
+	room, user string
+	conn       *websocket.Conn
+	send       chan []byte // frames to write, in order
+
+	joining bool     // guarded by chatHub.mu
+	pending [][]byte // guarded by chatHub.mu: live frames buffered while joining
+
+	kickOnce sync.Once
+	kicked   chan struct{} // closed when the client is to be disconnected
+	code     websocket.StatusCode
+	reason   string
+
+	writes      context.Context // canceled kickGrace after a kick
+	cancelWrite context.CancelFunc
+	out         atomic.Pointer[batchConn] // the socket, once upgraded
+
+	bucket bucket // used by the read loop only
+}
+
+func newChatClient(ctx context.Context, room, user string, cfg ChatConfig) *chatClient {
+	c := &chatClient{
+		room: room, user: user,
+		// Room for the whole history on top of the queue.
+		send:   make(chan []byte, cfg.Queue+cfg.History),
+		kicked: make(chan struct{}),
+		bucket: bucket{rate: cfg.Rate, burst: float64(cfg.Burst), tokens: float64(cfg.Burst)},
+	}
+	c.writes, c.cancelWrite = context.WithCancel(ctx)
+	return c
+}
+
+// offer queues frame without blocking; false means the queue is full.
+func (c *chatClient) offer(frame []byte) bool {
+	select {
+	case c.send <- frame:
+		return true
+	default:
+		return false
+	}
+}
+
+// kick asks the writer to close the socket with code and reason; a write
+// still blocked after kickGrace is abandoned and the connection closed.
+// Only the first kick counts.
+func (c *chatClient) kick(code websocket.StatusCode, reason string) {
+	c.kickOnce.Do(func() {
+		c.code, c.reason = code, reason
+		close(c.kicked)
+		time.AfterFunc(kickGrace, func() {
+			c.cancelWrite()
+			if out := c.out.Load(); out != nil {
+				out.Conn.Close() // a write still blocked fails now
+			}
+		})
+	})
+}
+
+// bucket is a token bucket: rate tokens a second, at most burst saved.
+type bucket struct {
+	rate, burst, tokens float64
+	last                time.Time
+}
+
+// allow takes a token at time now, reporting false when there is none.
+func (b *bucket) allow(now time.Time) bool {
+	if !b.last.IsZero() {
+		b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}

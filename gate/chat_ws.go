@@ -1,0 +1,308 @@
+package gate
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/microshop/microshop/internal/chat/topic"
+	"github.com/microshop/microshop/packet"
+	"github.com/microshop/microshop/service"
+)
+
+// maxChatFrame limits what a chat client may send in one message: a text
+// of 2,000 characters, each escaped as \uXXXX, fits.
+const maxChatFrame = 16 << 10
+
+// isChatSocket reports whether r asks for a chat socket (GET /chat).
+func isChatSocket(r *http.Request) bool {
+	return r.Method == http.MethodGet && r.URL.Path == "/chat"
+}
+
+// chatUser is the one place that says who a chat socket speaks as: the
+// userid query parameter when given, else a generated guest name. Once
+// members have tokens, the token's member goes here.
+func chatUser(r *http.Request) (string, error) {
+	u := r.URL.Query().Get("userid")
+	if u == "" {
+		return guestName(), nil
+	}
+	if err := topic.CheckUser(u); err != nil {
+		return "", err
+	}
+	return u, nil
+}
+
+// serveChat serves GET /chat?room=NAME: it upgrades to a WebSocket, sends
+// the room's recent history, then every message of the room from any gate,
+// and posts what the client sends ({"text": "..."}) to the chat service.
+// It returns once the socket is closed.
+func (g *Gate) serveChat(w http.ResponseWriter, r *http.Request) int {
+	h := g.chat
+	if h == nil {
+		return writeError(w, http.StatusServiceUnavailable, "chat is disabled on this gate: it was started without Redis (--redis)")
+	}
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		return writeError(w, http.StatusBadRequest, "GET /chat is a WebSocket: connect with a WebSocket client to ws://HOST/chat?room=NAME; past messages are at GET /chat/history?room=NAME")
+	}
+	room := r.URL.Query().Get("room")
+	if err := topic.CheckRoom(room); err != nil {
+		return writeError(w, http.StatusBadRequest, err.Error())
+	}
+	user, err := chatUser(r)
+	if err != nil {
+		return writeError(w, http.StatusBadRequest, err.Error())
+	}
+
+	// Subscribed before the history is read, with live messages buffered
+	// meanwhile: nothing falls between the history and the live messages.
+	h.waitReady(r.Context())
+	c := newChatClient(h.ctx, room, user, h.cfg)
+	if !h.join(c) {
+		return writeError(w, http.StatusServiceUnavailable, "the gate is shutting down")
+	}
+	defer h.leave(c)
+	history, ids, status, msg := g.chatHistory(r.Context(), room)
+	if status != 0 {
+		if status == 499 {
+			return status
+		}
+		return writeError(w, status, msg)
+	}
+	bw := &batchWriter{ResponseWriter: w, timeout: h.cfg.WriteTimeout}
+	conn, err := websocket.Accept(bw, r, &websocket.AcceptOptions{OriginPatterns: h.cfg.OriginPatterns})
+	if err != nil {
+		g.log.Debug("chat: upgrade refused", "err", err)
+		return http.StatusBadRequest // Accept wrote the answer
+	}
+	conn.SetReadLimit(maxChatFrame)
+	c.conn = conn
+	c.out.Store(bw.conn)
+	h.goLive(c, history, ids)
+	g.log.Debug("chat: joined", "room", room, "user", user)
+
+	var wg sync.WaitGroup
+	wg.Go(func() { h.writeLoop(c) })
+	wg.Go(func() { h.pingLoop(c) })
+	g.chatReadLoop(c)
+	c.kick(websocket.StatusNormalClosure, "")
+	wg.Wait()
+	c.cancelWrite()
+	conn.CloseNow()
+	g.log.Debug("chat: left", "room", room, "user", user)
+	return http.StatusSwitchingProtocols
+}
+
+// chatHistory fetches the room's recent messages from the chat service as
+// frames to send, with their ids; or an HTTP status and message when it
+// cannot.
+func (g *Gate) chatHistory(ctx context.Context, room string) (frames [][]byte, ids map[int64]bool, status int, msg string) {
+	params, _ := json.Marshal(map[string]any{"room": room, "limit": g.chat.cfg.History})
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
+	defer cancel()
+	m, err := g.router.Call(ctx, http.MethodGet, "/chat/history", params)
+	if err != nil {
+		status, msg := callError(ctx, err)
+		return nil, nil, status, msg
+	}
+	if s := Status(m); s != http.StatusOK {
+		return nil, nil, s, m.ErrorMessage
+	}
+	var res struct {
+		Results []json.RawMessage `json:"results"`
+	}
+	if err := json.Unmarshal(m.Raw, &res); err != nil {
+		return nil, nil, http.StatusBadGateway, "the chat service answered an unreadable history"
+	}
+	ids = make(map[int64]bool, len(res.Results))
+	for _, f := range res.Results {
+		frames = append(frames, f)
+		ids[frameID(f)] = true
+	}
+	return frames, ids, 0, ""
+}
+
+// callError maps a Router.Call error to an HTTP status and message, as the
+// gate's HTTP routing does.
+func callError(ctx context.Context, err error) (int, string) {
+	switch {
+	case errors.Is(err, service.ErrNoRoute):
+		return http.StatusServiceUnavailable, "no chat service is running"
+	case errors.Is(err, service.ErrNoInstance):
+		return http.StatusServiceUnavailable, "no instance of the chat service is available"
+	case errors.Is(err, service.ErrInstanceLost):
+		return http.StatusServiceUnavailable, "the chat service instance went away; retry"
+	case errors.Is(err, packet.ErrTimeout) || errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout, "the chat service did not answer in time"
+	case ctx.Err() != nil:
+		return 499, "the client went away"
+	}
+	return http.StatusBadGateway, "the chat service could not be reached"
+}
+
+// chatReadLoop reads the client's messages until the socket closes and
+// posts each to the chat service, one at a time, so that a client's
+// messages reach the room in the order sent. Errors go back to the client
+// as {"error": "..."} frames.
+func (g *Gate) chatReadLoop(c *chatClient) {
+	h := g.chat
+	for {
+		typ, data, err := c.conn.Read(h.ctx)
+		if err != nil {
+			return
+		}
+		if typ != websocket.MessageText {
+			h.fail(c, `send text frames holding {"text": "..."}`)
+			continue
+		}
+		var in struct {
+			Text *string `json:"text"`
+		}
+		if err := json.Unmarshal(data, &in); err != nil || in.Text == nil {
+			h.fail(c, `send a JSON object {"text": "..."}`)
+			continue
+		}
+		if !c.bucket.allow(time.Now()) {
+			h.fail(c, fmt.Sprintf("too many messages: at most %g a second, %d at once; this one was not sent", h.cfg.Rate, h.cfg.Burst))
+			continue
+		}
+		if msg := g.chatPost(c, *in.Text); msg != "" {
+			h.fail(c, msg)
+		}
+	}
+}
+
+// chatPost sends one message through POST /chat; it returns an error
+// message for the client, or "" on success.
+func (g *Gate) chatPost(c *chatClient, text string) string {
+	params, err := json.Marshal(map[string]any{"room": c.room, "text": text, "userid": c.user})
+	if err != nil {
+		return "unencodable message"
+	}
+	ctx, cancel := context.WithTimeout(g.chat.ctx, g.cfg.RequestTimeout)
+	defer cancel()
+	m, err := g.router.Call(ctx, http.MethodPost, "/chat", params)
+	if err != nil {
+		_, msg := callError(ctx, err)
+		return msg
+	}
+	if Status(m) != http.StatusOK {
+		if m.ErrorMessage == "" {
+			return "the message was not sent"
+		}
+		return m.ErrorMessage
+	}
+	return ""
+}
+
+// fail queues an error frame for c, disconnecting it when its queue is full.
+func (h *chatHub) fail(c *chatClient, msg string) {
+	b, _ := json.Marshal(struct {
+		Error string `json:"error"`
+	}{msg})
+	if !c.offer(b) {
+		h.mu.Lock()
+		h.dropLocked(c, websocket.StatusPolicyViolation, reasonSlow)
+		h.mu.Unlock()
+	}
+}
+
+// writeLoop is the only writer of c's messages: it writes the queued
+// frames in order, many per socket write when they pile up, until c is
+// kicked, then closes the socket with the kick's code and reason.
+func (h *chatHub) writeLoop(c *chatClient) {
+	for {
+		select {
+		case <-c.kicked:
+			c.close()
+			return
+		default:
+		}
+		select {
+		case <-c.kicked:
+			c.close()
+			return
+		case f := <-c.send:
+			if err := c.writeBatch(f); err != nil {
+				c.kick(websocket.StatusGoingAway, "write failed")
+				c.conn.CloseNow()
+				return
+			}
+		}
+	}
+}
+
+// maxBatchFrames bounds how many queued frames one socket write carries.
+const maxBatchFrames = 256
+
+// writeBatch writes f and whatever else is queued now (up to
+// maxBatchFrames) in one socket write; see batchConn.
+func (c *chatClient) writeBatch(f []byte) error {
+	out := c.out.Load()
+	out.hold()
+	// The frames only go to out's buffer here; flush does the socket
+	// write, bounded by the write timeout.
+	err := c.conn.Write(context.Background(), websocket.MessageText, f)
+more:
+	for n := 1; err == nil && n < maxBatchFrames && !out.full(); n++ {
+		select {
+		case f = <-c.send:
+			err = c.conn.Write(context.Background(), websocket.MessageText, f)
+		default:
+			break more
+		}
+	}
+	if ferr := out.flush(); err == nil {
+		err = ferr
+	}
+	return err
+}
+
+// close closes c's socket with its kick's code and reason.
+func (c *chatClient) close() {
+	if c.code == websocket.StatusNormalClosure && c.reason == "" {
+		// The client is gone or closed first: nothing to tell it.
+		c.conn.CloseNow()
+		return
+	}
+	c.conn.Close(c.code, c.reason)
+}
+
+// pingLoop pings c every PingInterval and closes the socket when a pong
+// does not come back within the interval.
+func (h *chatHub) pingLoop(c *chatClient) {
+	t := time.NewTicker(h.cfg.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.kicked:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(c.writes, h.cfg.PingInterval)
+			err := c.conn.Ping(ctx)
+			cancel()
+			if err != nil {
+				h.log.Debug("chat: ping failed; closing", "room", c.room, "user", c.user, "err", err)
+				c.kick(websocket.StatusGoingAway, "ping timeout")
+				c.conn.CloseNow()
+				return
+			}
+		}
+	}
+}
+
+// guestName returns a new random guest name, "guest-" and 6 hex digits.
+func guestName() string {
+	b := make([]byte, 3)
+	rand.Read(b)
+	return "guest-" + hex.EncodeToString(b)
+}

@@ -1,0 +1,277 @@
+// Package chat is the chat service of microshop: it owns the chat_messages
+// table (the system of record of every room) and each room's recent window
+// in Redis, and it publishes every new message on the room's Redis channel
+// (see package topic), from which every gate fans it out to its WebSocket
+// clients. Routes:
+//
+//	POST /chat          {room, text, userid}  → {"id", "room", "user", "text", "time"}
+//	GET  /chat/history  {room, limit}         → {"results": [messages, oldest first]}
+//
+// A message is stored in the database first, then added to the room's
+// window and published, in one Redis script. With Redis down a message
+// cannot be delivered live, so sending answers 503 (the message is not
+// stored); history is then read from the database. The window rebuilds
+// itself from the database when it is missing (FLUSHALL, restart,
+// eviction).
+package chat
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"slices"
+	"sync/atomic"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/microshop/microshop/internal/cache"
+	"github.com/microshop/microshop/internal/chat/topic"
+	"github.com/microshop/microshop/internal/store"
+	"github.com/microshop/microshop/service"
+)
+
+// Limits of the chat service.
+const (
+	// MaxTextLen is the longest message text, in characters.
+	MaxTextLen = 2000
+	// DefaultHistory is how many messages GET /chat/history answers
+	// without a limit.
+	DefaultHistory = 50
+	// MaxHistory is the largest limit of GET /chat/history; it is also the
+	// size of each room's window in Redis.
+	MaxHistory = 500
+)
+
+// Message is one chat message, as stored, published and sent to clients.
+type Message struct {
+	ID   int64     `json:"id"`
+	Room string    `json:"room"`
+	User string    `json:"user"`
+	Text string    `json:"text"`
+	Time time.Time `json:"time"`
+}
+
+// Service serves the chat routes.
+type Service struct {
+	store table
+	win   window
+	log   *slog.Logger
+	now   func() time.Time
+
+	// degraded is set while Redis fails, so that an outage is logged once
+	// when it starts and once when it ends.
+	degraded atomic.Bool
+}
+
+// New returns the chat service over db (the system of record) and c (the
+// windows and the channels); neither may be nil. log receives Redis
+// warnings; nil discards them.
+func New(db *store.DB, c *cache.Cache, log *slog.Logger) *Service {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Service{store: table{db: db}, win: window{c: c}, log: log.With("service", "chat"), now: time.Now}
+}
+
+// Routes returns the handlers of the chat service by "METHOD/path".
+func (s *Service) Routes() map[string]service.Handler {
+	return map[string]service.Handler{
+		"POST/chat":        s.post,
+		"GET/chat/history": s.history,
+	}
+}
+
+// post stores a message, then adds it to the room's window and publishes it.
+func (s *Service) post(ctx context.Context, r *service.Request) (service.Result, error) {
+	m, err := parseMessage(r.Params)
+	if err != nil {
+		return nil, err
+	}
+	// Without Redis the message cannot reach anyone live: say so before
+	// storing it, so that the sender can simply try again later.
+	if err := s.win.c.Ping(ctx, time.Second); err != nil {
+		s.redisDone(err, "ping", m.Room)
+		return nil, service.Unavailable("chat delivery is unavailable (Redis is down); the message was not sent, try again later")
+	}
+	m.Time = s.now().UTC().Truncate(time.Millisecond)
+	if m.ID, err = s.store.insert(ctx, m); err != nil {
+		return nil, err
+	}
+	payload, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.win.publish(ctx, m, payload); err != nil {
+		s.redisDone(err, "publish", m.Room)
+		return nil, service.Unavailable("message %d was stored and will show in the history, but live delivery failed (Redis is down)", m.ID)
+	}
+	s.redisDone(nil, "", "")
+	return service.Result{"id": m.ID, "room": m.Room, "user": m.User, "text": m.Text, "time": m.Time}, nil
+}
+
+// history answers the room's latest messages, oldest first: from the Redis
+// window, rebuilt from the database when it is missing, or from the
+// database when Redis fails.
+func (s *Service) history(ctx context.Context, r *service.Request) (service.Result, error) {
+	room, err := parseRoom(r.Params)
+	if err != nil {
+		return nil, err
+	}
+	limit, err := r.Params.IntDefault("limit", DefaultHistory)
+	if err != nil {
+		return nil, err
+	}
+	if limit < 1 || limit > MaxHistory {
+		return nil, service.BadRequest("limit must be from 1 to %d", MaxHistory)
+	}
+	msgs, err := s.recent(ctx, room, int(limit))
+	if err != nil {
+		return nil, err
+	}
+	return service.Results(msgs), nil
+}
+
+// recent returns the last limit messages of room, oldest first.
+func (s *Service) recent(ctx context.Context, room string, limit int) ([]Message, error) {
+	msgs, err := s.win.read(ctx, room, limit)
+	if err == nil {
+		s.redisDone(nil, "", "")
+		return msgs, nil
+	}
+	if !errors.Is(err, errNotBuilt) {
+		s.redisDone(err, "read window", room)
+		return s.store.last(ctx, room, limit)
+	}
+	// The window is missing: rebuild it from the database. The token
+	// placed first tells whether the window vanished during the rebuild.
+	token, err := s.win.begin(ctx, room)
+	if err != nil {
+		s.redisDone(err, "begin rebuild", room)
+		return s.store.last(ctx, room, limit)
+	}
+	all, err := s.store.last(ctx, room, MaxHistory)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.win.finish(ctx, room, token, all); err != nil {
+		if errors.Is(err, errRebuildRaced) {
+			s.log.Debug("window vanished during its rebuild; answering from the database", "room", room)
+		} else {
+			s.redisDone(err, "rebuild window", room)
+		}
+	} else {
+		s.log.Debug("window rebuilt", "room", room, "messages", len(all))
+	}
+	if len(all) > limit {
+		all = all[len(all)-limit:]
+	}
+	return all, nil
+}
+
+// redisDone records the outcome of a Redis operation: the first failure
+// of an outage is logged at warn, later ones at debug, the recovery at info.
+func (s *Service) redisDone(err error, op, room string) {
+	if err == nil {
+		if s.degraded.CompareAndSwap(true, false) {
+			s.log.Info("redis is answering again")
+		}
+		return
+	}
+	if s.degraded.CompareAndSwap(false, true) {
+		s.log.Warn("redis failed; chat delivery is down, history comes from the database", "op", op, "room", room, "err", err)
+		return
+	}
+	s.log.Debug("redis failed", "op", op, "room", room, "err", err)
+}
+
+// parseRoom reads and validates the room parameter.
+func parseRoom(p service.Params) (string, error) {
+	room, err := p.String("room")
+	if err != nil {
+		return "", err
+	}
+	if err := topic.CheckRoom(room); err != nil {
+		return "", service.BadRequest("%s", err.Error())
+	}
+	return room, nil
+}
+
+// parseMessage validates the parameters of a new message (all but its id
+// and time).
+func parseMessage(p service.Params) (Message, error) {
+	var m Message
+	var err error
+	if m.Room, err = parseRoom(p); err != nil {
+		return m, err
+	}
+	if m.User, err = User(p); err != nil {
+		return m, err
+	}
+	if m.Text, err = p.Text("text", 1, MaxTextLen); err != nil {
+		return m, err
+	}
+	if err := CheckText(m.Text); err != nil {
+		return m, err
+	}
+	return m, nil
+}
+
+// CheckText validates a message text beyond its length: valid UTF-8, not
+// only white space, and no control characters but tab and line breaks.
+func CheckText(text string) error {
+	if !utf8.ValidString(text) {
+		return service.BadRequest("text must be valid UTF-8")
+	}
+	blank := true
+	for _, c := range text {
+		if unicode.IsControl(c) && c != '\n' && c != '\r' && c != '\t' {
+			return service.BadRequest("text must not contain control characters")
+		}
+		if !unicode.IsSpace(c) {
+			blank = false
+		}
+	}
+	if blank {
+		return service.BadRequest("text is required")
+	}
+	return nil
+}
+
+// User is the one place that says who sends a message: the userid
+// parameter when given (the gate sets it; once members have tokens, it
+// comes from the token), else a generated guest name.
+func User(p service.Params) (string, error) {
+	u, err := p.String("userid")
+	if err != nil {
+		return "", err
+	}
+	if u == "" {
+		return GuestName(), nil
+	}
+	if err := topic.CheckUser(u); err != nil {
+		return "", service.BadRequest("%s", err.Error())
+	}
+	return u, nil
+}
+
+// GuestName returns a new random guest name, "guest-" and 6 hex digits.
+func GuestName() string {
+	b := make([]byte, 3)
+	rand.Read(b)
+	return "guest-" + hex.EncodeToString(b)
+}
+
+// sortByID orders msgs by id and drops repeated ids.
+func sortByID(msgs []Message) []Message {
+	slices.SortFunc(msgs, func(a, b Message) int { return int(a.ID - b.ID) })
+	return slices.CompactFunc(msgs, func(a, b Message) bool { return a.ID == b.ID })
+}
+
+// isNil reports whether err is Redis's "no value".
+func isNil(err error) bool { return errors.Is(err, redis.Nil) }

@@ -1,0 +1,58 @@
+package chat
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/microshop/microshop/internal/store"
+)
+
+// table is the chat_messages table. Its SQL is the same on both engines.
+type table struct{ db *store.DB }
+
+// insert stores m and returns its id.
+func (t table) insert(ctx context.Context, m Message) (int64, error) {
+	res, err := t.db.ExecContext(ctx,
+		"INSERT INTO chat_messages (room, sender, body, created) VALUES (?, ?, ?, ?)",
+		m.Room, m.User, m.Text, m.Time.UnixMilli())
+	if err != nil {
+		return 0, fmt.Errorf("chat: insert message: %w", err)
+	}
+	id, err := res.LastInsertId()
+	if err != nil {
+		return 0, fmt.Errorf("chat: insert message: %w", err)
+	}
+	return id, nil
+}
+
+// last returns the last limit messages of room, oldest first.
+func (t table) last(ctx context.Context, room string, limit int) ([]Message, error) {
+	rows, err := t.db.QueryContext(ctx,
+		"SELECT id, sender, body, created FROM chat_messages WHERE room = ? ORDER BY id DESC LIMIT ?",
+		room, limit)
+	if err != nil {
+		return nil, fmt.Errorf("chat: read history: %w", err)
+	}
+	defer rows.Close()
+	var msgs []Message
+	for rows.Next() {
+		m := Message{Room: room}
+		var ms int64
+		if err := rows.Scan(&m.ID, &m.User, &m.Text, &ms); err != nil {
+			return nil, fmt.Errorf("chat: read history: %w", err)
+		}
+		m.Time = time.UnixMilli(ms).UTC()
+		msgs = append(msgs, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("chat: read history: %w", err)
+	}
+	for i, j := 0, len(msgs)-1; i < j; i, j = i+1, j-1 {
+		msgs[i], msgs[j] = msgs[j], msgs[i]
+	}
+	if msgs == nil {
+		msgs = []Message{}
+	}
+	return msgs, nil
+}
