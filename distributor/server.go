@@ -13,10 +13,21 @@ import (
 	"github.com/microshop/microshop/packet"
 )
 
+// DefaultSettle is how long a freshly started registry waits before it
+// pushes lists: long enough for every process that was registered with a
+// previous instance to reconnect (clients retry every second), so that no
+// one is told a partial list and drops routes that are still alive.
+const DefaultSettle = 1500 * time.Millisecond
+
 // Server is the registry. It is safe for concurrent use.
 type Server struct {
+	// Settle is the quiet period after Serve starts during which no list is
+	// pushed (DefaultSettle unless changed before Serve; 0 pushes at once).
+	Settle time.Duration
+
 	log     *slog.Logger
 	maxSize int
+	settled bool // guarded by mu; lists are pushed only once settled
 
 	mu    sync.Mutex // guards conns and seq; held while queueing pushes so every connection sees lists in order
 	conns map[*packet.Conn]*member
@@ -35,7 +46,7 @@ func NewServer(log *slog.Logger, maxPacket int) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{log: log, maxSize: maxPacket, conns: make(map[*packet.Conn]*member)}
+	return &Server{Settle: DefaultSettle, log: log, maxSize: maxPacket, conns: make(map[*packet.Conn]*member)}
 }
 
 // Serve accepts connections on ln until ctx is done, then closes every
@@ -43,6 +54,13 @@ func NewServer(log *slog.Logger, maxPacket int) *Server {
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
+	settle := time.AfterFunc(s.Settle, func() {
+		s.mu.Lock()
+		s.settled = true
+		s.broadcastLocked()
+		s.mu.Unlock()
+	})
+	defer settle.Stop()
 	var delay time.Duration
 	for {
 		nc, err := ln.Accept()
@@ -65,7 +83,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		delay = 0
 		s.add(nc)
 	}
+	settle.Stop()
 	s.mu.Lock()
+	s.settled = false // a registry going away pushes no more (partial) lists
 	for c := range s.conns {
 		c.Close()
 	}
@@ -89,11 +109,15 @@ func (s *Server) add(nc net.Conn) {
 		tc.SetKeepAlive(true)
 		tc.SetKeepAlivePeriod(15 * time.Second)
 	}
-	c := packet.NewConn(nc, packet.Options{MaxSize: s.maxSize, Logger: s.log, OnMessage: s.onMessage})
+	// Hold the lock while the connection starts, so that a registration
+	// sent at once (onMessage takes the lock) finds the connection known.
 	s.mu.Lock()
+	c := packet.NewConn(nc, packet.Options{MaxSize: s.maxSize, Logger: s.log, OnMessage: s.onMessage})
 	s.conns[c] = &member{}
-	// A new connection gets the list at once.
-	s.push(c, s.listLocked())
+	// A new connection gets the list at once (once the registry settled).
+	if s.settled {
+		s.push(c, s.listLocked())
+	}
 	s.mu.Unlock()
 	s.wg.Add(1)
 	go func() {
@@ -193,6 +217,9 @@ func (s *Server) listLocked() []Node {
 }
 
 func (s *Server) broadcastLocked() {
+	if !s.settled {
+		return
+	}
 	nodes := s.listLocked()
 	for c := range s.conns {
 		s.push(c, nodes)

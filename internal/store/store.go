@@ -35,6 +35,8 @@ const (
 type DB struct {
 	*sql.DB
 	Dialect Dialect
+
+	lockPath string // SQLite: the file whose exclusive lock serialises migrations
 }
 
 //go:embed migrations
@@ -48,7 +50,11 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 	var err error
 	switch {
 	case strings.HasPrefix(dsn, "sqlite:"):
-		db, err = openSQLite(strings.TrimPrefix(dsn, "sqlite:"))
+		path := strings.TrimPrefix(dsn, "sqlite:")
+		db, err = openSQLite(path)
+		if err == nil {
+			db.lockPath = path + ".migrate-lock"
+		}
 	case strings.HasPrefix(dsn, "mysql://"):
 		db, err = openMySQL(ctx, strings.TrimPrefix(dsn, "mysql://"))
 	default:
@@ -152,6 +158,13 @@ func (db *DB) migrate(ctx context.Context) error {
 		return err
 	}
 	dialect := goose.DialectSQLite3
+	if db.Dialect == SQLite {
+		unlock, err := sqliteLock(ctx, db.lockPath)
+		if err != nil {
+			return fmt.Errorf("store: migrate: %w", err)
+		}
+		defer unlock()
+	}
 	if db.Dialect == MySQL {
 		dialect = goose.DialectMySQL
 		conn, err := db.Conn(ctx)
@@ -173,6 +186,33 @@ func (db *DB) migrate(ctx context.Context) error {
 		return fmt.Errorf("store: migrate: %w", err)
 	}
 	return nil
+}
+
+// sqliteLock takes an exclusive lock that serialises the migrations of
+// processes sharing one SQLite file: an exclusive transaction on a small
+// SQLite file of its own beside the database (portable, no flock), held
+// until unlock is called.
+func sqliteLock(ctx context.Context, path string) (unlock func(), err error) {
+	ldb, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(60000)")
+	if err != nil {
+		return nil, err
+	}
+	ldb.SetMaxOpenConns(1)
+	conn, err := ldb.Conn(ctx)
+	if err != nil {
+		ldb.Close()
+		return nil, err
+	}
+	if _, err := conn.ExecContext(ctx, "BEGIN EXCLUSIVE"); err != nil {
+		conn.Close()
+		ldb.Close()
+		return nil, fmt.Errorf("take the migration lock %s: %w", path, err)
+	}
+	return func() {
+		conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+		conn.Close()
+		ldb.Close()
+	}, nil
 }
 
 // IsDuplicate reports whether err is a unique-key violation.
