@@ -34,8 +34,10 @@ type Config struct {
 	// to every gate; nil disables chat sockets (GET /chat answers 503).
 	Cache *cache.Cache
 	// Chat configures the chat sockets.
-	Chat   ChatConfig
-	Logger *slog.Logger
+	Chat ChatConfig
+	// Security configures authentication and rate limits (auth.go).
+	Security Security
+	Logger   *slog.Logger
 }
 
 // Gate routes HTTP requests to services.
@@ -45,6 +47,7 @@ type Gate struct {
 	router *service.Router
 	dc     *distributor.Client
 	chat   *chatHub // nil without Cache
+	guard  *guard
 }
 
 // New returns a gate; Serve starts it.
@@ -60,6 +63,7 @@ func New(cfg Config) *Gate {
 	}
 	g := &Gate{cfg: cfg, log: cfg.Logger.With("component", "gate")}
 	g.router = service.NewRouter(service.RouterConfig{RequestTimeout: cfg.RequestTimeout, MaxPacket: cfg.MaxPacket, Logger: g.log})
+	g.guard = newGuard(cfg, g.log)
 	if cfg.Cache != nil {
 		g.chat = newChatHub(cfg.Cache, cfg.Chat, g.log)
 	}
@@ -109,6 +113,7 @@ func (g *Gate) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 	}
 	g.log.Info("gate listening", "addr", ln.Addr().String(), "distributor", g.cfg.Distributor)
+	g.logSecurity()
 	if g.chat != nil {
 		g.chat.start()
 		defer g.chat.close()

@@ -34,8 +34,12 @@ func (g *Gate) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 // route serves one request and returns the status written.
 func (g *Gate) route(w http.ResponseWriter, r *http.Request) int {
+	auth, status := g.admit(w, r) // rate limits and token (auth.go)
+	if status != 0 {
+		return status
+	}
 	if isChatSocket(r) {
-		return g.serveChat(w, r)
+		return g.serveChat(w, r.WithContext(withAuth(r.Context(), auth)))
 	}
 	if !g.router.Has(r.Method, r.URL.Path) {
 		return writeError(w, http.StatusNotFound, "unknown route "+r.Method+" "+r.URL.Path)
@@ -54,7 +58,7 @@ func (g *Gate) route(w http.ResponseWriter, r *http.Request) int {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.RequestTimeout)
 	defer cancel()
-	m, err := g.router.Call(ctx, r.Method, r.URL.Path, body)
+	m, err := g.router.CallAuth(ctx, auth, r.Method, r.URL.Path, body)
 	if err != nil {
 		switch {
 		case errors.Is(err, service.ErrNoRoute):
@@ -71,7 +75,10 @@ func (g *Gate) route(w http.ResponseWriter, r *http.Request) int {
 			return writeError(w, http.StatusBadGateway, "the service could not be reached")
 		}
 	}
-	status := Status(m)
+	status = Status(m)
+	if status == http.StatusTooManyRequests {
+		setRetryAfter(w.Header(), m)
+	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(status)
 	w.Write(m.Raw)

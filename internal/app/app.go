@@ -44,6 +44,7 @@ type options struct {
 	requestTimeout time.Duration
 	randomPorts    bool
 	chat           gate.ChatConfig
+	sec            securityOptions
 }
 
 // Run is the whole program: args are the command-line arguments without the
@@ -66,7 +67,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return err
 		}
-		return runAll(ctx, opts, stderr)
+		return runAll(ctx, opts, stdout, stderr)
 	}
 	c, ok := findComponent(name)
 	if !ok {
@@ -163,6 +164,7 @@ func parseFlags(name string, args []string, getenv func(string) string, stdout, 
 	fs.DurationVar(&o.requestTimeout, "request-timeout", envDuration("MICROSHOP_REQUEST_TIMEOUT", 10*time.Second), "gate and callers: how long to wait for a service's answer [MICROSHOP_REQUEST_TIMEOUT]")
 	fs.BoolVar(&o.randomPorts, "random-ports", envBool("MICROSHOP_RANDOM_PORTS", false), "all: services listen on free loopback ports instead of 9010, 9020, ... [MICROSHOP_RANDOM_PORTS]")
 	checkChat := chatFlags(fs, &o.chat, getenv)
+	checkSec := securityFlags(fs, name, &o.sec, getenv)
 	if envErr != nil {
 		return nil, envErr
 	}
@@ -181,6 +183,9 @@ func parseFlags(name string, args []string, getenv func(string) string, stdout, 
 		return nil, err
 	}
 	if err := checkChat(); err != nil {
+		return nil, err
+	}
+	if err := checkSec(); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
@@ -278,7 +283,7 @@ func start(ctx context.Context, c component, ln net.Listener, o *options, res *r
 	case kindDistributor:
 		return newDistributor(o, log).Serve(ctx, ln)
 	case kindGate:
-		cfg := gate.Config{Distributor: o.distributor, RequestTimeout: o.requestTimeout, MaxBody: o.maxBody, MaxPacket: o.maxPacket, Chat: o.chat, Logger: log}
+		cfg := gate.Config{Distributor: o.distributor, RequestTimeout: o.requestTimeout, MaxBody: o.maxBody, MaxPacket: o.maxPacket, Chat: o.chat, Security: o.sec.gate, Logger: log}
 		if res != nil {
 			cfg.Cache = res.cache
 		}
@@ -286,7 +291,7 @@ func start(ctx context.Context, c component, ln net.Listener, o *options, res *r
 		return g.Serve(ctx, ln)
 	}
 	slog := log.With("component", c.name)
-	d := deps{db: res.db, cache: res.cache, log: slog}
+	d := deps{db: res.db, cache: res.cache, log: slog, sec: &o.sec}
 	cfg := service.Config{Name: c.name, Distributor: o.distributor, MaxPacket: o.maxPacket, Logger: log}
 	if c.calls {
 		d.caller = service.NewRouter(service.RouterConfig{RequestTimeout: o.requestTimeout, MaxPacket: o.maxPacket, Logger: slog})
@@ -335,7 +340,7 @@ func runOne(ctx context.Context, c component, o *options, stderr io.Writer) erro
 // runAll runs the whole fleet in one process: the distributor first, then
 // the services, then the gate; on shutdown the gate stops first and the
 // distributor last.
-func runAll(ctx context.Context, o *options, stderr io.Writer) error {
+func runAll(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	log, err := newLogger(o, stderr)
 	if err != nil {
 		return err
@@ -409,6 +414,7 @@ func runAll(ctx context.Context, o *options, stderr io.Writer) error {
 		fleet = append(fleet, r)
 		if c.kind == kindGate {
 			log.Info("microshop is up", "gate", ln.Addr().String(), "distributor", o.distributor)
+			printAdminKey(stdout, &o.sec, ln.Addr().String())
 		}
 	}
 	var ferr error

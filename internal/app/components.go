@@ -6,7 +6,6 @@ import (
 	"github.com/microshop/microshop/internal/cache"
 	"github.com/microshop/microshop/internal/chat"
 	"github.com/microshop/microshop/internal/goods"
-	"github.com/microshop/microshop/internal/members"
 	"github.com/microshop/microshop/internal/purchases"
 	"github.com/microshop/microshop/internal/ratings"
 	"github.com/microshop/microshop/internal/reactions"
@@ -30,6 +29,7 @@ type deps struct {
 	cache  *cache.Cache
 	caller *service.Router // calls other services; nil unless component.calls
 	log    *slog.Logger
+	sec    *securityOptions // session and lockout flags
 }
 
 // component is one row of the fleet table: `microshop all` starts every row
@@ -57,7 +57,7 @@ func components() []component {
 		{name: "members", port: 9020, kind: kindService,
 			help: "POST/GET/DELETE /members: accounts with argon2id passwords",
 			routes: func(d deps) map[string]service.Handler {
-				return members.New(d.db, d.cache, d.log).Routes()
+				return newMembers(d)
 			}},
 		{name: "purchases", port: 9030, kind: kindService, calls: true,
 			help: "POST/GET /purchases: buying, checking goods in Redis first, then asking the goods service",

@@ -1,0 +1,149 @@
+package app
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/microshop/microshop/gate"
+	"github.com/microshop/microshop/internal/members"
+	"github.com/microshop/microshop/service"
+)
+
+// Defaults of the security flags, shared by the help text and the README.
+const (
+	defaultRateLimit       = "100/s"
+	defaultMemberRateLimit = "100/s"
+	defaultStrictRateLimit = "10/s"
+	minAdminKey            = 16
+)
+
+// securityOptions are the flags of authentication, sessions and limits.
+type securityOptions struct {
+	gate          gate.Security
+	sessionTTL    time.Duration
+	lockoutWindow time.Duration
+	// generatedKey is set when `all` made up the admin key.
+	generatedKey bool
+}
+
+// securityFlags adds the security flags to fs, each with its environment
+// twin, filling s. The returned check validates them after parsing; for
+// `all` without an admin key it generates one.
+func securityFlags(fs *flag.FlagSet, name string, s *securityOptions, getenv func(string) string) (check func() error) {
+	env := func(key, def string) string {
+		if v := getenv(key); v != "" {
+			return v
+		}
+		return def
+	}
+	auth := env("MICROSHOP_AUTH", "on")
+	proxies := env("MICROSHOP_TRUSTED_PROXIES", "")
+	limits := []struct {
+		flag, env, def, help string
+		dst                  *gate.Limit
+	}{
+		{"rate-limit", "MICROSHOP_RATE_LIMIT", defaultRateLimit, "gate: requests per client address (N/s, N/m, N/h; 0 = off)", &s.gate.RateLimit},
+		{"rate-limit-member", "MICROSHOP_RATE_LIMIT_MEMBER", defaultMemberRateLimit, "gate: requests per member with a token (0 = off)", &s.gate.MemberRateLimit},
+		{"rate-limit-strict", "MICROSHOP_RATE_LIMIT_STRICT", defaultStrictRateLimit, "gate: logins and writes (every method but GET) per client address (0 = off)", &s.gate.StrictRateLimit},
+	}
+	raw := make([]string, len(limits))
+	fs.StringVar(&auth, "auth", auth, "gate: on = bearer tokens and the admin key decide who may do what; off = the book's open behaviour (never expose it) [MICROSHOP_AUTH]")
+	fs.StringVar(&s.gate.AdminKey, "admin-key", env("MICROSHOP_ADMIN_KEY", ""), fmt.Sprintf("gate: the bearer token that manages goods and stores (at least %d characters; all: generated and printed when empty) [MICROSHOP_ADMIN_KEY]", minAdminKey))
+	fs.StringVar(&proxies, "trusted-proxies", proxies, "gate: comma-separated CIDRs of proxies whose X-Forwarded-For is believed [MICROSHOP_TRUSTED_PROXIES]")
+	for i, l := range limits {
+		raw[i] = env(l.env, l.def)
+		fs.StringVar(&raw[i], l.flag, raw[i], l.help+" ["+l.env+"]")
+	}
+	var ttlErr, windowErr error
+	s.sessionTTL, ttlErr = parseDurationEnv(getenv, "MICROSHOP_SESSION_TTL", members.DefaultSessionTTL)
+	s.lockoutWindow, windowErr = parseDurationEnv(getenv, "MICROSHOP_LOCKOUT_WINDOW", members.DefaultLockoutWindow)
+	fs.DurationVar(&s.sessionTTL, "session-ttl", s.sessionTTL, "members: how long a login token lasts [MICROSHOP_SESSION_TTL]")
+	fs.DurationVar(&s.lockoutWindow, "lockout-window", s.lockoutWindow, fmt.Sprintf("members: after %d failed logins for a username within this window, its logins get 429 until it has passed [MICROSHOP_LOCKOUT_WINDOW]", members.DefaultLockoutThreshold))
+	return func() error {
+		for _, err := range []error{ttlErr, windowErr} {
+			if err != nil {
+				return err
+			}
+		}
+		switch strings.ToLower(auth) {
+		case "on", "true", "1":
+			s.gate.AuthOff = false
+		case "off", "false", "0":
+			s.gate.AuthOff = true
+		default:
+			return fmt.Errorf("--auth: want on or off, got %q", auth)
+		}
+		for i, l := range limits {
+			lim, err := gate.ParseLimit(raw[i])
+			if err != nil {
+				return fmt.Errorf("--%s: %w", l.flag, err)
+			}
+			*l.dst = lim
+		}
+		p, err := gate.ParseTrustedProxies(proxies)
+		if err != nil {
+			return fmt.Errorf("--trusted-proxies: %w", err)
+		}
+		s.gate.TrustedProxies = p
+		if s.sessionTTL < time.Second {
+			return fmt.Errorf("--session-ttl: want at least 1s, got %v", s.sessionTTL)
+		}
+		if s.lockoutWindow < time.Second {
+			return fmt.Errorf("--lockout-window: want at least 1s, got %v", s.lockoutWindow)
+		}
+		if k := s.gate.AdminKey; k != "" && len(k) < minAdminKey {
+			return fmt.Errorf("--admin-key: want at least %d characters", minAdminKey)
+		}
+		if name == "all" && !s.gate.AuthOff && s.gate.AdminKey == "" {
+			b := make([]byte, 24)
+			rand.Read(b)
+			s.gate.AdminKey = base64.RawURLEncoding.EncodeToString(b)
+			s.generatedKey = true
+		}
+		return nil
+	}
+}
+
+func parseDurationEnv(getenv func(string) string, key string, def time.Duration) (time.Duration, error) {
+	v := getenv(key)
+	if v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return def, fmt.Errorf("%s: want a duration like 24h, got %q", key, v)
+	}
+	return d, nil
+}
+
+// printAdminKey tells the operator of `all` the admin key it generated, on
+// stdout (not in the log), with a curl example.
+func printAdminKey(w io.Writer, s *securityOptions, gateAddr string) {
+	if !s.generatedKey {
+		return
+	}
+	host := gateAddr
+	if strings.HasPrefix(host, "[::]:") || strings.HasPrefix(host, "0.0.0.0:") {
+		host = "localhost:" + host[strings.LastIndexByte(host, ':')+1:]
+	}
+	fmt.Fprintf(w, "\nNo --admin-key given: this run's admin key is\n\n    %s\n\n"+
+		"Add goods with it, for example:\n\n"+
+		"    curl -X POST http://%s/goods -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -d '{\"name\":\"tea\",\"category\":\"drinks\",\"price\":300}'\n\n"+
+		"Set --admin-key (MICROSHOP_ADMIN_KEY) to keep one across restarts.\n\n",
+		s.gate.AdminKey, host, s.gate.AdminKey)
+}
+
+// newMembers builds the members service with the session and lockout flags.
+func newMembers(d deps) map[string]service.Handler {
+	m := members.New(d.db, d.cache, d.log)
+	if d.sec != nil {
+		m.SessionTTL = d.sec.sessionTTL
+		m.LockoutWindow = d.sec.lockoutWindow
+	}
+	return m.Routes()
+}
