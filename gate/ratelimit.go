@@ -321,3 +321,7 @@ func (p prefixed) ScriptLoad(ctx context.Context, script string) *redis.StringCm
 func (p prefixed) Del(ctx context.Context, keys ...string) *redis.IntCmd {
 	return p.c.Del(ctx, p.keys(keys)...)
 }
+
+// redisUp reports whether the gate believes Redis up (no failure since the
+// last success).
+func (l *limiter) redisUp() bool { return l.downUntil.Load() == 0 }
