@@ -205,15 +205,23 @@ func benchChat(ctx context.Context, o *benchChatOptions, log io.Writer) (*benchR
 	for i, c := range conns {
 		s := r.subs[i]
 		swg.Go(func() {
+			// Reads use no context (the connection is closed to stop
+			// them) and one buffer: the tool must cost less than the
+			// gates it measures.
+			stop := context.AfterFunc(rctx, func() { c.CloseNow() })
+			defer stop()
 			defer c.CloseNow()
+			buf := make([]byte, 0, 4096)
 			for {
-				_, data, err := c.Read(rctx)
+				var err error
+				buf, err = readMessage(c, buf)
 				if err != nil {
 					if rctx.Err() == nil {
 						s.closed = err.Error()
 					}
 					return
 				}
+				data := buf
 				now := time.Now()
 				pub, seq, sent, ok := parseBenchText(data, marker)
 				if !ok || pub >= len(s.lastSeq) {
@@ -325,6 +333,28 @@ func benchChat(ctx context.Context, o *benchChatOptions, log io.Writer) (*benchR
 		r.deliveryCount += s.received
 	}
 	return r, nil
+}
+
+// readMessage reads the next message into buf, reusing its storage.
+func readMessage(c *websocket.Conn, buf []byte) ([]byte, error) {
+	_, r, err := c.Reader(context.Background())
+	if err != nil {
+		return buf, err
+	}
+	buf = buf[:0]
+	for {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, cap(buf))
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
 }
 
 // parseBenchText finds marker in a message frame and reads the publisher,

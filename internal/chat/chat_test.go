@@ -1,0 +1,260 @@
+package chat_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/microshop/microshop/internal/cache"
+	"github.com/microshop/microshop/internal/chat"
+	"github.com/microshop/microshop/internal/chat/topic"
+	"github.com/microshop/microshop/internal/store"
+	"github.com/microshop/microshop/internal/testenv"
+	"github.com/microshop/microshop/service"
+)
+
+type fixture struct {
+	db    *store.DB
+	cache *cache.Cache
+	h     map[string]service.Handler
+}
+
+func setup(t testing.TB) *fixture {
+	t.Helper()
+	return withCache(t, testenv.DB(t), testenv.Cache(t))
+}
+
+func withCache(t testing.TB, db *store.DB, c *cache.Cache) *fixture {
+	return &fixture{db: db, cache: c, h: chat.New(db, c, slog.New(slog.DiscardHandler)).Routes()}
+}
+
+func (f *fixture) call(route string, params map[string]any) (service.Result, error) {
+	p := service.Params{}
+	for k, v := range params {
+		if n, ok := v.(int); ok {
+			v = json.Number(fmt.Sprint(n))
+		}
+		p[k] = v
+	}
+	return f.h[route](context.Background(), &service.Request{Params: p})
+}
+
+func (f *fixture) post(t testing.TB, room, user, text string) int64 {
+	t.Helper()
+	res, err := f.call("POST/chat", map[string]any{"room": room, "userid": user, "text": text})
+	if err != nil {
+		t.Fatalf("POST /chat %s %q: %v", room, text, err)
+	}
+	return res["id"].(int64)
+}
+
+func (f *fixture) history(t testing.TB, room string, limit int) []chat.Message {
+	t.Helper()
+	p := map[string]any{"room": room}
+	if limit > 0 {
+		p["limit"] = limit
+	}
+	res, err := f.call("GET/chat/history", p)
+	if err != nil {
+		t.Fatalf("GET /chat/history %s: %v", room, err)
+	}
+	return res["results"].([]chat.Message)
+}
+
+func code(err error) int {
+	c, _ := service.ErrorCode(err)
+	return c
+}
+
+func ids(msgs []chat.Message) []int64 {
+	out := make([]int64, len(msgs))
+	for i, m := range msgs {
+		out[i] = m.ID
+	}
+	return out
+}
+
+func TestValidation(t *testing.T) {
+	f := setup(t)
+	long := strings.Repeat("é", chat.MaxTextLen)
+	for _, tc := range []struct {
+		name   string
+		params map[string]any
+		want   int
+		msg    string
+	}{
+		{"ok", map[string]any{"room": "lobby", "text": "hi"}, 0, ""},
+		{"longest text", map[string]any{"room": "a-b_C9", "text": long}, 0, ""},
+		{"multiline", map[string]any{"room": "r", "text": "a\nb\tc"}, 0, ""},
+		{"no room", map[string]any{"text": "hi"}, 400, "room is required"},
+		{"room too long", map[string]any{"room": strings.Repeat("r", 65), "text": "hi"}, 400, "room must be"},
+		{"room bad char", map[string]any{"room": "a b", "text": "hi"}, 400, "room must be"},
+		{"room unicode", map[string]any{"room": "salle-é", "text": "hi"}, 400, "room must be"},
+		{"room array", map[string]any{"room": []any{"a"}, "text": "hi"}, 400, "room must be a string"},
+		{"no text", map[string]any{"room": "r"}, 400, "text is required"},
+		{"blank text", map[string]any{"room": "r", "text": " \n "}, 400, "text is required"},
+		{"text too long", map[string]any{"room": "r", "text": long + "x"}, 400, "at most 2000 characters"},
+		{"control char", map[string]any{"room": "r", "text": "a\x00b"}, 400, "control characters"},
+		{"bad userid", map[string]any{"room": "r", "text": "hi", "userid": "a b"}, 400, "userid must be"},
+		{"long userid", map[string]any{"room": "r", "text": "hi", "userid": strings.Repeat("u", 65)}, 400, "userid must be"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := f.call("POST/chat", tc.params)
+			if got := code(err); got != tc.want {
+				t.Fatalf("POST /chat %v = %v; want code %d", tc.params, err, tc.want)
+			}
+			if tc.msg != "" && !strings.Contains(err.Error(), tc.msg) {
+				t.Fatalf("POST /chat %v = %v; want a message with %q", tc.params, err, tc.msg)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		limit any
+		want  int
+	}{{0, 400}, {-1, 400}, {501, 400}, {"x", 400}, {1, 0}, {500, 0}} {
+		_, err := f.call("GET/chat/history", map[string]any{"room": "r", "limit": tc.limit})
+		if got := code(err); got != tc.want {
+			t.Errorf("GET /chat/history limit=%v = %v; want code %d", tc.limit, err, tc.want)
+		}
+	}
+	if _, err := f.call("GET/chat/history", map[string]any{"room": "no room"}); code(err) != 400 {
+		t.Errorf("GET /chat/history with a bad room = %v; want 400", err)
+	}
+}
+
+func TestUser(t *testing.T) {
+	f := setup(t)
+	res, err := f.call("POST/chat", map[string]any{"room": "r", "text": "hi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := res["user"].(string); !strings.HasPrefix(u, "guest-") || len(u) != len("guest-")+6 {
+		t.Errorf("user without userid = %q; want guest-xxxxxx", u)
+	}
+	res, err = f.call("POST/chat", map[string]any{"room": "r", "text": "hi", "userid": "ann@shop.example"})
+	if err != nil || res["user"] != "ann@shop.example" {
+		t.Errorf("user with userid = %v, %v; want ann@shop.example", res["user"], err)
+	}
+}
+
+func TestPostPublishesAndHistory(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	sub := f.cache.Subscribe(ctx, topic.Channel(f.cache.Prefix, "lobby"))
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil { // the subscription's confirmation
+		t.Fatal(err)
+	}
+	id := f.post(t, "lobby", "ann", "hello ¶ world")
+	f.post(t, "other", "bob", "elsewhere")
+	msg, err := sub.ReceiveMessage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got chat.Message
+	if err := json.Unmarshal([]byte(msg.Payload), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != id || got.Room != "lobby" || got.User != "ann" || got.Text != "hello ¶ world" || got.Time.IsZero() {
+		t.Fatalf("published %+v; want id %d in lobby from ann", got, id)
+	}
+	h := f.history(t, "lobby", 0)
+	if len(h) != 1 || h[0] != got {
+		t.Fatalf("history = %+v; want [%+v]", h, got)
+	}
+	// The window and the database agree, to the byte.
+	f.flush(t)
+	if h := f.history(t, "lobby", 0); len(h) != 1 || h[0] != got {
+		t.Fatalf("history rebuilt = %+v; want [%+v]", h, got)
+	}
+}
+
+func (f *fixture) flush(t testing.TB) { testenv.FlushPrefix(t, f.cache) }
+
+func TestHistoryOrderLimitAndWindow(t *testing.T) {
+	f := setup(t)
+	const n = chat.MaxHistory + 20
+	var want []int64
+	for i := range n {
+		want = append(want, f.post(t, "busy", "u", fmt.Sprint("m", i)))
+	}
+	check := func(what string) {
+		t.Helper()
+		if got := ids(f.history(t, "busy", 0)); fmt.Sprint(got) != fmt.Sprint(want[n-chat.DefaultHistory:]) {
+			t.Fatalf("%s: default history = %v; want the last %d, oldest first", what, got, chat.DefaultHistory)
+		}
+		if got := ids(f.history(t, "busy", chat.MaxHistory)); fmt.Sprint(got) != fmt.Sprint(want[n-chat.MaxHistory:]) {
+			t.Fatalf("%s: history of %d = %d messages from %d; want the last %d", what, chat.MaxHistory, len(got), got[0], chat.MaxHistory)
+		}
+		if got := ids(f.history(t, "busy", 3)); fmt.Sprint(got) != fmt.Sprint(want[n-3:]) {
+			t.Fatalf("%s: history of 3 = %v; want %v", what, got, want[n-3:])
+		}
+	}
+	check("window built as messages came")
+	// The window holds at most MaxHistory messages (plus its marker).
+	key := f.cache.Key("chat:{busy}:recent")
+	if c, err := f.cache.ZCard(context.Background(), key).Result(); err != nil || c != chat.MaxHistory+1 {
+		t.Fatalf("ZCARD %s = %d, %v; want %d", key, c, err, chat.MaxHistory+1)
+	}
+	f.flush(t)
+	check("after FLUSHALL")
+	check("rebuilt window")
+	if h := f.history(t, "empty", 0); len(h) != 0 {
+		t.Fatalf("history of an empty room = %v", h)
+	}
+}
+
+// A window whose messages were posted while it was missing is rebuilt whole.
+func TestHistoryAfterFlushWithNewMessages(t *testing.T) {
+	f := setup(t)
+	a := f.post(t, "r", "u", "a")
+	f.flush(t)
+	b := f.post(t, "r", "u", "b") // lands in a window that is not built
+	if got := ids(f.history(t, "r", 0)); fmt.Sprint(got) != fmt.Sprint([]int64{a, b}) {
+		t.Fatalf("history = %v; want [%d %d]", got, a, b)
+	}
+}
+
+func TestRedisDown(t *testing.T) {
+	db := testenv.DB(t)
+	f := withCache(t, db, testenv.Cache(t))
+	a := f.post(t, "r", "u", "before")
+	down, err := cache.Open("redis://127.0.0.1:1/0", "x:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer down.Close()
+	g := withCache(t, db, down)
+	start := time.Now()
+	_, err = g.call("POST/chat", map[string]any{"room": "r", "text": "lost?"})
+	if code(err) != 503 || !strings.Contains(err.Error(), "not sent") {
+		t.Fatalf("POST /chat with Redis down = %v; want 503 saying it was not sent", err)
+	}
+	if time.Since(start) > 3*time.Second {
+		t.Errorf("POST /chat with Redis down took %v; want a fast failure", time.Since(start))
+	}
+	if got := ids(g.history(t, "r", 0)); fmt.Sprint(got) != fmt.Sprint([]int64{a}) {
+		t.Fatalf("history from the database = %v; want [%d] (the refused message not stored)", got, a)
+	}
+}
+
+func TestCheckText(t *testing.T) {
+	for _, tc := range []struct {
+		text string
+		ok   bool
+	}{{"hi", true}, {"a\r\nb", true}, {"\t", false}, {"\xff", false}, {"a\x1bb", false}, {"a\u0085b", false}} {
+		err := chat.CheckText(tc.text)
+		if (err == nil) != tc.ok {
+			t.Errorf("CheckText(%q) = %v; want ok %v", tc.text, err, tc.ok)
+		}
+		var se *service.Error
+		if err != nil && (!errors.As(err, &se) || se.Code != 400) {
+			t.Errorf("CheckText(%q) = %v; want a 400", tc.text, err)
+		}
+	}
+}
