@@ -1,0 +1,5 @@
+//go:build race
+
+package security_test
+
+func init() { raceEnabled = true }
