@@ -246,6 +246,9 @@ func (h *chatHub) removeLocked(c *chatClient) {
 
 // dropLocked removes c from its room and disconnects it.
 func (h *chatHub) dropLocked(c *chatClient, code websocket.StatusCode, reason string) {
+	if reason == reasonSlow {
+		h.log.Info("chat: disconnected a slow client", "room", c.room, "user", c.user)
+	}
 	h.removeLocked(c)
 	c.pending = nil
 	c.kick(code, reason)

@@ -1,0 +1,466 @@
+// Package chat_test holds the end-to-end tests of chat: real microshop
+// processes (the built binary) on free loopback ports, two gates sharing a
+// distributor and a Redis, and WebSocket clients on both.
+package chat_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/microshop/microshop/internal/cache"
+	"github.com/microshop/microshop/internal/testenv"
+)
+
+var (
+	binary      string // the microshop binary, built by TestMain
+	raceEnabled bool   // set by race_test.go; the binary is then built with -race
+)
+
+const (
+	startTimeout = 30 * time.Second
+	stopTimeout  = 10 * time.Second
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		os.Exit(m.Run())
+	}
+	os.Exit(buildAndRun(m))
+}
+
+func buildAndRun(m *testing.M) int {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e/chat: go env GOMOD:", err)
+		return 1
+	}
+	root := filepath.Dir(strings.TrimSpace(string(out)))
+	dir, err := os.MkdirTemp("", "microshop-e2e-chat-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e/chat:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binary = filepath.Join(dir, "microshop")
+	args := []string{"build", "-o", binary}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, "./cmd/microshop")...)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e/chat: go %s: %v\n%s", strings.Join(args, " "), err, out)
+		return 1
+	}
+	return m.Run()
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// logBuffer collects a process's output.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// proc is a process started by a test.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  *logBuffer
+	done chan struct{}
+	err  error
+}
+
+func start(t *testing.T, name, path string, args ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, log: &logBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(path, args...)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "MICROSHOP_") {
+			p.cmd.Env = append(p.cmd.Env, kv)
+		}
+	}
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.stop(syscall.SIGTERM)
+		out := p.log.String()
+		if strings.Contains(out, "WARNING: DATA RACE") || strings.Contains(out, "panic:") {
+			t.Errorf("%s: a data race or panic was logged", name)
+		}
+		if t.Failed() {
+			tail := out
+			if len(tail) > 16<<10 {
+				tail = tail[len(tail)-16<<10:]
+			}
+			t.Logf("──── output of %s ────\n%s", name, tail)
+		}
+	})
+	return p
+}
+
+// stop signals the process and waits for it to exit (SIGKILL after
+// stopTimeout).
+func (p *proc) stop(sig syscall.Signal) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	p.cmd.Process.Signal(sig)
+	select {
+	case <-p.done:
+	case <-time.After(stopTimeout):
+		p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// redisServer is the Redis of one test: the shared test Redis
+// (MICROSHOP_TEST_REDIS, keys under a random prefix), else a redis-server
+// child on a free port, else an embedded miniredis.
+type redisServer struct {
+	url    string
+	prefix string
+	shared bool
+	child  *proc           // a redis-server started by the test
+	mini   *cache.Embedded // or an embedded one
+	port   int
+	t      *testing.T
+}
+
+func newRedis(t *testing.T, private bool) *redisServer {
+	t.Helper()
+	r := &redisServer{prefix: testenv.RandomName("e2echat") + ":", t: t}
+	if u := os.Getenv(testenv.EnvRedis); u != "" && !private {
+		r.url, _ = testenv.RedisURL(t)
+		r.shared = true
+		t.Cleanup(func() { r.flush() })
+		return r
+	}
+	r.port = freePort(t)
+	r.url = "redis://127.0.0.1:" + strconv.Itoa(r.port) + "/0"
+	r.start()
+	t.Cleanup(r.kill)
+	return r
+}
+
+func (r *redisServer) start() {
+	t := r.t
+	t.Helper()
+	if path, err := exec.LookPath("redis-server"); err == nil {
+		r.child = start(t, "redis-server", path, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+			"--save", "", "--appendonly", "no", "--protected-mode", "no")
+	} else {
+		e, err := cache.StartEmbedded("127.0.0.1:" + strconv.Itoa(r.port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.mini = e
+	}
+	c := r.client()
+	defer c.Close()
+	deadline := time.Now().Add(startTimeout)
+	for c.Ping(context.Background(), time.Second) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("redis did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// kill stops a private Redis at once, as a crash would.
+func (r *redisServer) kill() {
+	if r.child != nil {
+		r.child.stop(syscall.SIGKILL)
+		r.child = nil
+	}
+	if r.mini != nil {
+		r.mini.Close()
+		r.mini = nil
+	}
+}
+
+func (r *redisServer) client() *cache.Cache {
+	c, err := cache.Open(r.url, r.prefix)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return c
+}
+
+// flush is FLUSHALL on a private Redis, and deletes this test's keys only
+// on the shared one.
+func (r *redisServer) flush() {
+	c := r.client()
+	defer c.Close()
+	ctx := context.Background()
+	if !r.shared {
+		if err := c.FlushAll(ctx).Err(); err != nil {
+			r.t.Fatalf("FLUSHALL: %v", err)
+		}
+		return
+	}
+	iter := c.Scan(ctx, 0, r.prefix+"*", 1000).Iterator()
+	for iter.Next(ctx) {
+		c.Del(ctx, iter.Val())
+	}
+}
+
+// fleet is `microshop all` plus a second gate.
+type fleet struct {
+	t            *testing.T
+	redis        *redisServer
+	all, second  *proc
+	gate1, gate2 string // http://127.0.0.1:PORT
+}
+
+var upRE = regexp.MustCompile(`msg="microshop is up".* distributor=([0-9.:]+)`)
+
+// startFleet starts `microshop all` and a second gate process that share
+// the distributor and Redis; extra flags go to both gates.
+func startFleet(t *testing.T, r *redisServer, extra ...string) *fleet {
+	t.Helper()
+	f := &fleet{t: t, redis: r}
+	p1, p0, p2 := freePort(t), freePort(t), freePort(t)
+	common := append([]string{"--redis", r.url, "--redis-prefix", r.prefix, "--request-timeout", "5s",
+		"--rate-limit", "0", "--rate-limit-strict", "0", "--rate-limit-member", "0"}, extra...)
+	f.all = start(t, "all", binary, append([]string{"all", "--random-ports",
+		"--addr", "127.0.0.1:" + strconv.Itoa(p1), "--distributor", "127.0.0.1:" + strconv.Itoa(p0),
+		"--db", testenv.DSN(t)}, common...)...)
+	f.gate1 = "http://127.0.0.1:" + strconv.Itoa(p1)
+	// With --random-ports the distributor's port is its own: read it from
+	// the log.
+	var dist string
+	deadline := time.Now().Add(startTimeout)
+	for dist == "" {
+		if m := upRE.FindStringSubmatch(f.all.log.String()); m != nil {
+			dist = m[1]
+		}
+		f.checkAlive(f.all, deadline)
+		time.Sleep(20 * time.Millisecond)
+	}
+	f.second = start(t, "gate2", binary, append([]string{"gate", "--addr", "127.0.0.1:" + strconv.Itoa(p2),
+		"--distributor", dist}, common...)...)
+	f.gate2 = "http://127.0.0.1:" + strconv.Itoa(p2)
+	for _, g := range []struct {
+		url string
+		p   *proc
+	}{{f.gate1, f.all}, {f.gate2, f.second}} {
+		for {
+			if status, _ := f.get(g.url + "/chat/history?room=ready"); status == 200 {
+				break
+			}
+			f.checkAlive(g.p, deadline)
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return f
+}
+
+func (f *fleet) checkAlive(p *proc, deadline time.Time) {
+	f.t.Helper()
+	select {
+	case <-p.done:
+		f.t.Fatalf("%s exited: %v\n%s", p.name, p.err, p.log.String())
+	default:
+	}
+	if time.Now().After(deadline) {
+		f.t.Fatalf("%s not ready after %v", p.name, startTimeout)
+	}
+}
+
+func (f *fleet) get(url string) (int, []byte) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, nil
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// post sends POST /chat to gate and returns the status and body.
+func (f *fleet) post(gate, room, text string) (int, []byte) {
+	body, _ := json.Marshal(map[string]string{"room": room, "text": text, "userid": "poster"})
+	resp, err := http.Post(gate+"/chat", "application/json", bytes.NewReader(body))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+func (f *fleet) mustPost(gate, room, text string) {
+	f.t.Helper()
+	if status, body := f.post(gate, room, text); status != 200 {
+		f.t.Fatalf("POST /chat %s: %d %s", room, status, body)
+	}
+}
+
+// history returns GET /chat/history from gate.
+func (f *fleet) history(gate, room string, limit int) []msg {
+	f.t.Helper()
+	url := gate + "/chat/history?room=" + room
+	if limit > 0 {
+		url += "&limit=" + strconv.Itoa(limit)
+	}
+	status, body := f.get(url)
+	if status != 200 {
+		f.t.Fatalf("GET /chat/history: %d %s", status, body)
+	}
+	var res struct{ Results []msg }
+	if err := json.Unmarshal(body, &res); err != nil {
+		f.t.Fatal(err)
+	}
+	return res.Results
+}
+
+// msg is a frame a chat client receives.
+type msg struct {
+	ID    int64  `json:"id"`
+	Room  string `json:"room"`
+	User  string `json:"user"`
+	Text  string `json:"text"`
+	Time  string `json:"time"`
+	Error string `json:"error"`
+}
+
+// client is a WebSocket chat client whose frames are collected as they
+// come.
+type client struct {
+	t      *testing.T
+	name   string
+	conn   *websocket.Conn
+	frames chan msg
+	closed chan error // gets the read error that ended the client
+}
+
+func dial(t *testing.T, gate, room, user string) *client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	url := strings.Replace(gate, "http://", "ws://", 1) + "/chat?room=" + room
+	if user != "" {
+		url += "&userid=" + user
+	}
+	conn, _, err := websocket.Dial(ctx, url, nil)
+	if err != nil {
+		t.Fatalf("dial %s: %v", url, err)
+	}
+	c := &client{t: t, name: user, conn: conn, frames: make(chan msg, 10000), closed: make(chan error, 1)}
+	go func() {
+		for {
+			_, data, err := conn.Read(context.Background())
+			if err != nil {
+				c.closed <- err
+				close(c.frames)
+				return
+			}
+			var m msg
+			if err := json.Unmarshal(data, &m); err != nil {
+				m.Error = "undecodable frame: " + string(data)
+			}
+			c.frames <- m
+		}
+	}()
+	t.Cleanup(func() { conn.CloseNow() })
+	return c
+}
+
+// dialRaw connects a client that reads nothing unless the test does.
+func dialRaw(t *testing.T, gate, room, user string) *websocket.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	url := strings.Replace(gate, "http://", "ws://", 1) + "/chat?room=" + room + "&userid=" + user
+	conn, _, err := websocket.Dial(ctx, url, nil)
+	if err != nil {
+		t.Fatalf("dial %s: %v", url, err)
+	}
+	t.Cleanup(func() { conn.CloseNow() })
+	return conn
+}
+
+func (c *client) send(text string) {
+	c.t.Helper()
+	b, _ := json.Marshal(map[string]string{"text": text})
+	if err := c.conn.Write(context.Background(), websocket.MessageText, b); err != nil {
+		c.t.Fatalf("%s: send: %v", c.name, err)
+	}
+}
+
+// next returns the next frame, failing after timeout.
+func (c *client) next(timeout time.Duration) msg {
+	c.t.Helper()
+	select {
+	case m, ok := <-c.frames:
+		if !ok {
+			c.t.Fatalf("%s: closed: %v", c.name, <-c.closed)
+		}
+		return m
+	case <-time.After(timeout):
+		c.t.Fatalf("%s: no frame within %v", c.name, timeout)
+	}
+	return msg{}
+}
+
+// until collects frames until one whose text is end.
+func (c *client) until(end string) []msg {
+	c.t.Helper()
+	var got []msg
+	for {
+		m := c.next(15 * time.Second)
+		if m.Error != "" {
+			c.t.Fatalf("%s: error frame %q", c.name, m.Error)
+		}
+		got = append(got, m)
+		if m.Text == end {
+			return got
+		}
+	}
+}
