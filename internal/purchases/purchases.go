@@ -1,12 +1,80 @@
 // Package purchases is the purchases service of microshop: it records who
-// bought which good and when. Routes:
+// bought which good and when, and ranks the best sellers. Routes:
 //
-//	POST /purchases  {userid, goodsid}  → {"id": N}
-//	GET  /purchases  {userid}           → {"results": [{"id", "goodsid", "date"}, ...]}
+//	POST /purchases  {userid, goodsid}          → {"id": N}
+//	GET  /purchases  {userid}                   → {"results": [{"id", "goodsid", "date"}, ...]}
+//	GET  /rankings   {top: 1..100, period: day|week|all}
+//	                 → {"results": [{"rank", "goodsid", "name", "sales"}, ...]}
 //
 // Before recording a purchase it checks that the good exists the way
 // DESIGN §1 prescribes (catalog.Lookup): in Redis first, else by asking the
 // goods service over the protocol. As in the book, the member is not checked.
+//
+// # Rankings
+//
+// Every purchase is one sale of its good. The rankings live here because the
+// purchases table is their system of record: a ranking is
+// SELECT goodsid, COUNT(*) ... GROUP BY goodsid over a window, day (the UTC
+// date), week (the ISO week, Monday 00:00 UTC) or all time, highest first,
+// ties by goodsid ascending. Goods' names come from the goods cache or the
+// goods service (catalog.Lookup.FindMany), never from the goods table; a
+// good the goods service no longer knows is left out, removed from the
+// views, and the next good moves up so that top=N still answers N.
+//
+// Redis holds one view per window, four keys sharing the hash tag of the
+// window, so every script touches one cluster slot:
+//
+//	rankings:{all}           sorted set: member = goodsid zero-padded to 16
+//	rankings:{day:2026-11-28}  digits, score = minus its sales
+//	rankings:{week:2026-W48}
+//	…:meta                   hash: built, wm (watermark), gen (generation),
+//	                         n and s (sizes of the sets), compacted (unix ms)
+//	…:seen                   sorted set of the ids of the sales above wm
+//	                         counted one by one
+//	…:rebuild                the rebuild lease (a random token, with a TTL)
+//
+// Scores are minus the sales and members zero-padded so that a plain ZRANGE
+// (ascending score, then ascending member bytes) is exactly "sales
+// descending, goodsid ascending": the order of the SQL fallback, every time.
+// Day and week views expire Retain after their window ends; the all-time
+// view has no TTL.
+//
+// The view counts exactly the sales with id ≤ wm plus the sales in seen.
+// Every update is a Lua script on one view, idempotent and exact:
+//
+//   - A purchase commits to the database first, then applies its (id, good)
+//     to its day, week and all-time views (three scripts, one pipeline). A
+//     view counts it only if it is built, id > wm and id is not in seen; it
+//     then adds id to seen and takes one off the good's score. A retried or
+//     duplicated update changes nothing.
+//   - A reader that finds a view not built rebuilds it: a begin script takes
+//     the lease and drops any partial view; the reader reads a sound
+//     watermark M (sales.go: no id ≤ M can commit later, thanks to the
+//     barrier on MySQL), counts the sales with id ≤ M per good in the
+//     database, writes them in chunks (each only while it holds the lease),
+//     then a finish script sets wm = M, gen = the lease token and built.
+//     Finally it catches up: it reads the sales with M < id ≤ M2 (a new
+//     sound watermark) and applies them like a purchase would, then
+//     advances wm to M2 and trims seen.
+//
+// Why this is exact under concurrency: a sale with id ≤ M is in the
+// snapshot, and any update for it is ignored (not built, or id ≤ wm). A sale
+// with id > M committed before its own update; if that update came before
+// the view was built it was ignored, but the sale had committed before the
+// catch-up's read, which counts it; if it came after, it is counted once,
+// seen making the catch-up skip it. A FLUSHALL or eviction during a rebuild
+// removes the lease (the rebuild gives up) or a key of a built view (the
+// sizes in meta no longer match the sets and the view is dropped, to be
+// rebuilt): a view is never marked built unless whole.
+//
+// Compaction is the same catch-up, run by the first read once a view's
+// compaction is CompactEvery old, or by a purchase when seen grows past
+// maxSeen: it applies the sales above wm that a lost Redis update left out
+// (bounding how long a Redis failure costs), then advances wm and trims
+// seen. Only a compaction of the same generation may advance wm.
+//
+// With Redis down purchases still commit (the failed update is logged) and
+// GET /rankings ranks in the database: right, only slower.
 package purchases
 
 import (
@@ -35,9 +103,13 @@ type Purchase struct {
 // Service serves the purchases routes.
 type Service struct {
 	store table
+	cache *cache.Cache // the rankings views; nil: rank in the database
 	goods catalog.Lookup
 	log   *slog.Logger
 	now   func() time.Time
+	// hook, when set by a test, is called at the named stages of a rebuild
+	// ("counted", "finished") to interleave other work deterministically.
+	hook func(stage string)
 }
 
 // New returns the purchases service over db. It finds goods in c, or asks
@@ -49,6 +121,7 @@ func New(db *store.DB, c *cache.Cache, goods catalog.Caller, log *slog.Logger) *
 	}
 	return &Service{
 		store: newTable(db),
+		cache: c,
 		goods: catalog.Lookup{Cache: c, Caller: goods},
 		log:   log.With("service", "purchases"),
 		now:   time.Now,
@@ -60,6 +133,7 @@ func (s *Service) Routes() map[string]service.Handler {
 	return map[string]service.Handler{
 		"POST/purchases": s.buy,
 		"GET/purchases":  s.list,
+		"GET/rankings":   s.rankings,
 	}
 }
 
@@ -79,10 +153,12 @@ func (s *Service) buy(ctx context.Context, r *service.Request) (service.Result, 
 		}
 		return nil, err
 	}
-	id, err := s.store.insert(ctx, userID, goodsID, s.now())
+	date := s.now()
+	id, err := s.store.insert(ctx, userID, goodsID, date)
 	if err != nil {
 		return nil, err
 	}
+	s.record(ctx, id, goodsID, date)
 	return service.Result{"id": id}, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/microshop/microshop/internal/catalog"
 	"github.com/microshop/microshop/internal/goods"
 	"github.com/microshop/microshop/internal/purchases"
+	"github.com/microshop/microshop/internal/store"
 	"github.com/microshop/microshop/internal/testenv"
 	"github.com/microshop/microshop/packet"
 	"github.com/microshop/microshop/service"
@@ -64,6 +65,8 @@ func jsonInt(n int64) string { b, _ := json.Marshal(n); return string(b) }
 // fixture is a purchases service and a goods service sharing one database
 // and one Redis (or, with down, a Redis that does not answer).
 type fixture struct {
+	db     *store.DB
+	svc    *purchases.Service
 	cache  *cache.Cache
 	goods  map[string]service.Handler
 	peer   *goodsPeer
@@ -78,7 +81,8 @@ func newFixture(t testing.TB, c *cache.Cache) *fixture {
 	}
 	g := goods.New(db, c, nil).Routes()
 	peer := &goodsPeer{routes: g}
-	return &fixture{cache: c, goods: g, peer: peer, routes: purchases.New(db, c, peer, nil).Routes()}
+	svc := purchases.New(db, c, peer, nil)
+	return &fixture{db: db, svc: svc, cache: c, goods: g, peer: peer, routes: svc.Routes()}
 }
 
 // downCache is a Redis client for a port where nothing listens.

@@ -18,6 +18,10 @@ type dialect struct {
 	dateArg func(time.Time) any
 	// scanDate converts what the driver returns for purchases.date.
 	scanDate func(src any) (time.Time, error)
+	// shareBarrier and takeBarrier lock the row of rankings_barrier, shared
+	// by every insert, exclusively by a reader of the watermark; empty where
+	// writes are serialised anyway (SQLite). See sales.go.
+	shareBarrier, takeBarrier string
 }
 
 // table is the purchases table.
@@ -37,13 +41,39 @@ func newTable(db *store.DB) table {
 // returns its id.
 func (t table) insert(ctx context.Context, userID, goodsID int64, date time.Time) (int64, error) {
 	date = date.UTC().Truncate(time.Millisecond)
-	res, err := t.db.ExecContext(ctx, t.sql.insert, userID, goodsID, t.sql.dateArg(date))
+	if t.sql.shareBarrier == "" {
+		res, err := t.db.ExecContext(ctx, t.sql.insert, userID, goodsID, t.sql.dateArg(date))
+		if err != nil {
+			return 0, fmt.Errorf("purchases: insert: %w", err)
+		}
+		id, err := res.LastInsertId()
+		if err != nil {
+			return 0, fmt.Errorf("purchases: insert: id: %w", err)
+		}
+		return id, nil
+	}
+	// Hold the barrier shared from before the id is allocated until the
+	// commit, so that a watermark reader never sees a committed id above an
+	// id still in flight (sales.go).
+	tx, err := t.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("purchases: insert: %w", err)
+	}
+	defer tx.Rollback()
+	var one int
+	if err := tx.QueryRowContext(ctx, t.sql.shareBarrier).Scan(&one); err != nil {
+		return 0, fmt.Errorf("purchases: insert: barrier: %w", err)
+	}
+	res, err := tx.ExecContext(ctx, t.sql.insert, userID, goodsID, t.sql.dateArg(date))
 	if err != nil {
 		return 0, fmt.Errorf("purchases: insert: %w", err)
 	}
 	id, err := res.LastInsertId()
 	if err != nil {
 		return 0, fmt.Errorf("purchases: insert: id: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("purchases: insert: commit: %w", err)
 	}
 	return id, nil
 }
