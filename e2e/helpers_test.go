@@ -427,11 +427,14 @@ func (f *fleet) startDistributor() *proc {
 
 // startGate starts the gate on a free port and waits until it accepts. It
 // logs at debug level: the tests read its "connected to instance" lines.
+// These tests exercise the book's open API, so the gate runs --auth=off
+// without rate limits; e2e/security tests authentication and limits.
 func (f *fleet) startGate(extra ...string) *proc {
 	f.t.Helper()
 	addr := "127.0.0.1:" + strconv.Itoa(freePort(f.t))
 	args := append([]string{"gate", "--addr", addr, "--distributor", f.distAddr,
-		"--log-level", "debug", "--request-timeout", "5s", "--max-body", strconv.Itoa(maxBody)}, extra...)
+		"--log-level", "debug", "--request-timeout", "5s", "--max-body", strconv.Itoa(maxBody),
+		"--auth=off", "--rate-limit", "0", "--rate-limit-strict", "0", "--rate-limit-member", "0"}, extra...)
 	p := f.start("gate", args...)
 	f.gateURL = "http://" + addr
 	f.waitDial(addr, p)

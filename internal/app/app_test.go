@@ -27,10 +27,10 @@ func fleet(t testing.TB, extra ...string) string {
 	addr := ln.Addr().String()
 	ln.Close()
 	redisURL, _ := testenv.RedisURL(t)
-	args := append([]string{"all", "--addr", addr, "--random-ports", "--log-level", "error",
+	args := append([]string{"all", "--addr", addr, "--random-ports", "--log-level", "error", "--auth=off", "--rate-limit", "0", "--rate-limit-strict", "0",
 		"--db", testenv.DSN(t), "--redis", redisURL, "--redis-prefix", testenv.RandomName("mstest:") + ":"}, extra...)
 	if strings.Contains(strings.Join(extra, " "), "--db") {
-		args = append([]string{"all", "--addr", addr, "--random-ports", "--log-level", "error"}, extra...)
+		args = append([]string{"all", "--addr", addr, "--random-ports", "--log-level", "error", "--auth=off", "--rate-limit", "0", "--rate-limit-strict", "0"}, extra...)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var logs syncBuffer

@@ -1,0 +1,56 @@
+package app
+
+import (
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestSecurityFlags(t *testing.T) {
+	parse := func(name string, env map[string]string, args ...string) (*options, error) {
+		return parseFlags(name, args, func(k string) string { return env[k] }, io.Discard, io.Discard)
+	}
+	o, err := parse("gate", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := o.sec
+	if s.gate.AuthOff || s.gate.AdminKey != "" || s.gate.RateLimit.Rate != 100 || s.gate.StrictRateLimit.Rate != 10 ||
+		s.gate.MemberRateLimit.Rate != 100 || s.sessionTTL != 24*time.Hour || s.lockoutWindow != 15*time.Minute {
+		t.Errorf("gate defaults = %+v; want auth on, no key, 100/s, 100/s, 10/s, 24h, 15m", s)
+	}
+	o, err = parse("gate", map[string]string{"MICROSHOP_AUTH": "off", "MICROSHOP_RATE_LIMIT": "0", "MICROSHOP_TRUSTED_PROXIES": "10.0.0.0/8"},
+		"--rate-limit-strict", "5/m", "--session-ttl", "2s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := o.sec; !s.gate.AuthOff || !s.gate.RateLimit.IsZero() || s.gate.StrictRateLimit.Period != time.Minute ||
+		len(s.gate.TrustedProxies) != 1 || s.sessionTTL != 2*time.Second {
+		t.Errorf("parsed %+v", s)
+	}
+	// all without a key makes one up (printed at start-up); a gate does not.
+	o, err = parse("all", nil)
+	if err != nil || len(o.sec.gate.AdminKey) < minAdminKey || !o.sec.generatedKey {
+		t.Errorf("all: admin key %q, generated %v, %v; want a generated key", o.sec.gate.AdminKey, o.sec.generatedKey, err)
+	}
+	if o, _ := parse("all", nil, "--auth=off"); o.sec.gate.AdminKey != "" {
+		t.Error("all --auth=off generated an admin key")
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--auth", "maybe"}, "--auth"},
+		{[]string{"--rate-limit", "5/x"}, "--rate-limit"},
+		{[]string{"--rate-limit-member", "many"}, "--rate-limit-member"},
+		{[]string{"--admin-key", "short"}, "--admin-key"},
+		{[]string{"--trusted-proxies", "10.0.0.0/8,nope"}, "--trusted-proxies"},
+		{[]string{"--session-ttl", "10ms"}, "--session-ttl"},
+		{[]string{"--lockout-window", "0s"}, "--lockout-window"},
+	} {
+		if _, err := parse("gate", nil, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("parse(%q) = %v; want an error mentioning %s", tc.args, err, tc.want)
+		}
+	}
+}
