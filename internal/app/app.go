@@ -162,7 +162,7 @@ func parseFlags(name string, args []string, getenv func(string) string, stdout, 
 	fs.Int64Var(&maxPacket, "max-packet", envInt("MICROSHOP_MAX_PACKET", 1<<20), "largest packet in bytes [MICROSHOP_MAX_PACKET]")
 	fs.Int64Var(&o.maxBody, "max-body", envInt("MICROSHOP_MAX_BODY", 1<<20), "gate: largest request body in bytes [MICROSHOP_MAX_BODY]")
 	fs.DurationVar(&o.requestTimeout, "request-timeout", envDuration("MICROSHOP_REQUEST_TIMEOUT", 10*time.Second), "gate and callers: how long to wait for a service's answer [MICROSHOP_REQUEST_TIMEOUT]")
-	fs.BoolVar(&o.randomPorts, "random-ports", envBool("MICROSHOP_RANDOM_PORTS", false), "all: services listen on free loopback ports instead of 9010, 9020, ... [MICROSHOP_RANDOM_PORTS]")
+	fs.BoolVar(&o.randomPorts, "random-ports", envBool("MICROSHOP_RANDOM_PORTS", false), "all: services (and the distributor, unless --distributor is given) listen on free loopback ports instead of 9000, 9010, ... [MICROSHOP_RANDOM_PORTS]")
 	checkChat := chatFlags(fs, &o.chat, getenv)
 	checkSec := securityFlags(fs, name, &o.sec, getenv)
 	if envErr != nil {
@@ -374,8 +374,8 @@ func runAll(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 			addr = o.addr
 		case c.kind == kindDistributor:
 			addr = o.distributor
-			if o.randomPorts {
-				addr = "127.0.0.1:0"
+			if o.randomPorts && o.distributor == defaultDistributor {
+				addr = "127.0.0.1:0" // an explicit --distributor is honoured
 			}
 		case o.randomPorts:
 			addr = "127.0.0.1:0"

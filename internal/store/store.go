@@ -178,7 +178,9 @@ func (db *DB) migrate(ctx context.Context) error {
 		}
 		defer conn.ExecContext(context.WithoutCancel(ctx), "SELECT RELEASE_LOCK('microshop_migrate')")
 	}
-	p, err := goose.NewProvider(dialect, db.DB, sub)
+	// Out of order: a migration numbered below one already applied (branches
+	// landing in another order) is applied rather than refused.
+	p, err := goose.NewProvider(dialect, db.DB, sub, goose.WithAllowOutofOrder(true))
 	if err != nil {
 		return fmt.Errorf("store: migrate: %w", err)
 	}
