@@ -71,6 +71,11 @@ func (g *Gate) authenticate(ctx context.Context, w http.ResponseWriter, r *http.
 		return nil, 0
 	}
 	h := r.Header.Get("Authorization")
+	if h == "" && isChatSocket(r) && r.URL.Query().Get("token") != "" {
+		// Browsers cannot set headers on a WebSocket: the chat socket
+		// also takes its token from ?token=.
+		h = "Bearer " + r.URL.Query().Get("token")
+	}
 	if h == "" {
 		return &service.Auth{}, 0
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/microshop/microshop/internal/cache"
 	"github.com/microshop/microshop/internal/chat/topic"
+	"github.com/microshop/microshop/service"
 )
 
 // ChatConfig configures the gate's chat sockets (GET /chat). Zero fields
@@ -302,6 +303,7 @@ func frameID(f []byte) int64 {
 // chatClient is one chat socket.
 type chatClient struct {
 	room, user string
+	auth       *service.Auth // the identity its messages are posted with
 	conn       *websocket.Conn
 	send       chan []byte // frames to write, in order
 

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -182,7 +183,10 @@ func startChatFleet(t *testing.T, cfg ChatConfig, withCache bool) *chatFleet {
 	run(func(ln net.Listener) {
 		service.NewServer(service.Config{Name: "chat", Routes: svc.Routes(), Distributor: dist, DrainTimeout: time.Second, Logger: quiet}).Serve(ctx, ln)
 	})
+	// These tests are about chat mechanics, in the book's open mode;
+	// TestChatUser covers who a socket speaks as with authentication on.
 	gc := Config{Distributor: dist, RequestTimeout: 5 * time.Second, Chat: cfg, Logger: quiet}
+	gc.Security.AuthOff = true
 	if withCache {
 		gc.Cache = c
 	}
@@ -419,4 +423,40 @@ func TestSlowClientDisconnected(t *testing.T) {
 		t.Fatalf("the slow client's socket is still open: %v", err)
 	}
 	t.Logf("slow client disconnected after %d messages: %v", n, err)
+}
+
+func TestChatUser(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		auth   *service.Auth
+		query  string
+		want   string
+		status int
+	}{
+		{name: "auth off, userid", query: "userid=ann", want: "ann"},
+		{name: "auth off, bad userid", query: "userid=a%20b", status: 400},
+		{name: "anonymous", auth: &service.Auth{}, query: "", status: 401},
+		{name: "anonymous naming a user", auth: &service.Auth{}, query: "userid=7", status: 401},
+		{name: "member", auth: &service.Auth{Member: 7}, want: "7"},
+		{name: "member naming itself", auth: &service.Auth{Member: 7}, query: "userid=7", want: "7"},
+		{name: "member naming another", auth: &service.Auth{Member: 7}, query: "userid=8", status: 403},
+		{name: "admin", auth: &service.Auth{Admin: true}, query: "userid=shop", want: "shop"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", "/chat?room=r&"+tc.query, nil)
+			if tc.auth != nil {
+				r = r.WithContext(withAuth(r.Context(), tc.auth))
+			}
+			got, status, err := chatUser(r)
+			if tc.status != 0 {
+				if err == nil || status != tc.status {
+					t.Fatalf("chatUser = %q, %d, %v; want status %d", got, status, err, tc.status)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("chatUser = %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
 }

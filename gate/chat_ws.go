@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -28,11 +29,31 @@ func isChatSocket(r *http.Request) bool {
 	return r.Method == http.MethodGet && r.URL.Path == "/chat"
 }
 
-// chatUser is the one place that says who a chat socket speaks as: the
-// userid query parameter when given, else a generated guest name. Once
-// members have tokens, the token's member goes here.
-func chatUser(r *http.Request) (string, error) {
-	u := r.URL.Query().Get("userid")
+// chatUser is the one place that says who a chat socket speaks as. With
+// authentication on it is the token's member (no token: 401; a userid
+// naming someone else: 403); the admin key, or authentication off (the
+// book's behaviour), speaks as the userid query parameter when given, else
+// as a generated guest name. status is the HTTP status of a refusal.
+func chatUser(r *http.Request) (user string, status int, err error) {
+	q := r.URL.Query().Get("userid")
+	if a := AuthFrom(r.Context()); a != nil && !a.Admin {
+		switch {
+		case a.Member == 0:
+			return "", http.StatusUnauthorized, errors.New("log in first: connect with Authorization: Bearer TOKEN or ?token=TOKEN")
+		case q != "" && q != strconv.FormatInt(a.Member, 10):
+			return "", http.StatusForbidden, errors.New("you may chat only as yourself")
+		}
+		return strconv.FormatInt(a.Member, 10), 0, nil
+	}
+	u, err := chatUserParam(q)
+	if err != nil {
+		return "", http.StatusBadRequest, err
+	}
+	return u, 0, nil
+}
+
+// chatUserParam validates a userid query parameter, or makes a guest name.
+func chatUserParam(u string) (string, error) {
 	if u == "" {
 		return guestName(), nil
 	}
@@ -58,15 +79,16 @@ func (g *Gate) serveChat(w http.ResponseWriter, r *http.Request) int {
 	if err := topic.CheckRoom(room); err != nil {
 		return writeError(w, http.StatusBadRequest, err.Error())
 	}
-	user, err := chatUser(r)
+	user, status, err := chatUser(r)
 	if err != nil {
-		return writeError(w, http.StatusBadRequest, err.Error())
+		return writeError(w, status, err.Error())
 	}
 
 	// Subscribed before the history is read, with live messages buffered
 	// meanwhile: nothing falls between the history and the live messages.
 	h.waitReady(r.Context())
 	c := newChatClient(h.ctx, room, user, h.cfg)
+	c.auth = AuthFrom(r.Context())
 	if !h.join(c) {
 		return writeError(w, http.StatusServiceUnavailable, "the gate is shutting down")
 	}
@@ -190,7 +212,7 @@ func (g *Gate) chatPost(c *chatClient, text string) string {
 	}
 	ctx, cancel := context.WithTimeout(g.chat.ctx, g.cfg.RequestTimeout)
 	defer cancel()
-	m, err := g.router.Call(ctx, http.MethodPost, "/chat", params)
+	m, err := g.router.CallAuth(ctx, c.auth, http.MethodPost, "/chat", params)
 	if err != nil {
 		_, msg := callError(ctx, err)
 		return msg

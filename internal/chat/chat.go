@@ -23,6 +23,7 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"strconv"
 	"sync/atomic"
 	"time"
 	"unicode"
@@ -89,7 +90,7 @@ func (s *Service) Routes() map[string]service.Handler {
 
 // post stores a message, then adds it to the room's window and publishes it.
 func (s *Service) post(ctx context.Context, r *service.Request) (service.Result, error) {
-	m, err := parseMessage(r.Params)
+	m, err := parseMessage(r)
 	if err != nil {
 		return nil, err
 	}
@@ -204,13 +205,14 @@ func parseRoom(p service.Params) (string, error) {
 
 // parseMessage validates the parameters of a new message (all but its id
 // and time).
-func parseMessage(p service.Params) (Message, error) {
+func parseMessage(r *service.Request) (Message, error) {
+	p := r.Params
 	var m Message
 	var err error
 	if m.Room, err = parseRoom(p); err != nil {
 		return m, err
 	}
-	if m.User, err = User(p); err != nil {
+	if m.User, err = User(r); err != nil {
 		return m, err
 	}
 	if m.Text, err = p.Text("text", 1, MaxTextLen); err != nil {
@@ -243,11 +245,20 @@ func CheckText(text string) error {
 	return nil
 }
 
-// User is the one place that says who sends a message: the userid
-// parameter when given (the gate sets it; once members have tokens, it
-// comes from the token), else a generated guest name.
-func User(p service.Params) (string, error) {
-	u, err := p.String("userid")
+// User is the one place that says who sends a message: with a member's
+// token, that member (r.Member decides: a userid naming someone else is a
+// 403, no token a 401); with the admin key or authentication off (the
+// book's behaviour), the userid parameter when given, else a generated
+// guest name.
+func User(r *service.Request) (string, error) {
+	if a := r.Auth; a != nil && !a.Admin {
+		id, err := r.Member(true)
+		if err != nil {
+			return "", err
+		}
+		return strconv.FormatInt(id, 10), nil
+	}
+	u, err := r.Params.String("userid")
 	if err != nil {
 		return "", err
 	}

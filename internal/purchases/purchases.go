@@ -8,7 +8,9 @@
 //
 // Before recording a purchase it checks that the good exists the way
 // DESIGN §1 prescribes (catalog.Lookup): in Redis first, else by asking the
-// goods service over the protocol. As in the book, the member is not checked.
+// goods service over the protocol. The acting member comes from
+// service.Request.Member: the token's member when the gate enforces
+// authentication, the userid parameter in the book's open mode.
 //
 // # Rankings
 //
@@ -139,7 +141,7 @@ func (s *Service) Routes() map[string]service.Handler {
 
 // buy records a purchase of an existing good.
 func (s *Service) buy(ctx context.Context, r *service.Request) (service.Result, error) {
-	userID, err := r.Params.ID("userid")
+	userID, err := r.Member(true)
 	if err != nil {
 		return nil, err
 	}
@@ -164,7 +166,7 @@ func (s *Service) buy(ctx context.Context, r *service.Request) (service.Result, 
 
 // list answers a member's purchases, oldest first.
 func (s *Service) list(ctx context.Context, r *service.Request) (service.Result, error) {
-	userID, err := r.Params.ID("userid")
+	userID, err := r.Member(true)
 	if err != nil {
 		return nil, err
 	}

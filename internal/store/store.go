@@ -35,8 +35,6 @@ const (
 type DB struct {
 	*sql.DB
 	Dialect Dialect
-
-	lockPath string // SQLite: the file whose exclusive lock serialises migrations
 }
 
 //go:embed migrations
@@ -50,11 +48,15 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 	var err error
 	switch {
 	case strings.HasPrefix(dsn, "sqlite:"):
+		// Processes sharing a fresh file would race to switch it to WAL
+		// and to migrate it: serialise opening and migrating.
 		path := strings.TrimPrefix(dsn, "sqlite:")
-		db, err = openSQLite(path)
-		if err == nil {
-			db.lockPath = path + ".migrate-lock"
+		unlock, lerr := sqliteLock(ctx, path+".migrate-lock")
+		if lerr != nil {
+			return nil, fmt.Errorf("store: sqlite: %w", lerr)
 		}
+		defer unlock()
+		db, err = openSQLite(path)
 	case strings.HasPrefix(dsn, "mysql://"):
 		db, err = openMySQL(ctx, strings.TrimPrefix(dsn, "mysql://"))
 	default:
@@ -158,13 +160,6 @@ func (db *DB) migrate(ctx context.Context) error {
 		return err
 	}
 	dialect := goose.DialectSQLite3
-	if db.Dialect == SQLite {
-		unlock, err := sqliteLock(ctx, db.lockPath)
-		if err != nil {
-			return fmt.Errorf("store: migrate: %w", err)
-		}
-		defer unlock()
-	}
 	if db.Dialect == MySQL {
 		dialect = goose.DialectMySQL
 		conn, err := db.Conn(ctx)
