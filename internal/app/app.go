@@ -39,6 +39,7 @@ type options struct {
 	redisPrefix    string
 	logLevel       string
 	logFormat      string
+	debugAddr      string
 	maxPacket      int
 	maxBody        int64
 	requestTimeout time.Duration
@@ -124,6 +125,7 @@ func parseFlags(name string, args []string, getenv func(string) string, stdout, 
 	fs.StringVar(&o.redisPrefix, "redis-prefix", env("MICROSHOP_REDIS_PREFIX", cache.DefaultPrefix), "prefix of every Redis key [MICROSHOP_REDIS_PREFIX]")
 	fs.StringVar(&o.logLevel, "log-level", env("MICROSHOP_LOG_LEVEL", "info"), "debug (one line per request), info, warn or error [MICROSHOP_LOG_LEVEL]")
 	fs.StringVar(&o.logFormat, "log-format", env("MICROSHOP_LOG_FORMAT", "text"), "text or json [MICROSHOP_LOG_FORMAT]")
+	fs.StringVar(&o.debugAddr, "debug-addr", env("MICROSHOP_DEBUG_ADDR", ""), "serve Go's profiler (/debug/pprof/) on this address, e.g. 127.0.0.1:6060; empty = off [MICROSHOP_DEBUG_ADDR]")
 	var envErr error
 	envInt := func(key string, def int64) int64 {
 		v := getenv(key)
@@ -312,6 +314,9 @@ func runOne(ctx context.Context, c component, o *options, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	if err := serveDebug(ctx, o.debugAddr, log); err != nil {
+		return err
+	}
 	var res *resources
 	if c.kind == kindService {
 		if o.redis == "" {
@@ -343,6 +348,9 @@ func runOne(ctx context.Context, c component, o *options, stderr io.Writer) erro
 func runAll(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	log, err := newLogger(o, stderr)
 	if err != nil {
+		return err
+	}
+	if err := serveDebug(ctx, o.debugAddr, log); err != nil {
 		return err
 	}
 	res, err := openResources(ctx, o, log)

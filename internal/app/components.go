@@ -60,7 +60,7 @@ func components() []component {
 				return newMembers(d)
 			}},
 		{name: "purchases", port: 9030, kind: kindService, calls: true,
-			help: "POST/GET /purchases: buying, checking goods in Redis first, then asking the goods service",
+			help: "POST/GET /purchases, GET /rankings: buying (goods checked in Redis first, then asked of the goods service) and best sellers",
 			routes: func(d deps) map[string]service.Handler {
 				return purchases.New(d.db, d.cache, d.caller, d.log).Routes()
 			}},

@@ -12,7 +12,7 @@ var mysqlSQL = dialect{
 	list:   `SELECT id, goodsid, date FROM purchases WHERE userid = ? ORDER BY id`,
 	// InnoDB commits concurrent inserts in any order, so ids need the
 	// barrier (sales.go).
-	shareBarrier: `SELECT id FROM rankings_barrier WHERE id = 1 LOCK IN SHARE MODE`,
+	shareBarrier: `INSERT INTO purchases (userid, goodsid, date) SELECT ?, ?, ? FROM rankings_barrier WHERE id = 1 LOCK IN SHARE MODE`,
 	takeBarrier:  `SELECT id FROM rankings_barrier WHERE id = 1 FOR UPDATE`,
 	dateArg: func(t time.Time) any {
 		return t.UTC()

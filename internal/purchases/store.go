@@ -18,9 +18,10 @@ type dialect struct {
 	dateArg func(time.Time) any
 	// scanDate converts what the driver returns for purchases.date.
 	scanDate func(src any) (time.Time, error)
-	// shareBarrier and takeBarrier lock the row of rankings_barrier, shared
-	// by every insert, exclusively by a reader of the watermark; empty where
-	// writes are serialised anyway (SQLite). See sales.go.
+	// shareBarrier is the insert that also locks the row of
+	// rankings_barrier shared (args as insert); takeBarrier locks it
+	// exclusively, for a reader of the watermark. Empty where writes are
+	// serialised anyway (SQLite). See sales.go.
 	shareBarrier, takeBarrier string
 }
 
@@ -52,28 +53,20 @@ func (t table) insert(ctx context.Context, userID, goodsID int64, date time.Time
 		}
 		return id, nil
 	}
-	// Hold the barrier shared from before the id is allocated until the
-	// commit, so that a watermark reader never sees a committed id above an
-	// id still in flight (sales.go).
-	tx, err := t.db.BeginTx(ctx, nil)
+	// One statement holds the barrier shared from before the id is
+	// allocated until its commit (INSERT ... SELECT ... LOCK IN SHARE MODE,
+	// autocommit), so that a watermark reader never sees a committed id
+	// above an id still in flight (sales.go); one round trip, not four.
+	res, err := t.db.ExecContext(ctx, t.sql.shareBarrier, userID, goodsID, t.sql.dateArg(date))
 	if err != nil {
 		return 0, fmt.Errorf("purchases: insert: %w", err)
 	}
-	defer tx.Rollback()
-	var one int
-	if err := tx.QueryRowContext(ctx, t.sql.shareBarrier).Scan(&one); err != nil {
-		return 0, fmt.Errorf("purchases: insert: barrier: %w", err)
-	}
-	res, err := tx.ExecContext(ctx, t.sql.insert, userID, goodsID, t.sql.dateArg(date))
-	if err != nil {
-		return 0, fmt.Errorf("purchases: insert: %w", err)
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return 0, fmt.Errorf("purchases: insert: the rankings barrier row is missing (%d rows, %v)", n, err)
 	}
 	id, err := res.LastInsertId()
 	if err != nil {
 		return 0, fmt.Errorf("purchases: insert: id: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("purchases: insert: commit: %w", err)
 	}
 	return id, nil
 }
