@@ -3,13 +3,7 @@ package ratings
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
-	"time"
-
-	"github.com/go-sql-driver/mysql"
-	"modernc.org/sqlite"
-	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/microshop/microshop/internal/store"
 )
@@ -77,7 +71,7 @@ type entry struct {
 // write stores user's rating of good and returns the row as committed.
 func (s *Service) write(ctx context.Context, user, good int64, stars int) (entry, error) {
 	e := entry{user: user}
-	err := inTx(ctx, s.db, func(tx *sql.Tx) error {
+	err := store.InTx(ctx, s.db, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, s.q.upsert, user, good, stars); err != nil {
 			return err
 		}
@@ -133,53 +127,4 @@ func (s *Service) snapshot(ctx context.Context, good int64) ([]entry, error) {
 		return nil, &dbError{fmt.Errorf("read ratings of good %d: %w", good, err)}
 	}
 	return es, nil
-}
-
-// inTx runs fn in a transaction, retrying it when the engine reports a
-// deadlock or a busy database (concurrent upserts of one new row can
-// deadlock on InnoDB; the loser is simply run again).
-func inTx(ctx context.Context, db *store.DB, fn func(*sql.Tx) error) error {
-	const attempts = 20
-	var err error
-	for i := 0; i < attempts; i++ {
-		if i > 0 {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(time.Duration(i) * 2 * time.Millisecond):
-			}
-		}
-		err = tryTx(ctx, db, fn)
-		if err == nil || !retryable(err) {
-			return err
-		}
-	}
-	return err
-}
-
-func tryTx(ctx context.Context, db *store.DB, fn func(*sql.Tx) error) error {
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	if err := fn(tx); err != nil {
-		tx.Rollback()
-		return err
-	}
-	return tx.Commit()
-}
-
-// retryable reports whether err is a deadlock, lock wait timeout or busy
-// database, after which the transaction can simply run again.
-func retryable(err error) bool {
-	var me *mysql.MySQLError
-	if errors.As(err, &me) {
-		return me.Number == 1213 || me.Number == 1205
-	}
-	var se *sqlite.Error
-	if errors.As(err, &se) {
-		c := se.Code() & 0xff
-		return c == sqlite3.SQLITE_BUSY || c == sqlite3.SQLITE_LOCKED
-	}
-	return false
 }

@@ -5,11 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"time"
-
-	"github.com/go-sql-driver/mysql"
-	"modernc.org/sqlite"
-	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/microshop/microshop/internal/store"
 )
@@ -89,7 +84,7 @@ type entry struct {
 // row as committed. ok is false when there is no row (withdrawing a
 // reaction never given).
 func (s *Service) write(ctx context.Context, user, good int64, reaction string) (e entry, ok bool, err error) {
-	err = inTx(ctx, s.db, func(tx *sql.Tx) error {
+	err = store.InTx(ctx, s.db, func(tx *sql.Tx) error {
 		if reaction == "" {
 			_, err = tx.ExecContext(ctx, s.q.withdraw, user, good)
 		} else {
@@ -165,53 +160,4 @@ func (s *Service) snapshot(ctx context.Context, good int64) ([]entry, error) {
 		return nil, &dbError{fmt.Errorf("read reactions of good %d: %w", good, err)}
 	}
 	return es, nil
-}
-
-// inTx runs fn in a transaction, retrying it when the engine reports a
-// deadlock or a busy database (concurrent upserts of one new row can
-// deadlock on InnoDB; the loser is simply run again).
-func inTx(ctx context.Context, db *store.DB, fn func(*sql.Tx) error) error {
-	const attempts = 20
-	var err error
-	for i := 0; i < attempts; i++ {
-		if i > 0 {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(time.Duration(i) * 2 * time.Millisecond):
-			}
-		}
-		err = tryTx(ctx, db, fn)
-		if err == nil || !retryable(err) {
-			return err
-		}
-	}
-	return err
-}
-
-func tryTx(ctx context.Context, db *store.DB, fn func(*sql.Tx) error) error {
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	if err := fn(tx); err != nil {
-		tx.Rollback()
-		return err
-	}
-	return tx.Commit()
-}
-
-// retryable reports whether err is a deadlock, lock wait timeout or busy
-// database, after which the transaction can simply run again.
-func retryable(err error) bool {
-	var me *mysql.MySQLError
-	if errors.As(err, &me) {
-		return me.Number == 1213 || me.Number == 1205
-	}
-	var se *sqlite.Error
-	if errors.As(err, &se) {
-		c := se.Code() & 0xff
-		return c == sqlite3.SQLITE_BUSY || c == sqlite3.SQLITE_LOCKED
-	}
-	return false
 }
