@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/microshop/microshop/internal/proctest"
 )
 
 // The tests in this file speak the wire protocol byte for byte as the book's
@@ -240,7 +242,7 @@ func testNodeService(t *testing.T, f *fleet) {
 
 	// A listed route whose only instance cannot be reached is a 503.
 	dead := dialRaw(t, f.distAddr)
-	dead.write(t, `{"uri":"/distributes","method":"POST","key":0,"params":{"port":`+strconv.Itoa(freePort(t))+`,"name":"deadsvc","urls":["GET/deadsvc"]}}¶`)
+	dead.write(t, `{"uri":"/distributes","method":"POST","key":0,"params":{"port":`+strconv.Itoa(proctest.FreePort(t))+`,"name":"deadsvc","urls":["GET/deadsvc"]}}¶`)
 	f.pollStatus("/deadsvc", http.StatusServiceUnavailable, startTimeout)
 	dead.Close()
 
@@ -255,7 +257,7 @@ func testNodeService(t *testing.T, f *fleet) {
 // and a ¶ encoded as \u00b6.
 func testBookGate(t *testing.T, f *fleet) {
 	gw := dialRaw(t, f.distAddr)
-	myPort := freePort(t)
+	myPort := proctest.FreePort(t)
 	gw.write(t, `{"uri":"/distributes","method":"POST","key":0,"params":{"port":`+strconv.Itoa(myPort)+`,"name":"gate","urls":[]}}¶`)
 	var goodsNode node
 	for {
@@ -353,7 +355,7 @@ func testBookGate(t *testing.T, f *fleet) {
 // closed (never left hanging); the process lives on and a new connection is
 // served.
 func testBadPackets(t *testing.T, f *fleet, goods *proc, addr string) {
-	warns := func() int { return len(goods.log.lines("level=WARN")) }
+	warns := func() int { return len(goods.LogLines("level=WARN")) }
 	waitWarns := func(n int, what string) {
 		t.Helper()
 		deadline := time.Now().Add(5 * time.Second)
@@ -416,8 +418,8 @@ func testBadPackets(t *testing.T, f *fleet, goods *proc, addr string) {
 		}
 	}
 
-	if goods.exited() {
-		t.Fatalf("goods exited after bad packets: %v", goods.waitErr)
+	if goods.Exited() {
+		t.Fatalf("goods exited after bad packets: %v", goods.Err())
 	}
 	c4 := dialRaw(t, addr)
 	c4.write(t, `{"uri":"/goods","method":"GET","params":{"key":7}}¶`)
@@ -578,8 +580,8 @@ func testBookDistributor(t *testing.T) {
 	if g := f.getGood(t, id); g.Name != "under the book's distributor" {
 		t.Errorf("GET /goods?id: %+v", g)
 	}
-	if goods.exited() {
-		t.Fatalf("goods exited: %v", goods.waitErr)
+	if goods.Exited() {
+		t.Fatalf("goods exited: %v", goods.Err())
 	}
 }
 

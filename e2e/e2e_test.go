@@ -35,7 +35,7 @@ func bookFleet(t *testing.T) (f *fleet, gate *proc, goods []*proc, goodsNodes []
 	}
 	for i, p := range goods {
 		if a := f.listenAddr(p); a != goodsNodes[i].addr() {
-			t.Fatalf("%s listens on %s, but the distributor lists goods at %s and %s", p.name, a, goodsNodes[0].addr(), goodsNodes[1].addr())
+			t.Fatalf("%s listens on %s, but the distributor lists goods at %s and %s", p.Name, a, goodsNodes[0].addr(), goodsNodes[1].addr())
 		}
 	}
 	f.waitGateConnected(gate, goodsNodes[0].addr(), goodsNodes[1].addr())
@@ -392,11 +392,11 @@ func testGoodsInstanceKilled(t *testing.T, f *fleet, gate *proc, goods []*proc, 
 	}
 	waitCount(&ok, 200, "before the kill")
 	killed.Store(true)
-	goods[0].kill(t)
+	goods[0].Kill(t)
 	waitCount(&okAfter, 300, "after the kill")
 	close(stop)
 	wg.Wait()
-	t.Logf("%d GETs succeeded, %d of them after SIGKILL of %s (%s)", ok.Load(), okAfter.Load(), goods[0].name, goodsNodes[0].addr())
+	t.Logf("%d GETs succeeded, %d of them after SIGKILL of %s (%s)", ok.Load(), okAfter.Load(), goods[0].Name, goodsNodes[0].addr())
 	if len(failures) > 0 {
 		t.Errorf("%d GETs failed around the SIGKILL of one goods instance (want 0); first: %q", len(failures), first(failures, 5))
 	}
@@ -547,7 +547,7 @@ func TestDistributorRestart(t *testing.T) {
 	waitOK(phaseUp, 50)
 
 	phase.Store(phaseDown)
-	dist.kill(t)
+	dist.Kill(t)
 	downAt := time.Now()
 	// A service started while the distributor is away: wait until it has
 	// tried to register and failed.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -13,28 +12,22 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/microshop/microshop/internal/cache"
+	"github.com/microshop/microshop/internal/proctest"
 	"github.com/microshop/microshop/internal/store"
 	"github.com/microshop/microshop/internal/testenv"
 )
 
 // binary is the microshop binary built by TestMain.
 var binary string
-
-// raceEnabled is set by race_test.go when the tests run with -race; the
-// binary is then built with -race too.
-var raceEnabled bool
 
 // Timeouts of the harness. None of them is a performance assertion: they only
 // bound how long a broken system can make a test hang.
@@ -44,242 +37,15 @@ const (
 	pollEvery    = 20 * time.Millisecond
 )
 
-func TestMain(m *testing.M) {
-	flag.Parse()
-	if testing.Short() {
-		os.Exit(m.Run())
-	}
-	os.Exit(buildAndRun(m))
-}
+func TestMain(m *testing.M) { os.Exit(proctest.Run(m, &binary)) }
 
-func buildAndRun(m *testing.M) int {
-	root, err := moduleRoot()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e:", err)
-		return 1
-	}
-	dir, err := os.MkdirTemp("", "microshop-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e:", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	binary = filepath.Join(dir, "microshop")
-	args := []string{"build", "-o", binary}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	args = append(args, "./cmd/microshop")
-	cmd := exec.Command(goTool(), args...)
-	cmd.Dir = root
-	start := time.Now()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: go %s (in %s): %v\n%s", strings.Join(args, " "), root, err, out)
-		return 1
-	}
-	if testing.Verbose() {
-		fmt.Fprintf(os.Stderr, "e2e: built %s (race=%v) in %v\n", binary, raceEnabled, time.Since(start).Round(time.Millisecond))
-	}
-	return m.Run()
-}
-
-// moduleRoot finds the directory of go.mod: `go env GOMOD`, else "..".
-func moduleRoot() (string, error) {
-	if out, err := exec.Command(goTool(), "env", "GOMOD").Output(); err == nil {
-		if gomod := strings.TrimSpace(string(out)); gomod != "" && gomod != os.DevNull {
-			return filepath.Dir(gomod), nil
-		}
-	}
-	root, err := filepath.Abs("..")
-	if err != nil {
-		return "", err
-	}
-	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
-		return "", fmt.Errorf("cannot find the module root (no go.mod in %s)", root)
-	}
-	return root, nil
-}
-
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return filepath.Join(os.Getenv("GOROOT"), "bin", "go")
-}
+// proc is one microshop process (or a helper server) started by a test.
+type proc = proctest.Proc
 
 func skipShort(t *testing.T) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end test; skipped with -short")
-	}
-}
-
-// childEnv is the environment of every process started: ours without any
-// MICROSHOP_* variable, so that only the flags the test passes apply.
-func childEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "MICROSHOP_") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
-
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// logBuffer collects a process's output.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// tail returns at most the last n bytes of the log, from a line start.
-func (l *logBuffer) tail(n int) string {
-	s := l.String()
-	if len(s) <= n {
-		return s
-	}
-	s = s[len(s)-n:]
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		s = s[i+1:]
-	}
-	return "…\n" + s
-}
-
-// dump returns the log for a failure report: without the per-request
-// debug lines (counted instead), at most the last n bytes.
-func (l *logBuffer) dump(n int) string {
-	var b strings.Builder
-	requests := 0
-	for _, line := range strings.SplitAfter(l.String(), "\n") {
-		if strings.Contains(line, "level=DEBUG msg=request ") {
-			requests++
-			continue
-		}
-		b.WriteString(line)
-	}
-	if requests > 0 {
-		fmt.Fprintf(&b, "(%d per-request debug lines left out)\n", requests)
-	}
-	s := b.String()
-	if len(s) > n {
-		s = s[len(s)-n:]
-		if i := strings.IndexByte(s, '\n'); i >= 0 {
-			s = s[i+1:]
-		}
-		s = "…\n" + s
-	}
-	return s
-}
-
-// lines returns the log lines that contain every one of subs.
-func (l *logBuffer) lines(subs ...string) []string {
-	var out []string
-next:
-	for _, line := range strings.Split(l.String(), "\n") {
-		for _, s := range subs {
-			if !strings.Contains(line, s) {
-				continue next
-			}
-		}
-		out = append(out, line)
-	}
-	return out
-}
-
-// proc is one microshop process (or a helper server) started by a test.
-type proc struct {
-	name    string
-	args    []string
-	cmd     *exec.Cmd
-	log     *logBuffer
-	done    chan struct{} // closed when the process has exited
-	waitErr error         // valid once done is closed
-	// killed is set when the test killed the process on purpose.
-	killed bool
-}
-
-func startCmd(t testing.TB, name, path string, args ...string) *proc {
-	t.Helper()
-	p := &proc{name: name, args: args, log: &logBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(path, args...)
-	p.cmd.Env = childEnv()
-	p.cmd.Stdout = p.log
-	p.cmd.Stderr = p.log
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		p.waitErr = p.cmd.Wait()
-		close(p.done)
-	}()
-	return p
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// kill ends the process at once (SIGKILL), as a crash would.
-func (p *proc) kill(t testing.TB) {
-	t.Helper()
-	p.killed = true
-	p.cmd.Process.Signal(syscall.SIGKILL)
-	select {
-	case <-p.done:
-	case <-time.After(stopTimeout):
-		t.Fatalf("%s: still running %v after SIGKILL", p.name, stopTimeout)
-	}
-}
-
-// terminate asks the process to stop (SIGTERM) and kills it if it has not
-// exited after stopTimeout. It returns an error unless the process exited
-// cleanly (status 0) on SIGTERM.
-func (p *proc) terminate() error {
-	if p.exited() {
-		if p.killed {
-			return nil
-		}
-		return fmt.Errorf("exited before the end of the test: %v", p.waitErr)
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		if p.waitErr != nil {
-			return fmt.Errorf("unclean exit after SIGTERM: %v", p.waitErr)
-		}
-		return nil
-	case <-time.After(stopTimeout):
-		p.cmd.Process.Signal(syscall.SIGKILL)
-		<-p.done
-		return fmt.Errorf("still running %v after SIGTERM; killed", stopTimeout)
 	}
 }
 
@@ -345,7 +111,7 @@ func (f *fleet) add(p *proc) *proc {
 // start runs `microshop args...` as part of the fleet.
 func (f *fleet) start(name string, args ...string) *proc {
 	f.t.Helper()
-	return f.add(startCmd(f.t, name, binary, args...))
+	return f.add(proctest.Start(f.t, name, binary, args...))
 }
 
 func (f *fleet) stop() {
@@ -356,29 +122,7 @@ func (f *fleet) stop() {
 	f.mu.Lock()
 	procs := append([]*proc(nil), f.procs...)
 	f.mu.Unlock()
-	errs := make([]error, len(procs))
-	var wg sync.WaitGroup
-	for i, p := range procs {
-		wg.Go(func() { errs[i] = p.terminate() })
-	}
-	wg.Wait()
-	for i, p := range procs {
-		if errs[i] != nil {
-			t.Errorf("%s: %v", p.name, errs[i])
-		}
-		log := p.log.String()
-		if strings.Contains(log, "WARNING: DATA RACE") {
-			t.Errorf("%s: the race detector reported a data race", p.name)
-		}
-		if strings.Contains(log, "panic:") {
-			t.Errorf("%s: a panic was logged", p.name)
-		}
-	}
-	if t.Failed() {
-		for _, p := range procs {
-			t.Logf("──── output of %s (%s) ────\n%s", p.name, strings.Join(p.args, " "), p.log.dump(32<<10))
-		}
-	}
+	proctest.StopAll(t, stopTimeout, procs...)
 }
 
 // dropKeys deletes this test's keys from the shared real Redis.
@@ -407,8 +151,8 @@ func (f *fleet) checkAlive() {
 	procs := append([]*proc(nil), f.procs...)
 	f.mu.Unlock()
 	for _, p := range procs {
-		if !p.killed && p.exited() {
-			f.t.Fatalf("%s exited unexpectedly (%v); output:\n%s", p.name, p.waitErr, p.log.tail(16<<10))
+		if !p.Killed() && p.Exited() {
+			f.t.Fatalf("%s exited unexpectedly (%v); output:\n%s", p.Name, p.Err(), p.LogTail(16<<10))
 		}
 	}
 }
@@ -418,7 +162,7 @@ func (f *fleet) checkAlive() {
 func (f *fleet) startDistributor() *proc {
 	f.t.Helper()
 	if f.distAddr == "" {
-		f.distAddr = "127.0.0.1:" + strconv.Itoa(freePort(f.t))
+		f.distAddr = "127.0.0.1:" + strconv.Itoa(proctest.FreePort(f.t))
 	}
 	p := f.start("distributor", "distributor", "--addr", f.distAddr, "--log-level", "debug")
 	f.waitDial(f.distAddr, p)
@@ -431,7 +175,7 @@ func (f *fleet) startDistributor() *proc {
 // without rate limits; e2e/security tests authentication and limits.
 func (f *fleet) startGate(extra ...string) *proc {
 	f.t.Helper()
-	addr := "127.0.0.1:" + strconv.Itoa(freePort(f.t))
+	addr := "127.0.0.1:" + strconv.Itoa(proctest.FreePort(f.t))
 	args := append([]string{"gate", "--addr", addr, "--distributor", f.distAddr,
 		"--log-level", "debug", "--request-timeout", "5s", "--max-body", strconv.Itoa(maxBody),
 		"--auth=off", "--rate-limit", "0", "--rate-limit-strict", "0", "--rate-limit-member", "0"}, extra...)
@@ -454,7 +198,7 @@ func (f *fleet) startService(name string, extra ...string) *proc {
 	f.mu.Lock()
 	n := 0
 	for _, p := range f.procs {
-		if p.args[0] == name {
+		if p.Args[0] == name {
 			n++
 		}
 	}
@@ -469,21 +213,7 @@ func (f *fleet) startService(name string, extra ...string) *proc {
 // waitDial polls addr until it accepts a TCP connection.
 func (f *fleet) waitDial(addr string, p *proc) {
 	f.t.Helper()
-	deadline := time.Now().Add(startTimeout)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if p != nil && p.exited() {
-			f.t.Fatalf("%s exited before listening on %s (%v); output:\n%s", p.name, addr, p.waitErr, p.log.tail(16<<10))
-		}
-		if time.Now().After(deadline) {
-			f.t.Fatalf("nothing listening on %s after %v: %v", addr, startTimeout, err)
-		}
-		time.Sleep(pollEvery)
-	}
+	proctest.WaitDial(f.t, addr, p, startTimeout)
 }
 
 // node is one entry of the distributor's list.
@@ -597,7 +327,7 @@ func (f *fleet) waitGateConnected(gate *proc, addrs ...string) {
 	for {
 		missing := ""
 		for _, a := range addrs {
-			if len(gate.log.lines("connected to instance", "addr="+a)) == 0 {
+			if len(gate.LogLines("connected to instance", "addr="+a)) == 0 {
 				missing = a
 				break
 			}
@@ -618,7 +348,7 @@ func (f *fleet) waitGateConnected(gate *proc, addrs ...string) {
 func (f *fleet) listenAddr(p *proc) string {
 	f.t.Helper()
 	f.waitLog(p, "service listening", "addr=")
-	line := p.log.lines("service listening", "addr=")[0]
+	line := p.LogLines("service listening", "addr=")[0]
 	addr := line[strings.Index(line, "addr=")+len("addr="):]
 	if i := strings.IndexByte(addr, ' '); i >= 0 {
 		addr = addr[:i]
@@ -630,10 +360,10 @@ func (f *fleet) listenAddr(p *proc) string {
 func (f *fleet) waitLog(p *proc, subs ...string) {
 	f.t.Helper()
 	deadline := time.Now().Add(startTimeout)
-	for len(p.log.lines(subs...)) == 0 {
+	for len(p.LogLines(subs...)) == 0 {
 		f.checkAlive()
 		if time.Now().After(deadline) {
-			f.t.Fatalf("%s never logged a line with %q in %v", p.name, subs, startTimeout)
+			f.t.Fatalf("%s never logged a line with %q in %v", p.Name, subs, startTimeout)
 		}
 		time.Sleep(pollEvery)
 	}
@@ -888,42 +618,8 @@ func (f *fleet) goodsKey(id int64) string {
 func controlledRedis(t *testing.T) (url string, stop func()) {
 	t.Helper()
 	skipShort(t)
-	if os.Getenv(testenv.EnvRedis) != "" {
-		if path, err := exec.LookPath("redis-server"); err == nil {
-			port := strconv.Itoa(freePort(t))
-			p := startCmd(t, "redis-server", path, "--port", port, "--bind", "127.0.0.1",
-				"--save", "", "--appendonly", "no")
-			var once sync.Once
-			stop = func() {
-				once.Do(func() {
-					p.killed = true
-					p.cmd.Process.Signal(syscall.SIGKILL)
-					<-p.done
-				})
-			}
-			t.Cleanup(stop)
-			url = "redis://127.0.0.1:" + port + "/0"
-			c, _ := cache.Open(url, "")
-			defer c.Close()
-			deadline := time.Now().Add(startTimeout)
-			for c.Ping(context.Background(), time.Second) != nil {
-				if p.exited() || time.Now().After(deadline) {
-					t.Fatalf("redis-server on port %s did not come up; output:\n%s", port, p.log.String())
-				}
-				time.Sleep(pollEvery)
-			}
-			return url, stop
-		}
-		t.Log("redis-server not found; stopping an embedded Redis instead")
-	}
-	e, err := cache.StartEmbedded("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var once sync.Once
-	stop = func() { once.Do(e.Close) }
-	t.Cleanup(stop)
-	return e.URL(), stop
+	r := proctest.StartRedis(t, 0, os.Getenv(testenv.EnvRedis) != "")
+	return r.URL, func() { r.Kill(t) }
 }
 
 // ─── raw packets ─────────────────────────────────────────────────────────

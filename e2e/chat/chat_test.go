@@ -165,7 +165,7 @@ func TestSlowClient(t *testing.T) {
 	pad := strings.Repeat("p", 1990)
 	sent := 0
 	deadline := time.Now().Add(90 * time.Second)
-	for !strings.Contains(f.second.log.String(), "chat: disconnected a slow client") {
+	for !strings.Contains(f.second.Logs(), "chat: disconnected a slow client") {
 		for range 20 {
 			sent++
 			f.mustPost(f.gate1, "slowroom", fmt.Sprint(sent, pad))

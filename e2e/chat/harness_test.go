@@ -7,156 +7,43 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 
 	"github.com/microshop/microshop/internal/cache"
+	"github.com/microshop/microshop/internal/proctest"
 	"github.com/microshop/microshop/internal/testenv"
 )
 
-var (
-	binary      string // the microshop binary, built by TestMain
-	raceEnabled bool   // set by race_test.go; the binary is then built with -race
-)
+// binary is the microshop binary, built by TestMain.
+var binary string
 
 const (
 	startTimeout = 30 * time.Second
 	stopTimeout  = 10 * time.Second
 )
 
-func TestMain(m *testing.M) {
-	flag.Parse()
-	if testing.Short() {
-		os.Exit(m.Run())
-	}
-	os.Exit(buildAndRun(m))
-}
-
-func buildAndRun(m *testing.M) int {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e/chat: go env GOMOD:", err)
-		return 1
-	}
-	root := filepath.Dir(strings.TrimSpace(string(out)))
-	dir, err := os.MkdirTemp("", "microshop-e2e-chat-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e/chat:", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	binary = filepath.Join(dir, "microshop")
-	args := []string{"build", "-o", binary}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	cmd := exec.Command("go", append(args, "./cmd/microshop")...)
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "e2e/chat: go %s: %v\n%s", strings.Join(args, " "), err, out)
-		return 1
-	}
-	return m.Run()
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// logBuffer collects a process's output.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+func TestMain(m *testing.M) { os.Exit(proctest.Run(m, &binary)) }
 
 // proc is a process started by a test.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  *logBuffer
-	done chan struct{}
-	err  error
-}
+type proc = proctest.Proc
 
+// start starts a process that is stopped when the test ends; the test then
+// fails unless it exited cleanly on SIGTERM (or was killed on purpose), and
+// on a data race or panic in its output.
 func start(t *testing.T, name, path string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, log: &logBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(path, args...)
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "MICROSHOP_") {
-			p.cmd.Env = append(p.cmd.Env, kv)
-		}
-	}
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		p.stop(syscall.SIGTERM)
-		out := p.log.String()
-		if strings.Contains(out, "WARNING: DATA RACE") || strings.Contains(out, "panic:") {
-			t.Errorf("%s: a data race or panic was logged", name)
-		}
-		if t.Failed() {
-			tail := out
-			if len(tail) > 16<<10 {
-				tail = tail[len(tail)-16<<10:]
-			}
-			t.Logf("──── output of %s ────\n%s", name, tail)
-		}
-	})
+	p := proctest.Start(t, name, path, args...)
+	t.Cleanup(func() { proctest.StopAll(t, stopTimeout, p) })
 	return p
-}
-
-// stop signals the process and waits for it to exit (SIGKILL after
-// stopTimeout).
-func (p *proc) stop(sig syscall.Signal) {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	p.cmd.Process.Signal(sig)
-	select {
-	case <-p.done:
-	case <-time.After(stopTimeout):
-		p.cmd.Process.Kill()
-		<-p.done
-	}
 }
 
 // redisServer is the Redis of one test: the shared test Redis
@@ -166,8 +53,7 @@ type redisServer struct {
 	url    string
 	prefix string
 	shared bool
-	child  *proc           // a redis-server started by the test
-	mini   *cache.Embedded // or an embedded one
+	srv    *proctest.Redis // a private one: a redis-server child or embedded
 	port   int
 	t      *testing.T
 }
@@ -181,47 +67,21 @@ func newRedis(t *testing.T, private bool) *redisServer {
 		t.Cleanup(func() { r.flush() })
 		return r
 	}
-	r.port = freePort(t)
+	r.port = proctest.FreePort(t)
 	r.url = "redis://127.0.0.1:" + strconv.Itoa(r.port) + "/0"
 	r.start()
-	t.Cleanup(r.kill)
 	return r
 }
 
+// start starts the private Redis on its port (again, after kill).
 func (r *redisServer) start() {
-	t := r.t
-	t.Helper()
-	if path, err := exec.LookPath("redis-server"); err == nil {
-		r.child = start(t, "redis-server", path, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-			"--save", "", "--appendonly", "no", "--protected-mode", "no")
-	} else {
-		e, err := cache.StartEmbedded("127.0.0.1:" + strconv.Itoa(r.port))
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.mini = e
-	}
-	c := r.client()
-	defer c.Close()
-	deadline := time.Now().Add(startTimeout)
-	for c.Ping(context.Background(), time.Second) != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("redis did not start")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	r.t.Helper()
+	r.srv = proctest.StartRedis(r.t, r.port, true)
 }
 
 // kill stops a private Redis at once, as a crash would.
 func (r *redisServer) kill() {
-	if r.child != nil {
-		r.child.stop(syscall.SIGKILL)
-		r.child = nil
-	}
-	if r.mini != nil {
-		r.mini.Close()
-		r.mini = nil
-	}
+	r.srv.Kill(r.t)
 }
 
 func (r *redisServer) client() *cache.Cache {
@@ -265,7 +125,7 @@ var upRE = regexp.MustCompile(`msg="microshop is up".* distributor=([0-9.:]+)`)
 func startFleet(t *testing.T, r *redisServer, extra ...string) *fleet {
 	t.Helper()
 	f := &fleet{t: t, redis: r}
-	p1, p0, p2 := freePort(t), freePort(t), freePort(t)
+	p1, p0, p2 := proctest.FreePort(t), proctest.FreePort(t), proctest.FreePort(t)
 	// Chat mechanics in the book's open mode; who a socket speaks as with
 	// tokens is covered by gate.TestChatUser.
 	common := append([]string{"--auth=off", "--redis", r.url, "--redis-prefix", r.prefix, "--request-timeout", "5s",
@@ -279,7 +139,7 @@ func startFleet(t *testing.T, r *redisServer, extra ...string) *fleet {
 	var dist string
 	deadline := time.Now().Add(startTimeout)
 	for dist == "" {
-		if m := upRE.FindStringSubmatch(f.all.log.String()); m != nil {
+		if m := upRE.FindStringSubmatch(f.all.Logs()); m != nil {
 			dist = m[1]
 		}
 		f.checkAlive(f.all, deadline)
@@ -305,13 +165,11 @@ func startFleet(t *testing.T, r *redisServer, extra ...string) *fleet {
 
 func (f *fleet) checkAlive(p *proc, deadline time.Time) {
 	f.t.Helper()
-	select {
-	case <-p.done:
-		f.t.Fatalf("%s exited: %v\n%s", p.name, p.err, p.log.String())
-	default:
+	if p.Exited() {
+		f.t.Fatalf("%s exited: %v\n%s", p.Name, p.Err(), p.Logs())
 	}
 	if time.Now().After(deadline) {
-		f.t.Fatalf("%s not ready after %v", p.name, startTimeout)
+		f.t.Fatalf("%s not ready after %v", p.Name, startTimeout)
 	}
 }
 

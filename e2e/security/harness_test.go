@@ -8,97 +8,34 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/microshop/microshop/internal/cache"
+	"github.com/microshop/microshop/internal/proctest"
 	"github.com/microshop/microshop/internal/store"
 	"github.com/microshop/microshop/internal/testenv"
 )
 
+// binary is the microshop binary, built by TestMain.
 var binary string
-
-var raceEnabled bool
 
 const (
 	startTimeout = 20 * time.Second
 	stopTimeout  = 5 * time.Second
 )
 
-func TestMain(m *testing.M) {
-	flag.Parse()
-	if testing.Short() {
-		os.Exit(m.Run())
-	}
-	dir, err := os.MkdirTemp("", "microshop-security-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "microshop")
-	args := []string{"build", "-o", binary}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	cmd := exec.Command("go", append(args, "./cmd/microshop")...)
-	cmd.Dir = filepath.Join("..", "..")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(proctest.Run(m, &binary)) }
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-type proc struct {
-	name string
-	args []string
-	cmd  *exec.Cmd
-	log  *logBuffer
-	done chan struct{}
-	err  error
-}
+// proc is a process started by a test.
+type proc = proctest.Proc
 
 // fleet is one test's processes, database and Redis.
 type fleet struct {
@@ -139,7 +76,7 @@ func newFleet(t *testing.T, redisURL string) *fleet {
 		t.Cleanup(f.dropKeys)
 	}
 	t.Cleanup(f.stop)
-	f.distAddr = "127.0.0.1:" + strconv.Itoa(freePort(t))
+	f.distAddr = "127.0.0.1:" + strconv.Itoa(proctest.FreePort(t))
 	p := f.start("distributor", "distributor", "--addr", f.distAddr)
 	f.waitDial(f.distAddr, p)
 	return f
@@ -147,18 +84,7 @@ func newFleet(t *testing.T, redisURL string) *fleet {
 
 func (f *fleet) start(name string, args ...string) *proc {
 	f.t.Helper()
-	p := &proc{name: name, args: args, log: &logBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(binary, args...)
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "MICROSHOP_") {
-			p.cmd.Env = append(p.cmd.Env, kv)
-		}
-	}
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	if err := p.cmd.Start(); err != nil {
-		f.t.Fatalf("start %s: %v", name, err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	p := proctest.Start(f.t, name, binary, args...)
 	f.mu.Lock()
 	f.procs = append(f.procs, p)
 	f.mu.Unlock()
@@ -176,7 +102,7 @@ func (f *fleet) service(name string, extra ...string) *proc {
 // pose as its own address with X-Forwarded-For) and returns its URL.
 func (f *fleet) gate(extra ...string) string {
 	f.t.Helper()
-	addr := "127.0.0.1:" + strconv.Itoa(freePort(f.t))
+	addr := "127.0.0.1:" + strconv.Itoa(proctest.FreePort(f.t))
 	p := f.start("gate", append([]string{"gate", "--addr", addr, "--distributor", f.distAddr,
 		"--redis", f.redis, "--redis-prefix", f.prefix, "--request-timeout", "5s",
 		"--admin-key", adminKey, "--trusted-proxies", "127.0.0.0/8"}, extra...)...)
@@ -188,23 +114,7 @@ func (f *fleet) gate(extra ...string) string {
 
 func (f *fleet) waitDial(addr string, p *proc) {
 	f.t.Helper()
-	deadline := time.Now().Add(startTimeout)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return
-		}
-		select {
-		case <-p.done:
-			f.t.Fatalf("%s exited (%v):\n%s", p.name, p.err, p.log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			f.t.Fatalf("%s not listening on %s after %v", p.name, addr, startTimeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	proctest.WaitDial(f.t, addr, p, startTimeout)
 }
 
 // waitRoutes waits until every gate routes each "METHOD /path" (an answer
@@ -234,33 +144,7 @@ func (f *fleet) stop() {
 	f.mu.Lock()
 	procs := f.procs
 	f.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, p := range procs {
-		wg.Go(func() {
-			p.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-p.done:
-			case <-time.After(stopTimeout):
-				p.cmd.Process.Kill()
-				<-p.done
-			}
-		})
-	}
-	wg.Wait()
-	for _, p := range procs {
-		if strings.Contains(p.log.String(), "WARNING: DATA RACE") || strings.Contains(p.log.String(), "panic:") {
-			f.t.Errorf("%s: data race or panic in the log", p.name)
-		}
-	}
-	if f.t.Failed() {
-		for _, p := range procs {
-			s := p.log.String()
-			if len(s) > 16<<10 {
-				s = "…" + s[len(s)-16<<10:]
-			}
-			f.t.Logf("──── %s (%s) ────\n%s", p.name, strings.Join(p.args, " "), s)
-		}
-	}
+	proctest.StopAll(f.t, stopTimeout, procs...)
 }
 
 func (f *fleet) dropKeys() {

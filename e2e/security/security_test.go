@@ -5,14 +5,13 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"fmt"
-	"net"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/microshop/microshop/internal/cache"
+	"github.com/microshop/microshop/internal/proctest"
 	"github.com/microshop/microshop/internal/store"
 )
 
@@ -230,43 +229,9 @@ func TestRateLimitAcrossGates(t *testing.T) {
 // privateRedis starts a Redis only this test uses, so that it can be
 // stopped: redis-server when installed, else an embedded one.
 func privateRedis(t *testing.T) (url string, stop func()) {
-	if path, err := exec.LookPath("redis-server"); err == nil {
-		port := freePort(t)
-		cmd := exec.Command(path, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		stopped := false
-		stop = func() {
-			if !stopped {
-				stopped = true
-				cmd.Process.Kill()
-				<-done
-			}
-		}
-		t.Cleanup(stop)
-		addr := "127.0.0.1:" + strconv.Itoa(port)
-		deadline := time.Now().Add(startTimeout)
-		for {
-			if c, err := net.Dial("tcp", addr); err == nil {
-				c.Close()
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("redis-server did not start")
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		return "redis://" + addr + "/0", stop
-	}
-	e, err := cache.StartEmbedded("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
-	return e.URL(), e.Close
+	t.Helper()
+	r := proctest.StartRedis(t, 0, true)
+	return r.URL, func() { r.Kill(t) }
 }
 
 func TestRateLimitWithRedisDown(t *testing.T) {

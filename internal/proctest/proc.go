@@ -1,0 +1,264 @@
+package proctest
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// killTimeout bounds how long a process may take to exit after SIGKILL.
+const killTimeout = 5 * time.Second
+
+// FreePort returns a loopback port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// childEnv is the environment of every process started: ours without any
+// MICROSHOP_* variable, so that only the flags the test passes apply.
+func childEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "MICROSHOP_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// logBuffer collects a process's output.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// Proc is a process started by a test, its output captured.
+type Proc struct {
+	// Name names the process in messages; Args are its arguments.
+	Name string
+	Args []string
+
+	cmd     *exec.Cmd
+	log     *logBuffer
+	done    chan struct{} // closed when the process has exited
+	waitErr error         // valid once done is closed
+	killed  atomic.Bool   // the test killed the process on purpose
+}
+
+// Start starts path with args, its environment that of the test without any
+// MICROSHOP_* variable and its output (stdout and stderr) captured. It does
+// not stop the process: the caller does, with Stop, Kill or StopAll.
+func Start(t testing.TB, name, path string, args ...string) *Proc {
+	t.Helper()
+	p := &Proc{Name: name, Args: args, log: &logBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(path, args...)
+	p.cmd.Env = childEnv()
+	p.cmd.Stdout = p.log
+	p.cmd.Stderr = p.log
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		p.waitErr = p.cmd.Wait()
+		close(p.done)
+	}()
+	return p
+}
+
+// Done is closed when the process has exited.
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
+// Exited reports whether the process has exited.
+func (p *Proc) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Err is the process's exit error (nil for status 0), once it has exited.
+func (p *Proc) Err() error {
+	<-p.done
+	return p.waitErr
+}
+
+// Killed reports whether the test killed the process with Kill.
+func (p *Proc) Killed() bool { return p.killed.Load() }
+
+// Kill ends the process at once (SIGKILL), as a crash would, and waits for
+// it to exit; it fails t if the process is still running after 5 s. It may
+// be called more than once.
+func (p *Proc) Kill(t testing.TB) {
+	t.Helper()
+	p.killed.Store(true)
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	select {
+	case <-p.done:
+	case <-time.After(killTimeout):
+		t.Fatalf("%s: still running %v after SIGKILL", p.Name, killTimeout)
+	}
+}
+
+// Stop asks the process to stop (SIGTERM) and kills it if it has not exited
+// after timeout. It returns an error unless the process exited cleanly
+// (status 0) on SIGTERM, or had been killed by Kill.
+func (p *Proc) Stop(timeout time.Duration) error {
+	if p.Exited() {
+		if p.Killed() {
+			return nil
+		}
+		return fmt.Errorf("exited before the end of the test: %v", p.waitErr)
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		if p.waitErr != nil {
+			return fmt.Errorf("unclean exit after SIGTERM: %v", p.waitErr)
+		}
+		return nil
+	case <-time.After(timeout):
+		p.cmd.Process.Signal(syscall.SIGKILL)
+		<-p.done
+		return fmt.Errorf("still running %v after SIGTERM; killed", timeout)
+	}
+}
+
+// StopAll stops procs concurrently (Stop with timeout) and fails t for each
+// one that did not stop cleanly, whose output reports a data race, or that
+// logged a panic. When t has failed it logs every process's output (see
+// LogDump).
+func StopAll(t testing.TB, timeout time.Duration, procs ...*Proc) {
+	t.Helper()
+	errs := make([]error, len(procs))
+	var wg sync.WaitGroup
+	for i, p := range procs {
+		wg.Go(func() { errs[i] = p.Stop(timeout) })
+	}
+	wg.Wait()
+	for i, p := range procs {
+		if errs[i] != nil {
+			t.Errorf("%s: %v", p.Name, errs[i])
+		}
+		log := p.Logs()
+		if strings.Contains(log, "WARNING: DATA RACE") {
+			t.Errorf("%s: the race detector reported a data race", p.Name)
+		}
+		if strings.Contains(log, "panic:") {
+			t.Errorf("%s: a panic was logged", p.Name)
+		}
+	}
+	if t.Failed() {
+		for _, p := range procs {
+			t.Logf("──── output of %s (%s) ────\n%s", p.Name, strings.Join(p.Args, " "), p.LogDump(32<<10))
+		}
+	}
+}
+
+// Logs returns the process's output so far.
+func (p *Proc) Logs() string { return p.log.String() }
+
+// LogTail returns at most the last n bytes of the output, from a line start.
+func (p *Proc) LogTail(n int) string {
+	s := p.Logs()
+	if len(s) <= n {
+		return s
+	}
+	return "…\n" + fromLine(s[len(s)-n:])
+}
+
+// LogDump returns the output for a failure report: without the per-request
+// debug lines (counted instead), at most the last n bytes.
+func (p *Proc) LogDump(n int) string {
+	var b strings.Builder
+	requests := 0
+	for _, line := range strings.SplitAfter(p.Logs(), "\n") {
+		if strings.Contains(line, "level=DEBUG msg=request ") {
+			requests++
+			continue
+		}
+		b.WriteString(line)
+	}
+	if requests > 0 {
+		fmt.Fprintf(&b, "(%d per-request debug lines left out)\n", requests)
+	}
+	s := b.String()
+	if len(s) > n {
+		s = "…\n" + fromLine(s[len(s)-n:])
+	}
+	return s
+}
+
+// fromLine cuts s to start after its first newline, if any.
+func fromLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}
+
+// LogLines returns the output lines that contain every one of subs.
+func (p *Proc) LogLines(subs ...string) []string {
+	var out []string
+next:
+	for _, line := range strings.Split(p.Logs(), "\n") {
+		for _, s := range subs {
+			if !strings.Contains(line, s) {
+				continue next
+			}
+		}
+		out = append(out, line)
+	}
+	return out
+}
+
+// WaitDial polls addr until it accepts a TCP connection, failing t after
+// timeout or as soon as p (when not nil) has exited.
+func WaitDial(t testing.TB, addr string, p *Proc, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if p != nil && p.Exited() {
+			t.Fatalf("%s exited before listening on %s (%v); output:\n%s", p.Name, addr, p.waitErr, p.LogTail(16<<10))
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing listening on %s after %v: %v", addr, timeout, err)
+		}
+		time.Sleep(pollEvery)
+	}
+}
+
+// pollEvery is how often the helpers poll.
+const pollEvery = 20 * time.Millisecond
