@@ -2,14 +2,14 @@ package ratings
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/microshop/microshop/internal/cache"
 )
 
 // ViewTTL is how long a good's Redis view lives before it is rebuilt from
@@ -67,14 +67,18 @@ if redis.call('TTL', key) == -1 then redis.call('EXPIRE', key, ARGV[3]) end
 return applied
 `)
 
-// beginScript starts a rebuild of KEYS[1]: it sets the epoch field to
-// ARGV[1] unless a rebuild already set one, gives the hash its TTL (ARGV[2])
-// and returns the epoch to rebuild under.
-var beginScript = redis.NewScript(`
-redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
-if redis.call('TTL', KEYS[1]) == -1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-return redis.call('HGET', KEYS[1], 'epoch')
-`)
+// view is the rebuild machinery of the goods' views (see the package
+// comment).
+var view = &cache.View[entry]{
+	Begin: cache.BeginScript,
+	Merge: mergeScript,
+	Args: func(args []any, e entry) ([]any, error) {
+		return append(args, e.user, e.version, e.stars), nil
+	},
+	TTL:   ViewTTL,
+	Chunk: chunk,
+	Raced: errRebuildRaced,
+}
 
 // key returns the Redis key of good's view.
 func (s *Service) key(good int64) string {
@@ -83,23 +87,7 @@ func (s *Service) key(good int64) string {
 
 // merge merges es into good's view (see mergeScript).
 func (s *Service) merge(ctx context.Context, good int64, epoch string, built bool, es []entry) error {
-	args := make([]any, 0, 3+3*len(es))
-	finish := "0"
-	if built {
-		finish = "1"
-	}
-	args = append(args, epoch, finish, int64(ViewTTL/time.Second))
-	for _, e := range es {
-		args = append(args, e.user, e.version, e.stars)
-	}
-	n, err := mergeScript.Run(ctx, s.cache, []string{s.key(good)}, args...).Int64()
-	if err != nil {
-		return err
-	}
-	if n < 0 {
-		return errRebuildRaced
-	}
-	return nil
+	return view.MergeEntries(ctx, s.cache, []string{s.key(good)}, epoch, built, es)
 }
 
 // summaryFields are read from a view: the sentinel, then the figures.
@@ -109,21 +97,19 @@ var summaryFields = []string{"built", "count", "sum", "h1", "h2", "h3", "h4", "h
 // is not built. Redis failures are returned as they are; database failures
 // as *dbError.
 func (s *Service) viewSummary(ctx context.Context, good int64) (Summary, error) {
-	for attempt := 0; ; attempt++ {
+	var sum Summary
+	err := view.Read(ctx, func() (bool, error) {
 		vals, err := s.cache.HMGet(ctx, s.key(good), summaryFields...).Result()
-		if err != nil {
-			return Summary{}, err
+		if err != nil || vals[0] == nil {
+			return false, err
 		}
-		if vals[0] != nil {
-			return parseSummary(vals)
-		}
-		if attempt == 2 {
-			return Summary{}, errRebuildRaced
-		}
-		if err := s.rebuild(ctx, good); err != nil && !errors.Is(err, errRebuildRaced) {
-			return Summary{}, err
-		}
+		sum, err = parseSummary(vals)
+		return true, err
+	}, func(ctx context.Context) error { return s.rebuild(ctx, good) })
+	if err != nil {
+		return Summary{}, err
 	}
+	return sum, nil
 }
 
 func parseSummary(vals []any) (Summary, error) {
@@ -145,29 +131,7 @@ func parseSummary(vals []any) (Summary, error) {
 
 // rebuild fills good's view from the database (see the package comment).
 func (s *Service) rebuild(ctx context.Context, good int64) error {
-	epoch, err := beginScript.Run(ctx, s.cache, []string{s.key(good)}, token(), int64(ViewTTL/time.Second)).Text()
-	if err != nil {
-		return err
-	}
-	es, err := s.snapshot(ctx, good)
-	if err != nil {
-		return err
-	}
-	for {
-		n := min(len(es), chunk)
-		if err := s.merge(ctx, good, epoch, n == len(es), es[:n]); err != nil {
-			return err
-		}
-		es = es[n:]
-		if len(es) == 0 {
-			return nil
-		}
-	}
-}
-
-// token returns a random rebuild token.
-func token() string {
-	b := make([]byte, 8)
-	rand.Read(b)
-	return hex.EncodeToString(b)
+	return view.Rebuild(ctx, s.cache, []string{s.key(good)}, func(ctx context.Context) ([]entry, error) {
+		return s.snapshot(ctx, good)
+	})
 }

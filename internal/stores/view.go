@@ -2,8 +2,6 @@ package stores
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/microshop/microshop/internal/cache"
 )
 
 // ViewTTL is how long the Redis view lives before it is rebuilt from the
@@ -79,7 +79,8 @@ end
 
 // beginScript starts a rebuild: it drops a view that is not whole, sets the
 // epoch field to ARGV[1] unless a rebuild already set one, and returns the
-// epoch to rebuild under.
+// epoch to rebuild under (the TTL, ARGV[2], is set by the merge that marks
+// the view built).
 var beginScript = redis.NewScript(wholeLua + `
 if not whole(KEYS[1], KEYS[2]) then redis.call('DEL', KEYS[1], KEYS[2]) end
 redis.call('HSETNX', KEYS[2], 'epoch', ARGV[1])
@@ -118,53 +119,53 @@ type details struct {
 	Latitude  float64 `json:"latitude"`
 }
 
+// view is the rebuild machinery of the stores' view (see the package
+// comment).
+var view = &cache.View[entry]{
+	Begin: beginScript,
+	Merge: mergeScript,
+	Args:  mergeArgs,
+	TTL:   ViewTTL,
+	Chunk: chunk,
+	Raced: errRebuildRaced,
+}
+
+// mergeArgs appends e's fields of mergeScript to args.
+func mergeArgs(args []any, e entry) ([]any, error) {
+	if e.deleted {
+		return append(args, e.id, 2, 0, 0, ""), nil
+	}
+	js, err := json.Marshal(details{Name: e.name, Longitude: e.lon, Latitude: e.lat})
+	if err != nil {
+		return nil, err
+	}
+	return append(args, e.id, 1, e.lon, e.lat, js), nil
+}
+
 // merge merges es into the view (see mergeScript).
 func (s *Service) merge(ctx context.Context, epoch string, built bool, es []entry) error {
-	args := make([]any, 0, 3+5*len(es))
-	finish := "0"
-	if built {
-		finish = "1"
-	}
-	args = append(args, epoch, finish, int64(ViewTTL/time.Second))
-	for _, e := range es {
-		if e.deleted {
-			args = append(args, e.id, 2, 0, 0, "")
-			continue
-		}
-		js, err := json.Marshal(details{Name: e.name, Longitude: e.lon, Latitude: e.lat})
-		if err != nil {
-			return err
-		}
-		args = append(args, e.id, 1, e.lon, e.lat, js)
-	}
-	n, err := mergeScript.Run(ctx, s.cache, s.keys(), args...).Int64()
-	if err != nil {
-		return err
-	}
-	if n < 0 {
-		return errRebuildRaced
-	}
-	return nil
+	return view.MergeEntries(ctx, s.cache, s.keys(), epoch, built, es)
 }
 
 // viewNear searches the Redis view, rebuilding it when it is not built.
 // Redis failures are returned as they are; database failures as *dbError.
 func (s *Service) viewNear(ctx context.Context, lon, lat, radius float64, limit int) ([]Store, error) {
-	for attempt := 0; ; attempt++ {
+	var found []Store
+	err := view.Read(ctx, func() (bool, error) {
 		vals, err := searchScript.Run(ctx, s.cache, s.keys(), lon, lat, radius, limit).Slice()
-		if err == nil {
-			return parseFound(vals)
+		if errors.Is(err, redis.Nil) {
+			return false, nil
 		}
-		if !errors.Is(err, redis.Nil) {
-			return nil, err
+		if err != nil {
+			return false, err
 		}
-		if attempt == 2 {
-			return nil, errRebuildRaced
-		}
-		if err := s.rebuild(ctx); err != nil && !errors.Is(err, errRebuildRaced) {
-			return nil, err
-		}
+		found, err = parseFound(vals)
+		return true, err
+	}, s.rebuild)
+	if err != nil {
+		return nil, err
 	}
+	return found, nil
 }
 
 func parseFound(vals []any) ([]Store, error) {
@@ -187,29 +188,5 @@ func parseFound(vals []any) ([]Store, error) {
 
 // rebuild fills the view from the database (see the package comment).
 func (s *Service) rebuild(ctx context.Context) error {
-	epoch, err := beginScript.Run(ctx, s.cache, s.keys(), token()).Text()
-	if err != nil {
-		return err
-	}
-	es, err := s.snapshot(ctx)
-	if err != nil {
-		return err
-	}
-	for {
-		n := min(len(es), chunk)
-		if err := s.merge(ctx, epoch, n == len(es), es[:n]); err != nil {
-			return err
-		}
-		es = es[n:]
-		if len(es) == 0 {
-			return nil
-		}
-	}
-}
-
-// token returns a random rebuild token.
-func token() string {
-	b := make([]byte, 8)
-	rand.Read(b)
-	return hex.EncodeToString(b)
+	return view.Rebuild(ctx, s.cache, s.keys(), s.snapshot)
 }
