@@ -60,6 +60,9 @@ type redisServer struct {
 
 func newRedis(t *testing.T, private bool) *redisServer {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test; skipped with -short")
+	}
 	r := &redisServer{prefix: testenv.RandomName("e2echat") + ":", t: t}
 	if u := os.Getenv(testenv.EnvRedis); u != "" && !private {
 		r.url, _ = testenv.RedisURL(t)
