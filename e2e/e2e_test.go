@@ -140,12 +140,13 @@ func TestBookFlow(t *testing.T) {
 	}
 	expect(t, "POST /purchases without goodsid", f.sendJSON(t, "POST", "/purchases", map[string]any{"userid": userid}), http.StatusBadRequest)
 
-	// Delete the good: it is gone from the API and from the cache, and
-	// buying it now is a 404.
+	// Delete the good: it is gone from the API, its cache entry is a
+	// tombstone (so a late refill cannot bring it back), and buying it now
+	// is a 404.
 	expect(t, "DELETE /goods", f.send(t, "DELETE", "/goods?id="+strconv.FormatInt(g1.ID, 10), "", nil), http.StatusOK)
 	expect(t, "GET /goods?id of the deleted good", f.get(t, "/goods?id="+strconv.FormatInt(g1.ID, 10)), http.StatusNotFound)
-	if n, err := rc.Exists(ctx, f.goodsKey(g1.ID)).Result(); err != nil || n != 0 {
-		t.Errorf("Redis key %s after DELETE /goods: exists=%d, err=%v; want it gone", f.goodsKey(g1.ID), n, err)
+	if v, err := rc.Get(ctx, f.goodsKey(g1.ID)).Result(); err != nil || v != "deleted" {
+		t.Errorf("Redis key %s after DELETE /goods = %q, %v; want the tombstone \"deleted\"", f.goodsKey(g1.ID), v, err)
 	}
 	expect(t, "POST /purchases of the deleted good", f.buy(t, userid, g1.ID), http.StatusNotFound)
 	expect(t, "POST /purchases of a good that never existed", f.buy(t, userid, 987654321), http.StatusNotFound)

@@ -37,7 +37,20 @@ func Key(c *cache.Cache, id int64) string {
 	return c.Key("goods:{" + strconv.FormatInt(id, 10) + "}")
 }
 
-// Put writes g to the cache (an idempotent SET with TTL).
+// tombstone is the cache entry of a deleted good.
+const tombstone = "deleted"
+
+// Errors of Get besides redis.Nil (a miss) and Redis's own.
+var (
+	// ErrDeleted: the good's deletion is cached.
+	ErrDeleted = errors.New("catalog: good deleted")
+	// ErrCorrupt: the entry is unreadable; a reader that has the good from
+	// the database overwrites it (Put), as for a miss.
+	ErrCorrupt = errors.New("catalog: corrupt cache entry")
+)
+
+// Put writes a new good to the cache (an idempotent SET with TTL). Only the
+// goods service calls it, when the good is created.
 func Put(ctx context.Context, c *cache.Cache, g Good) error {
 	b, err := json.Marshal(g)
 	if err != nil {
@@ -46,16 +59,41 @@ func Put(ctx context.Context, c *cache.Cache, g Good) error {
 	return c.Set(ctx, Key(c, g.ID), b, TTL).Err()
 }
 
-// Get reads good id from the cache. It returns redis.Nil on a miss.
+// Fill caches a good a reader found in the database or got from the goods
+// service. It never overwrites an entry (SET NX): a reader that read the
+// good just before it was deleted cannot bring it back over the deletion's
+// tombstone. Goods are never changed in place and ids are never reused, so
+// an existing entry is never older than what the reader has.
+func Fill(ctx context.Context, c *cache.Cache, g Good) error {
+	b, err := json.Marshal(g)
+	if err != nil {
+		return err
+	}
+	return c.SetNX(ctx, Key(c, g.ID), b, TTL).Err()
+}
+
+// Forget records in the cache that good id was deleted (after the database
+// delete): a tombstone, written with SET so it replaces a cached copy, that
+// outlives every read begun before it (TTL). Losing it (FLUSHALL) is safe:
+// the next reader finds the good missing in the database.
+func Forget(ctx context.Context, c *cache.Cache, id int64) error {
+	return c.Set(ctx, Key(c, id), tombstone, TTL).Err()
+}
+
+// Get reads good id from the cache. It returns redis.Nil on a miss,
+// ErrDeleted when the good is known to be deleted and ErrCorrupt for an
+// unreadable entry.
 func Get(ctx context.Context, c *cache.Cache, id int64) (Good, error) {
 	b, err := c.Get(ctx, Key(c, id)).Bytes()
 	if err != nil {
 		return Good{}, err
 	}
+	if string(b) == tombstone {
+		return Good{}, ErrDeleted
+	}
 	var g Good
 	if err := json.Unmarshal(b, &g); err != nil || g.ID != id {
-		// A corrupt entry is a miss; it will be overwritten.
-		return Good{}, redis.Nil
+		return Good{}, ErrCorrupt
 	}
 	return g, nil
 }
@@ -80,6 +118,9 @@ func (l *Lookup) Find(ctx context.Context, id int64) (Good, error) {
 		g, err := Get(ctx, l.Cache, id)
 		if err == nil {
 			return g, nil
+		}
+		if errors.Is(err, ErrDeleted) {
+			return Good{}, service.NotFound("good %d not found", id)
 		}
 	}
 	params, _ := json.Marshal(map[string]int64{"id": id})
@@ -109,7 +150,7 @@ func (l *Lookup) Find(ctx context.Context, id int64) (Good, error) {
 	}
 	g := body.Results[0]
 	if l.Cache != nil {
-		Put(ctx, l.Cache, g) // best effort: a Redis failure only costs speed
+		Fill(ctx, l.Cache, g) // best effort: a Redis failure only costs speed
 	}
 	return g, nil
 }

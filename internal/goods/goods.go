@@ -116,20 +116,28 @@ func (s *Service) find(ctx context.Context, id int64) (catalog.Good, error) {
 		s.redisDone(nil, "", id)
 		return g, nil
 	}
+	if errors.Is(cerr, catalog.ErrDeleted) {
+		s.redisDone(nil, "", id)
+		return catalog.Good{}, service.NotFound("good %d not found", id)
+	}
 	g, err := s.store.get(ctx, id)
 	if err != nil {
 		return catalog.Good{}, err
 	}
-	if errors.Is(cerr, redis.Nil) {
-		s.redisDone(catalog.Put(ctx, s.cache, g), "refill cache", id)
-	} else {
+	switch {
+	case errors.Is(cerr, redis.Nil):
+		s.redisDone(catalog.Fill(ctx, s.cache, g), "refill cache", id)
+	case errors.Is(cerr, catalog.ErrCorrupt):
+		s.redisDone(catalog.Put(ctx, s.cache, g), "repair cache", id)
+	default:
 		// Redis failed: do not wait for it a second time in this request.
 		s.redisDone(cerr, "read cache", id)
 	}
 	return g, nil
 }
 
-// delete removes a good from the database, then its cache entry.
+// delete removes a good from the database, then replaces its cache entry
+// with a tombstone (see catalog.Forget).
 func (s *Service) delete(ctx context.Context, r *service.Request) (service.Result, error) {
 	if err := r.RequireAdmin(); err != nil {
 		return nil, err
@@ -141,7 +149,7 @@ func (s *Service) delete(ctx context.Context, r *service.Request) (service.Resul
 	if err := s.store.delete(ctx, id); err != nil {
 		return nil, err
 	}
-	s.redisDone(s.cache.Del(ctx, catalog.Key(s.cache, id)).Err(), "drop cache entry", id)
+	s.redisDone(catalog.Forget(ctx, s.cache, id), "cache the deletion", id)
 	return service.Result{}, nil
 }
 

@@ -276,8 +276,16 @@ func TestDelete(t *testing.T) {
 	if err != nil || len(res) != 0 {
 		t.Fatalf("DELETE /goods?id=%d = %v, %v; want an empty success", id, res, err)
 	}
-	if n := f.cache.Exists(ctx, catalog.Key(f.cache, id)).Val(); n != 0 {
-		t.Fatalf("cache entry of deleted good still exists")
+	if _, err := catalog.Get(ctx, f.cache, id); !errors.Is(err, catalog.ErrDeleted) {
+		t.Fatalf("cache entry of deleted good: Get = %v; want catalog.ErrDeleted (a tombstone)", err)
+	}
+	// A reader that read the good from the database just before the delete
+	// and refills the cache after it cannot bring it back.
+	if err := catalog.Fill(ctx, f.cache, catalog.Good{ID: id, Name: "vase", Price: 10}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := catalog.Get(ctx, f.cache, id); !errors.Is(err, catalog.ErrDeleted) {
+		t.Fatalf("after a late refill: Get = %v; want catalog.ErrDeleted", err)
 	}
 	_, err = f.call(t, "GET/goods", `{"id":`+jsonInt(id)+`}`)
 	wantCode(t, "GET deleted good", err, 404, "good "+jsonInt(id)+" not found")
