@@ -37,6 +37,8 @@ type Config struct {
 	Chat ChatConfig
 	// Security configures authentication and rate limits (auth.go).
 	Security Security
+	// FleetKey signs the auth object of every request (service.FleetKey).
+	FleetKey service.FleetKey
 	Logger   *slog.Logger
 }
 
@@ -62,7 +64,7 @@ func New(cfg Config) *Gate {
 		cfg.Logger = slog.Default()
 	}
 	g := &Gate{cfg: cfg, log: cfg.Logger.With("component", "gate")}
-	g.router = service.NewRouter(service.RouterConfig{RequestTimeout: cfg.RequestTimeout, MaxPacket: cfg.MaxPacket, Logger: g.log})
+	g.router = service.NewRouter(service.RouterConfig{RequestTimeout: cfg.RequestTimeout, MaxPacket: cfg.MaxPacket, FleetKey: cfg.FleetKey, Logger: g.log})
 	g.guard = newGuard(cfg, g.log)
 	if cfg.Cache != nil {
 		g.chat = newChatHub(cfg.Cache, cfg.Chat, g.log)

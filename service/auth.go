@@ -21,6 +21,10 @@ type Auth struct {
 	// Session is the SHA-256 (hex) of the bearer token, when one was
 	// presented, so that the members service can end that session.
 	Session string `json:"session,omitempty"`
+	// Exp and Sig sign the object when the fleet has a FleetKey: Exp is a
+	// Unix time after which it is refused, Sig the HMAC (see FleetKey).
+	Exp int64  `json:"exp,omitempty"`
+	Sig string `json:"sig,omitempty"`
 }
 
 // Messages of the authorization errors.

@@ -33,7 +33,9 @@ type RouterConfig struct {
 	RequestTimeout time.Duration
 	// MaxPacket limits packet size (packet.DefaultMaxSize when 0).
 	MaxPacket int
-	Logger    *slog.Logger
+	// FleetKey, when set, signs the auth object of every CallAuth.
+	FleetKey FleetKey
+	Logger   *slog.Logger
 }
 
 // Router calls the routes of other processes. Fed with the distributor's
@@ -219,6 +221,9 @@ func (r *Router) Call(ctx context.Context, method, path string, params []byte) (
 func (r *Router) CallAuth(ctx context.Context, auth *Auth, method, path string, params []byte) (*packet.Message, error) {
 	var authJSON []byte
 	if auth != nil {
+		if len(r.cfg.FleetKey) > 0 {
+			auth = r.cfg.FleetKey.sign(auth, method, path, time.Now())
+		}
 		var err error
 		if authJSON, err = json.Marshal(auth); err != nil {
 			return nil, err

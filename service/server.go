@@ -36,7 +36,10 @@ type Config struct {
 	DrainTimeout time.Duration
 	// MaxPacket limits packet size (packet.DefaultMaxSize when 0).
 	MaxPacket int
-	Logger    *slog.Logger
+	// FleetKey, when set, makes the server accept only auth objects signed
+	// with it and treat a request without one as anonymous (see FleetKey).
+	FleetKey FleetKey
+	Logger   *slog.Logger
 }
 
 // Server hosts a service: it serves its routes on every connection, many
@@ -260,6 +263,14 @@ func (s *Server) call(ctx context.Context, m *packet.Message) (res Result, err e
 	auth, err := decodeAuth(m.Auth)
 	if err != nil {
 		return nil, err
+	}
+	if len(s.cfg.FleetKey) > 0 {
+		switch {
+		case auth == nil:
+			auth = &Auth{} // anonymous: no open book behaviour on a keyed fleet
+		case !s.cfg.FleetKey.verify(auth, m.Method, m.URI, time.Now()):
+			return nil, Unauthorized("the request's auth object is not signed with this fleet's key (--fleet-key)")
+		}
 	}
 	defer func() {
 		if p := recover(); p != nil {

@@ -285,7 +285,7 @@ func start(ctx context.Context, c component, ln net.Listener, o *options, res *r
 	case kindDistributor:
 		return newDistributor(o, log).Serve(ctx, ln)
 	case kindGate:
-		cfg := gate.Config{Distributor: o.distributor, RequestTimeout: o.requestTimeout, MaxBody: o.maxBody, MaxPacket: o.maxPacket, Chat: o.chat, Security: o.sec.gate, Logger: log}
+		cfg := gate.Config{Distributor: o.distributor, RequestTimeout: o.requestTimeout, MaxBody: o.maxBody, MaxPacket: o.maxPacket, Chat: o.chat, Security: o.sec.gate, FleetKey: service.FleetKey(o.sec.fleetKey), Logger: log}
 		if res != nil {
 			cfg.Cache = res.cache
 		}
@@ -294,9 +294,9 @@ func start(ctx context.Context, c component, ln net.Listener, o *options, res *r
 	}
 	slog := log.With("component", c.name)
 	d := deps{db: res.db, cache: res.cache, log: slog, sec: &o.sec}
-	cfg := service.Config{Name: c.name, Distributor: o.distributor, MaxPacket: o.maxPacket, Logger: log}
+	cfg := service.Config{Name: c.name, Distributor: o.distributor, MaxPacket: o.maxPacket, FleetKey: service.FleetKey(o.sec.fleetKey), Logger: log}
 	if c.calls {
-		d.caller = service.NewRouter(service.RouterConfig{RequestTimeout: o.requestTimeout, MaxPacket: o.maxPacket, Logger: slog})
+		d.caller = service.NewRouter(service.RouterConfig{RequestTimeout: o.requestTimeout, MaxPacket: o.maxPacket, FleetKey: service.FleetKey(o.sec.fleetKey), Logger: slog})
 		defer d.caller.Close()
 		cfg.OnNodes = d.caller.Update
 	}
@@ -316,6 +316,9 @@ func runOne(ctx context.Context, c component, o *options, stderr io.Writer) erro
 	}
 	if err := serveDebug(ctx, o.debugAddr, log); err != nil {
 		return err
+	}
+	if o.sec.fleetKey == "" && (c.kind == kindService || c.kind == kindGate && !o.sec.gate.AuthOff) {
+		log.Warn("no --fleet-key: services believe any identity sent to them, so whoever reaches a service's port can act as anyone; set the same --fleet-key on every gate and service")
 	}
 	var res *resources
 	if c.kind == kindService {

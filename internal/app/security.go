@@ -29,6 +29,8 @@ type securityOptions struct {
 	lockoutWindow time.Duration
 	// generatedKey is set when `all` made up the admin key.
 	generatedKey bool
+	// fleetKey signs the gate's auth objects (service.FleetKey).
+	fleetKey string
 }
 
 // securityFlags adds the security flags to fs, each with its environment
@@ -54,6 +56,7 @@ func securityFlags(fs *flag.FlagSet, name string, s *securityOptions, getenv fun
 	raw := make([]string, len(limits))
 	fs.StringVar(&auth, "auth", auth, "gate: on = bearer tokens and the admin key decide who may do what; off = the book's open behaviour (never expose it) [MICROSHOP_AUTH]")
 	fs.StringVar(&s.gate.AdminKey, "admin-key", env("MICROSHOP_ADMIN_KEY", ""), fmt.Sprintf("gate: the bearer token that manages goods and stores (at least %d characters; all: generated and printed when empty) [MICROSHOP_ADMIN_KEY]", minAdminKey))
+	fs.StringVar(&s.fleetKey, "fleet-key", env("MICROSHOP_FLEET_KEY", ""), fmt.Sprintf("gate and services: a secret shared by the whole fleet (at least %d characters); gates sign the identity they send with it and services refuse identities not signed with it, so reaching a service's port is not enough to act as someone (all: generated when empty) [MICROSHOP_FLEET_KEY]", minAdminKey))
 	fs.StringVar(&proxies, "trusted-proxies", proxies, "gate: comma-separated CIDRs of proxies whose X-Forwarded-For is believed [MICROSHOP_TRUSTED_PROXIES]")
 	for i, l := range limits {
 		raw[i] = env(l.env, l.def)
@@ -98,6 +101,14 @@ func securityFlags(fs *flag.FlagSet, name string, s *securityOptions, getenv fun
 		}
 		if k := s.gate.AdminKey; k != "" && len(k) < minAdminKey {
 			return fmt.Errorf("--admin-key: want at least %d characters", minAdminKey)
+		}
+		if k := s.fleetKey; k != "" && len(k) < minAdminKey {
+			return fmt.Errorf("--fleet-key: want at least %d characters", minAdminKey)
+		}
+		if name == "all" && !s.gate.AuthOff && s.fleetKey == "" {
+			b := make([]byte, 24)
+			rand.Read(b)
+			s.fleetKey = base64.RawURLEncoding.EncodeToString(b)
 		}
 		if name == "all" && !s.gate.AuthOff && s.gate.AdminKey == "" {
 			b := make([]byte, 24)
