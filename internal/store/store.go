@@ -60,7 +60,7 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 	case strings.HasPrefix(dsn, "mysql://"):
 		db, err = openMySQL(ctx, strings.TrimPrefix(dsn, "mysql://"))
 	default:
-		return nil, fmt.Errorf("store: unsupported database %q: want sqlite:PATH or mysql://user:pass@tcp(host:port)/db", redact(dsn))
+		return nil, fmt.Errorf("store: unsupported database %q: want sqlite:PATH or mysql://user:pass@tcp(host:port)/db", Redact(dsn))
 	}
 	if err != nil {
 		return nil, err
@@ -228,8 +228,8 @@ func IsDuplicate(err error) bool {
 	return false
 }
 
-// redact hides a password in a DSN for error messages.
-func redact(dsn string) string {
+// Redact returns dsn with any password replaced by ***, for logs and errors.
+func Redact(dsn string) string {
 	at := strings.LastIndex(dsn, "@")
 	if at < 0 {
 		return dsn
@@ -242,6 +242,3 @@ func redact(dsn string) string {
 	}
 	return dsn
 }
-
-// Redact returns dsn with any password replaced by ***, for logs.
-func Redact(dsn string) string { return redact(dsn) }
