@@ -189,10 +189,12 @@ func (h *chatHub) waitReady(ctx context.Context) {
 }
 
 // dispatch hands frame to every client of room: joining clients buffer it,
-// live ones queue it; a client whose buffer or queue is full is dropped.
+// live ones queue it (unless their history already held it); a client
+// whose buffer or queue is full is dropped.
 func (h *chatHub) dispatch(room string, frame []byte) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	id := int64(-1) // parsed once, when a client needs it
 	for c := range h.rooms[room] {
 		if c.joining {
 			if len(c.pending) >= h.cfg.Queue {
@@ -201,6 +203,14 @@ func (h *chatHub) dispatch(room string, frame []byte) {
 			}
 			c.pending = append(c.pending, frame)
 			continue
+		}
+		if c.sent != nil {
+			if id < 0 {
+				id = frameID(frame)
+			}
+			if c.alreadySent(id) {
+				continue
+			}
 		}
 		if !c.offer(frame) {
 			h.dropLocked(c, websocket.StatusPolicyViolation, reasonSlow)
@@ -259,6 +269,13 @@ func (h *chatHub) dropLocked(c *chatClient, code websocket.StatusCode, reason st
 // messages buffered since c joined that are not in the history, and makes
 // c live. Publish order may differ from id order, so duplicates are found
 // by id, not by comparing with the highest id.
+//
+// A message can be in the history and still be on its way to this gate:
+// it was published before the history was read, but the gate's
+// subscription had not delivered it yet when c joined. So c keeps the
+// history's ids after going live, skipping those messages when they
+// arrive, until a message newer than the whole history shows that the
+// subscription has caught up (see alreadySent).
 func (h *chatHub) goLive(c *chatClient, history [][]byte, ids map[int64]bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -269,6 +286,12 @@ func (h *chatHub) goLive(c *chatClient, history [][]byte, ids map[int64]bool) {
 		if !c.offer(f) {
 			h.dropLocked(c, websocket.StatusPolicyViolation, reasonSlow)
 			return
+		}
+	}
+	if len(ids) > 0 {
+		c.sent = ids
+		for id := range ids {
+			c.newest = max(c.newest, id)
 		}
 	}
 	for _, f := range c.pending {
@@ -310,6 +333,12 @@ type chatClient struct {
 	joining bool     // guarded by chatHub.mu
 	pending [][]byte // guarded by chatHub.mu: live frames buffered while joining
 
+	// sent holds the ids of the history frames c was sent, and newest the
+	// highest of them, until the subscription is known to have delivered
+	// them all; guarded by chatHub.mu.
+	sent   map[int64]bool
+	newest int64
+
 	kickOnce sync.Once
 	kicked   chan struct{} // closed when the client is to be disconnected
 	code     websocket.StatusCode
@@ -332,6 +361,24 @@ func newChatClient(ctx context.Context, room, user string, cfg ChatConfig) *chat
 	}
 	c.writes, c.cancelWrite = context.WithCancel(ctx)
 	return c
+}
+
+// alreadySent reports whether the message id was in c's history. A message
+// newer than the whole history was published after the history was read
+// (the window holds every published message, and the history is its
+// newest part), and Redis delivers a connection's messages in publish
+// order: every history message has then arrived, and c forgets the ids.
+// (A history read from the database, while the window is rebuilt, may
+// hold a message stored but not yet published; if another poster's newer
+// message overtakes it in that moment, the client can get it twice.)
+func (c *chatClient) alreadySent(id int64) bool {
+	if c.sent[id] {
+		return true
+	}
+	if id > c.newest {
+		c.sent = nil
+	}
+	return false
 }
 
 // offer queues frame without blocking; false means the queue is full.

@@ -96,6 +96,33 @@ func TestJoinNoGapNoDuplicate(t *testing.T) {
 	}
 }
 
+// A message in the history may reach the gate's subscription only after
+// the client went live (it was published before the history was read but
+// was still on its way): it is not sent twice. A message newer than the
+// whole history ends that check.
+func TestHistoryMessageArrivingLate(t *testing.T) {
+	h := testHub(16)
+	c := newChatClient(h.ctx, "r", "u", h.cfg)
+	if !h.join(c) {
+		t.Fatal("join refused")
+	}
+	h.dispatch("r", frame(4)) // arrived while joining, in the history
+	h.goLive(c, [][]byte{frame(3), frame(4), frame(5), frame(6)}, map[int64]bool{3: true, 4: true, 5: true, 6: true})
+	for _, id := range []int{6, 5, 7, 8} { // 5 and 6 arrive late
+		h.dispatch("r", frame(id))
+	}
+	if got, want := fmt.Sprint(drain(c)), "[3 4 5 6 7 8]"; got != want {
+		t.Fatalf("frames = %s; want %s", got, want)
+	}
+	h.mu.Lock()
+	forgot := c.sent == nil
+	h.mu.Unlock()
+	if !forgot {
+		t.Fatal("the client still holds the history ids after a newer message")
+	}
+	h.leave(c)
+}
+
 // A client whose queue is full is dropped and told why; the others still
 // get every message.
 func TestSlowClientDropped(t *testing.T) {
