@@ -128,6 +128,7 @@ func (s *Server) add(nc net.Conn) {
 		delete(s.conns, c)
 		if m != nil && m.node != nil {
 			s.log.Info("distributor: process left", "name", m.node.Name, "addr", m.node.Addr())
+			registered.Dec()
 			s.broadcastLocked()
 		}
 		s.mu.Unlock()
@@ -162,6 +163,7 @@ func (s *Server) onMessage(c *packet.Conn, m *packet.Message) {
 	if mem.node == nil {
 		s.seq++
 		mem.seq = s.seq
+		registered.Inc()
 	}
 	mem.node = n
 	s.log.Info("distributor: process registered", "name", n.Name, "addr", n.Addr(), "urls", len(n.URLs))
@@ -220,6 +222,7 @@ func (s *Server) broadcastLocked() {
 	if !s.settled {
 		return
 	}
+	broadcasts.Inc()
 	nodes := s.listLocked()
 	for c := range s.conns {
 		s.push(c, nodes)

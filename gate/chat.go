@@ -139,6 +139,7 @@ func (h *chatHub) start() {
 				subscribed = true
 				h.readyOnce.Do(func() { close(h.ready) })
 			case *redis.Message:
+				chatReceived.Inc()
 				if room, ok := topic.Room(h.cache.Prefix, v.Channel); ok {
 					h.dispatch(room, []byte(v.Payload))
 				}
@@ -158,6 +159,7 @@ func (h *chatHub) shutdown() {
 	for _, clients := range h.rooms {
 		for c := range clients {
 			c.kick(websocket.StatusGoingAway, reasonShutdown)
+			chatDropped.WithLabelValues("shutdown").Inc()
 		}
 	}
 	h.mu.Unlock()
@@ -234,6 +236,7 @@ func (h *chatHub) join(c *chatClient) bool {
 	clients[c] = struct{}{}
 	c.joining = true
 	h.conns.Add(1)
+	chatClients.Inc()
 	return true
 }
 
@@ -245,6 +248,7 @@ func (h *chatHub) leave(c *chatClient) {
 	c.pending = nil
 	h.mu.Unlock()
 	h.conns.Done()
+	chatClients.Dec()
 }
 
 func (h *chatHub) removeLocked(c *chatClient) {
@@ -259,6 +263,7 @@ func (h *chatHub) removeLocked(c *chatClient) {
 func (h *chatHub) dropLocked(c *chatClient, code websocket.StatusCode, reason string) {
 	if reason == reasonSlow {
 		h.log.Info("chat: disconnected a slow client", "room", c.room, "user", c.user)
+		chatDropped.WithLabelValues("slow").Inc()
 	}
 	h.removeLocked(c)
 	c.pending = nil

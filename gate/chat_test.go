@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/microshop/microshop/distributor"
 	"github.com/microshop/microshop/internal/cache"
@@ -126,6 +127,8 @@ func TestHistoryMessageArrivingLate(t *testing.T) {
 // A client whose queue is full is dropped and told why; the others still
 // get every message.
 func TestSlowClientDropped(t *testing.T) {
+	slowBefore := testutil.ToFloat64(chatDropped.WithLabelValues("slow"))
+	clientsBefore := testutil.ToFloat64(chatClients)
 	h := testHub(4)
 	slow := newChatClient(h.ctx, "r", "slow", h.cfg)
 	fast := newChatClient(h.ctx, "r", "fast", h.cfg)
@@ -172,6 +175,18 @@ func TestSlowClientDropped(t *testing.T) {
 	case <-joining.kicked:
 	default:
 		t.Fatal("a joining client with a full buffer was not disconnected")
+	}
+	if n := testutil.ToFloat64(chatDropped.WithLabelValues("slow")) - slowBefore; n != 2 {
+		t.Errorf("microshop_gate_chat_disconnects_total{reason=\"slow\"} went up by %v; want 2", n)
+	}
+	if n := testutil.ToFloat64(chatClients) - clientsBefore; n != 3 {
+		t.Errorf("microshop_gate_chat_clients went up by %v; want 3 (joined, not left yet)", n)
+	}
+	for _, c := range []*chatClient{slow, fast, joining} {
+		h.leave(c)
+	}
+	if n := testutil.ToFloat64(chatClients) - clientsBefore; n != 0 {
+		t.Errorf("microshop_gate_chat_clients is %v above where it was after every client left; want 0", n)
 	}
 }
 

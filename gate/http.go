@@ -25,6 +25,7 @@ func (g *Gate) Handler() http.Handler {
 func (g *Gate) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	status := g.route(w, r)
+	g.observe(r, status, time.Since(start))
 	if status >= 500 {
 		g.log.Warn("request", "method", r.Method, "path", r.URL.Path, "status", status, "took", time.Since(start))
 	} else {

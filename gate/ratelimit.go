@@ -104,8 +104,12 @@ func (g *Gate) admit(w http.ResponseWriter, r *http.Request) (*service.Auth, int
 		}
 		return res.allowed
 	}
-	if !check("ip:"+addr, sec.RateLimit) ||
-		strictClass(r) && !check("strict:"+addr, sec.StrictRateLimit) {
+	if !check("ip:"+addr, sec.RateLimit) {
+		rateLimited.WithLabelValues("address").Inc()
+		return nil, writeLimited(w, *shown)
+	}
+	if strictClass(r) && !check("strict:"+addr, sec.StrictRateLimit) {
+		rateLimited.WithLabelValues("strict").Inc()
 		return nil, writeLimited(w, *shown)
 	}
 	auth, status := g.authenticate(ctx, w, r)
@@ -113,6 +117,7 @@ func (g *Gate) admit(w http.ResponseWriter, r *http.Request) (*service.Auth, int
 		return nil, status
 	}
 	if auth != nil && auth.Member != 0 && !check("member:"+strconv.FormatInt(auth.Member, 10), sec.MemberRateLimit) {
+		rateLimited.WithLabelValues("member").Inc()
 		return nil, writeLimited(w, *shown)
 	}
 	if shown != nil {

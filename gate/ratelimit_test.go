@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/microshop/microshop/internal/cache"
 	"github.com/microshop/microshop/internal/testenv"
@@ -81,6 +82,7 @@ func TestLocalLimiterGCRA(t *testing.T) {
 
 func TestRateLimitHeaders(t *testing.T) {
 	g := New(Config{Cache: testenv.Cache(t), Security: Security{AuthOff: true, RateLimit: Limit{Rate: 2, Burst: 2, Period: time.Minute}}})
+	limitedBefore := testutil.ToFloat64(rateLimited.WithLabelValues("address"))
 	var codes []int
 	var last *httptest.ResponseRecorder
 	for range 3 {
@@ -96,6 +98,9 @@ func TestRateLimitHeaders(t *testing.T) {
 	if codes[0] != 404 || codes[1] != 404 || codes[2] != 429 {
 		t.Fatalf("statuses %v; want 404 404 429", codes)
 	}
+	if n := testutil.ToFloat64(rateLimited.WithLabelValues("address")) - limitedBefore; n != 1 {
+		t.Errorf("microshop_gate_rate_limited_total{limit=\"address\"} went up by %v; want 1", n)
+	}
 	h := last.Header()
 	ra, _ := strconv.Atoi(h.Get("Retry-After"))
 	reset, _ := strconv.Atoi(h.Get("RateLimit-Reset"))
@@ -108,6 +113,12 @@ func TestRateLimitHeaders(t *testing.T) {
 
 	// Logins and writes have their own, stricter class.
 	g = New(Config{Security: Security{AuthOff: true, RateLimit: Limit{Rate: 100, Burst: 100, Period: time.Minute}, StrictRateLimit: Limit{Rate: 1, Burst: 1, Period: time.Minute}}})
+	strictBefore := testutil.ToFloat64(rateLimited.WithLabelValues("strict"))
+	defer func() {
+		if n := testutil.ToFloat64(rateLimited.WithLabelValues("strict")) - strictBefore; n != 2 {
+			t.Errorf("microshop_gate_rate_limited_total{limit=\"strict\"} went up by %v; want 2", n)
+		}
+	}()
 	for i, tt := range []struct {
 		method, path string
 		status       int

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the README's examples against a running fleet and checks each status.
-#   BASE=http://127.0.0.1:8000 ADMIN=<admin key> scripts/smoke.sh
+#   BASE=http://127.0.0.1:8000 ADMIN=<admin key> [METRICS=127.0.0.1:9100] scripts/smoke.sh
 # It creates a member with a random name, two goods and a store, and removes
 # what it can afterwards. Exit status 0 means every example answered as the
 # README says.
@@ -87,6 +87,17 @@ check 200 -X POST "$BASE/sessions" -d "username=$user&password=correct horse"
 TOKEN=$(field token)
 check 200 -X DELETE "$BASE/members?username=$user" -H "Authorization: Bearer $TOKEN"
 check 404 "$BASE/nowhere"
+
+# With METRICS=host:port (the fleet's --metrics-addr), the README's metrics example.
+if [ -n "${METRICS:-}" ]; then
+	scraped=$(curl -fsS "http://$METRICS/metrics" || true)
+	if grep -q '^microshop_gate_requests_total{route="GET /goods",status="200"} [1-9]' <<<"$scraped"; then
+		echo "ok   metrics: microshop_gate_requests_total counts GET /goods"
+	else
+		echo "FAIL metrics: no microshop_gate_requests_total for GET /goods at http://$METRICS/metrics"
+		fail=1
+	fi
+fi
 
 if [ "$fail" != 0 ]; then
 	echo "smoke: FAILED"

@@ -219,6 +219,28 @@ func (r *Router) Call(ctx context.Context, method, path string, params []byte) (
 // CallAuth is Call with the identity the caller vouches for, sent as the
 // request's "auth" object (none when auth is nil). The gate calls with it.
 func (r *Router) CallAuth(ctx context.Context, auth *Auth, method, path string, params []byte) (*packet.Message, error) {
+	m, err := r.callAuth(ctx, auth, method, path, params)
+	routerCalls.WithLabelValues(callOutcome(err)).Inc()
+	return m, err
+}
+
+// callOutcome names err for the router's metric.
+func callOutcome(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, ErrNoRoute), errors.Is(err, ErrNoInstance):
+		return "no_instance"
+	case errors.Is(err, ErrInstanceLost):
+		return "lost"
+	case errors.Is(err, packet.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	default:
+		return "error"
+	}
+}
+
+func (r *Router) callAuth(ctx context.Context, auth *Auth, method, path string, params []byte) (*packet.Message, error) {
 	var authJSON []byte
 	if auth != nil {
 		if len(r.cfg.FleetKey) > 0 {
@@ -267,6 +289,7 @@ func (r *Router) CallAuth(ctx context.Context, auth *Auth, method, path string, 
 			return nil, ErrInstanceLost
 		}
 		retries--
+		routerCalls.WithLabelValues("retried").Inc()
 		skip = c
 	}
 }

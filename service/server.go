@@ -45,8 +45,9 @@ type Config struct {
 // Server hosts a service: it serves its routes on every connection, many
 // requests at once, and keeps it registered with the distributor.
 type Server struct {
-	cfg Config
-	log *slog.Logger
+	cfg     Config
+	log     *slog.Logger
+	metrics *serverMetrics
 
 	active      atomic.Int64
 	lastRequest atomic.Int64 // unix nanos
@@ -68,7 +69,12 @@ func NewServer(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Server{cfg: cfg, log: cfg.Logger.With("service", cfg.Name), conns: make(map[*packet.Conn]struct{})}
+	return &Server{
+		cfg:     cfg,
+		log:     cfg.Logger.With("service", cfg.Name),
+		metrics: newServerMetrics(cfg.Name, cfg.Routes),
+		conns:   make(map[*packet.Conn]struct{}),
+	}
 }
 
 // URLs returns the routes in the distributor's "METHOD/path" form, sorted.
@@ -208,8 +214,10 @@ func (s *Server) onMessage(c *packet.Conn, m *packet.Message) {
 	}
 	s.lastRequest.Store(time.Now().UnixNano())
 	s.active.Add(1)
+	s.metrics.inFlight.Inc()
 	go func() {
 		defer s.active.Add(-1)
+		defer s.metrics.inFlight.Dec()
 		s.serve(c, m)
 	}()
 }
@@ -248,6 +256,7 @@ func (s *Server) serve(c *packet.Conn, m *packet.Message) {
 	if err := c.Write(wctx, packet.AppendResponse(nil, m.Key, code, msg, body)); err != nil {
 		s.log.Debug("response not sent", "method", m.Method, "uri", m.URI, "err", err)
 	}
+	s.metrics.done(m.Method+m.URI, code, time.Since(start))
 }
 
 // call runs the handler, turning a panic into an internal error.

@@ -40,6 +40,7 @@ type options struct {
 	logLevel       string
 	logFormat      string
 	debugAddr      string
+	metricsAddr    string
 	maxPacket      int
 	maxBody        int64
 	requestTimeout time.Duration
@@ -126,6 +127,7 @@ func parseFlags(name string, args []string, getenv func(string) string, stdout, 
 	fs.StringVar(&o.logLevel, "log-level", env("MICROSHOP_LOG_LEVEL", "info"), "debug (one line per request), info, warn or error [MICROSHOP_LOG_LEVEL]")
 	fs.StringVar(&o.logFormat, "log-format", env("MICROSHOP_LOG_FORMAT", "text"), "text or json [MICROSHOP_LOG_FORMAT]")
 	fs.StringVar(&o.debugAddr, "debug-addr", env("MICROSHOP_DEBUG_ADDR", ""), "serve Go's profiler (/debug/pprof/) on this address, e.g. 127.0.0.1:6060; empty = off [MICROSHOP_DEBUG_ADDR]")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", env("MICROSHOP_METRICS_ADDR", ""), "serve Prometheus metrics (/metrics) on this address, e.g. 127.0.0.1:9100; empty = off [MICROSHOP_METRICS_ADDR]")
 	var envErr error
 	envInt := func(key string, def int64) int64 {
 		v := getenv(key)
@@ -314,7 +316,7 @@ func runOne(ctx context.Context, c component, o *options, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if err := serveDebug(ctx, o.debugAddr, log); err != nil {
+	if err := serveOps(ctx, o.debugAddr, o.metricsAddr, log); err != nil {
 		return err
 	}
 	if o.sec.fleetKey == "" && (c.kind == kindService || c.kind == kindGate && !o.sec.gate.AuthOff) {
@@ -353,7 +355,7 @@ func runAll(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := serveDebug(ctx, o.debugAddr, log); err != nil {
+	if err := serveOps(ctx, o.debugAddr, o.metricsAddr, log); err != nil {
 		return err
 	}
 	res, err := openResources(ctx, o, log)

@@ -1,0 +1,58 @@
+package gate
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The gate's metrics. This package registers them nowhere: a program
+// exposes them by registering Collectors() with its Prometheus registry.
+var (
+	httpRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "microshop_gate_requests_total",
+		Help: "HTTP requests the gate answered, by route (\"METHOD /path\" of a listed route, \"GET /chat\" for chat sockets, \"unmatched\" otherwise) and status (499: the client went away).",
+	}, []string{"route", "status"})
+	httpSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "microshop_gate_request_seconds",
+		Help:    "Time the gate took to answer an HTTP request, limits and token check included, by route (chat sockets are not timed).",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10},
+	}, []string{"route"})
+	rateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "microshop_gate_rate_limited_total",
+		Help: "Requests refused with 429, by the limit that refused them: address, strict (logins and writes per address) or member.",
+	}, []string{"limit"})
+	chatClients = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "microshop_gate_chat_clients",
+		Help: "Chat sockets open on the gate.",
+	})
+	chatReceived = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "microshop_gate_chat_messages_total",
+		Help: "Chat messages the gate received from its Redis subscription (each is fanned out to the room's local clients).",
+	})
+	chatDropped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "microshop_gate_chat_disconnects_total",
+		Help: "Chat sockets the gate closed, by reason: slow (send queue overflowed), shutdown.",
+	}, []string{"reason"})
+)
+
+// Collectors returns the gate's metrics, for a Prometheus registry.
+func Collectors() []prometheus.Collector {
+	return []prometheus.Collector{httpRequests, httpSeconds, rateLimited, chatClients, chatReceived, chatDropped}
+}
+
+// observe records one answered HTTP request.
+func (g *Gate) observe(r *http.Request, status int, took time.Duration) {
+	route := "unmatched"
+	switch {
+	case isChatSocket(r):
+		httpRequests.WithLabelValues("GET /chat", strconv.Itoa(status)).Inc()
+		return
+	case g.router.Has(r.Method, r.URL.Path):
+		route = r.Method + " " + r.URL.Path
+	}
+	httpRequests.WithLabelValues(route, strconv.Itoa(status)).Inc()
+	httpSeconds.WithLabelValues(route).Observe(took.Seconds())
+}

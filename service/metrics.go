@@ -1,0 +1,63 @@
+package service
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics of every Server in the process, labelled by service name. They
+// are not registered anywhere by this package: a program exposes them by
+// registering Collectors() with its Prometheus registry.
+var (
+	requestsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "microshop_service_requests_total",
+		Help: "Requests a service answered, by service, route (METHOD/path; \"unknown\" for routes it does not serve) and errorcode (0 for success, otherwise the HTTP status).",
+	}, []string{"service", "route", "code"})
+	requestSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "microshop_service_request_seconds",
+		Help:    "Time a service took to answer a request, from its arrival to the answer being written, by service and route.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10},
+	}, []string{"service", "route"})
+	inFlight = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "microshop_service_in_flight",
+		Help: "Requests a service is handling now.",
+	}, []string{"service"})
+	routerCalls = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "microshop_router_calls_total",
+		Help: "Calls a Router (in a gate, or in a service calling another) sent, by outcome: ok (an answer came), retried (a lost instance's GET or DELETE sent again), no_instance, lost, timeout, error.",
+	}, []string{"outcome"})
+)
+
+// Collectors returns the package's metrics, for a Prometheus registry.
+func Collectors() []prometheus.Collector {
+	return []prometheus.Collector{requestsTotal, requestSeconds, inFlight, routerCalls}
+}
+
+// serverMetrics holds a Server's metric children, resolved once per route
+// so that a request costs no label lookup for its latency.
+type serverMetrics struct {
+	name     string
+	seconds  map[string]prometheus.Observer
+	inFlight prometheus.Gauge
+}
+
+func newServerMetrics(name string, routes map[string]Handler) *serverMetrics {
+	m := &serverMetrics{name: name, seconds: make(map[string]prometheus.Observer, len(routes)+1), inFlight: inFlight.WithLabelValues(name)}
+	for r := range routes {
+		m.seconds[r] = requestSeconds.WithLabelValues(name, r)
+	}
+	m.seconds["unknown"] = requestSeconds.WithLabelValues(name, "unknown")
+	return m
+}
+
+// done records one answered request.
+func (m *serverMetrics) done(route string, code int, took time.Duration) {
+	obs, ok := m.seconds[route]
+	if !ok {
+		route, obs = "unknown", m.seconds["unknown"]
+	}
+	obs.Observe(took.Seconds())
+	requestsTotal.WithLabelValues(m.name, route, strconv.Itoa(code)).Inc()
+}
