@@ -287,20 +287,9 @@ func testRedisFlushAll(t *testing.T, f *fleet) {
 	}
 
 	if f.realRedis {
-		n := 0
-		iter := rc.Scan(ctx, 0, f.prefix+"*", 1000).Iterator()
-		var keys []string
-		for iter.Next(ctx) {
-			keys = append(keys, iter.Val())
-		}
-		if err := iter.Err(); err != nil {
+		n, err := testenv.DeleteKeys(ctx, rc, f.prefix)
+		if err != nil {
 			t.Fatal(err)
-		}
-		for _, k := range keys {
-			if err := rc.Del(ctx, k).Err(); err != nil {
-				t.Fatal(err)
-			}
-			n++
 		}
 		t.Logf("shared real Redis: deleted this test's %d keys instead of FLUSHALL", n)
 	} else if err := rc.FlushAll(ctx).Err(); err != nil {

@@ -137,10 +137,7 @@ func (f *fleet) dropKeys() {
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	iter := c.Scan(ctx, 0, f.prefix+"*", 1000).Iterator()
-	for iter.Next(ctx) {
-		c.Del(ctx, iter.Val())
-	}
+	testenv.DeleteKeys(ctx, c.UniversalClient, f.prefix)
 }
 
 // checkAlive fails the test at once, with its output, when one of the
@@ -593,17 +590,16 @@ func (f *fleet) purchases(t testing.TB, userid int64) []purchase {
 
 // ─── Redis ───────────────────────────────────────────────────────────────
 
-// redisClient returns a plain client of the fleet's Redis (no prefix).
-func (f *fleet) redisClient() *redis.Client {
+// redisClient returns a plain client of the fleet's Redis (no prefix): a
+// single server's or a cluster's.
+func (f *fleet) redisClient() redis.UniversalClient {
 	f.t.Helper()
-	opt, err := redis.ParseURL(f.redis)
+	c, err := cache.Open(f.redis, "")
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	opt.DialTimeout, opt.ReadTimeout = 2*time.Second, 2*time.Second
-	c := redis.NewClient(opt)
 	f.t.Cleanup(func() { c.Close() })
-	return c
+	return c.UniversalClient
 }
 
 // goodsKey is the Redis key of good id's cache entry.

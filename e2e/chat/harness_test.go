@@ -107,9 +107,8 @@ func (r *redisServer) flush() {
 		}
 		return
 	}
-	iter := c.Scan(ctx, 0, r.prefix+"*", 1000).Iterator()
-	for iter.Next(ctx) {
-		c.Del(ctx, iter.Val())
+	if _, err := testenv.DeleteKeys(ctx, c.UniversalClient, r.prefix); err != nil {
+		r.t.Fatalf("delete this test's keys: %v", err)
 	}
 }
 

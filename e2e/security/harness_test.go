@@ -155,10 +155,7 @@ func (f *fleet) dropKeys() {
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	iter := c.Scan(ctx, 0, f.prefix+"*", 1000).Iterator()
-	for iter.Next(ctx) {
-		c.Del(ctx, iter.Val())
-	}
+	testenv.DeleteKeys(ctx, c.UniversalClient, f.prefix)
 }
 
 // answer is an HTTP answer.

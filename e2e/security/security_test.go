@@ -13,6 +13,7 @@ import (
 	"github.com/microshop/microshop/internal/cache"
 	"github.com/microshop/microshop/internal/proctest"
 	"github.com/microshop/microshop/internal/store"
+	"github.com/microshop/microshop/internal/testenv"
 )
 
 // logIn signs up username (when new) and logs in with POST /sessions,
@@ -108,9 +109,8 @@ func TestAuthorization(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	iter := c.Scan(context.Background(), 0, f.prefix+"*", 1000).Iterator()
-	for iter.Next(context.Background()) {
-		c.Del(context.Background(), iter.Val())
+	if _, err := testenv.DeleteKeys(context.Background(), c.UniversalClient, f.prefix); err != nil {
+		t.Fatal(err)
 	}
 	want(t, "revoked token after FLUSHALL", f.do(g2, "GET", "/purchases", aToken, "", nil), 401)
 	want(t, "live token after FLUSHALL", f.do(g1, "GET", "/purchases", bToken, "", nil), 200)

@@ -15,10 +15,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/microshop/microshop/internal/cache"
 	"github.com/microshop/microshop/internal/store"
@@ -138,18 +140,31 @@ func Cache(t testing.TB) *cache.Cache {
 // FlushPrefix deletes every key of c's prefix: the test-safe FLUSHALL.
 func FlushPrefix(t testing.TB, c *cache.Cache) {
 	t.Helper()
-	ctx := context.Background()
-	iter := c.Scan(ctx, 0, c.Prefix+"*", 1000).Iterator()
-	var keys []string
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
+	if _, err := DeleteKeys(context.Background(), c.UniversalClient, c.Prefix); err != nil {
+		t.Fatalf("flush %s*: %v", c.Prefix, err)
 	}
-	if err := iter.Err(); err != nil {
-		t.Fatalf("scan: %v", err)
-	}
-	for _, k := range keys {
-		if err := c.Del(ctx, k).Err(); err != nil {
-			t.Fatalf("del %s: %v", k, err)
+}
+
+// DeleteKeys deletes every key that starts with prefix (a prefix without
+// glob characters) and returns how many it deleted. On a Redis Cluster it
+// scans every master: a SCAN sees one node's keys only.
+func DeleteKeys(ctx context.Context, c redis.UniversalClient, prefix string) (int, error) {
+	var n atomic.Int64
+	del := func(ctx context.Context, node redis.Cmdable) error {
+		iter := node.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			if err := node.Del(ctx, iter.Val()).Err(); err != nil {
+				return err
+			}
+			n.Add(1)
 		}
+		return iter.Err()
 	}
+	var err error
+	if cc, ok := c.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error { return del(ctx, node) })
+	} else {
+		err = del(ctx, c)
+	}
+	return int(n.Load()), err
 }
