@@ -186,12 +186,15 @@ func (f *fleet) startGate(extra ...string) *proc {
 const maxBody = 64 << 10
 
 // startService starts service name (goods, members, purchases, …) on a free
-// port of its own choosing; it registers the port with the distributor.
+// port of its own choosing; it registers the port with the distributor. It
+// runs with --fleet-key=none, believing the identities it is sent, as the
+// book's services do: these tests speak the book's open API through a gate
+// with --auth=off (e2e/security runs a keyed fleet).
 func (f *fleet) startService(name string, extra ...string) *proc {
 	f.t.Helper()
 	args := append([]string{name, "--addr", "127.0.0.1:0", "--distributor", f.distAddr,
 		"--db", f.db, "--redis", f.redis, "--redis-prefix", f.prefix,
-		"--request-timeout", "5s", "--log-level", "info"}, extra...)
+		"--request-timeout", "5s", "--log-level", "info", "--fleet-key", "none"}, extra...)
 	f.mu.Lock()
 	n := 0
 	for _, p := range f.procs {

@@ -11,20 +11,22 @@ import (
 	"time"
 )
 
+// fleetKey is the --fleet-key of every service and gate the harness starts.
 const fleetKey = "e2e-fleet-key-0123456789"
 
 var listeningRE = regexp.MustCompile(`msg="service listening".* addr=([0-9.]+:[0-9]+)`)
 
-// TestFleetKey: with --fleet-key, the fleet works through the gate, while a
+// TestFleetKey: with --fleet-key (which the harness gives every process),
+// the fleet works through the gate, while a
 // peer that reaches a service's port directly cannot act as a member: an
 // unsigned or forged auth object is refused and a request without one is
 // anonymous, not the book's open mode.
 func TestFleetKey(t *testing.T) {
 	f := newFleet(t, "")
-	f.service("goods", "--fleet-key", fleetKey)
-	f.service("members", "--fleet-key", fleetKey)
-	purchases := f.service("purchases", "--fleet-key", fleetKey)
-	g := f.gate("--fleet-key", fleetKey, "--rate-limit", "0", "--rate-limit-strict", "0", "--rate-limit-member", "0")
+	f.service("goods")
+	f.service("members")
+	purchases := f.service("purchases")
+	g := f.gate("--rate-limit", "0", "--rate-limit-strict", "0", "--rate-limit-member", "0")
 	f.waitRoutes("GET /goods", "GET /sessions", "GET /purchases")
 
 	a := want(t, "POST /goods as admin", f.do(g, "POST", "/goods", adminKey, "", map[string]any{"name": "tea", "price": 3}), 200)

@@ -95,7 +95,8 @@ func (f *fleet) start(name string, args ...string) *proc {
 func (f *fleet) service(name string, extra ...string) *proc {
 	f.t.Helper()
 	return f.start(name, append([]string{name, "--addr", "127.0.0.1:0", "--distributor", f.distAddr,
-		"--db", f.db, "--redis", f.redis, "--redis-prefix", f.prefix, "--request-timeout", "5s"}, extra...)...)
+		"--db", f.db, "--redis", f.redis, "--redis-prefix", f.prefix, "--request-timeout", "5s",
+		"--fleet-key", fleetKey}, extra...)...)
 }
 
 // gate starts a gate that trusts loopback proxies (so each test client can
@@ -105,7 +106,7 @@ func (f *fleet) gate(extra ...string) string {
 	addr := "127.0.0.1:" + strconv.Itoa(proctest.FreePort(f.t))
 	p := f.start("gate", append([]string{"gate", "--addr", addr, "--distributor", f.distAddr,
 		"--redis", f.redis, "--redis-prefix", f.prefix, "--request-timeout", "5s",
-		"--admin-key", adminKey, "--trusted-proxies", "127.0.0.0/8"}, extra...)...)
+		"--admin-key", adminKey, "--trusted-proxies", "127.0.0.0/8", "--fleet-key", fleetKey}, extra...)...)
 	f.waitDial(addr, p)
 	u := "http://" + addr
 	f.gates = append(f.gates, u)

@@ -319,8 +319,14 @@ func runOne(ctx context.Context, c component, o *options, stderr io.Writer) erro
 	if err := serveOps(ctx, o.debugAddr, o.metricsAddr, log); err != nil {
 		return err
 	}
-	if o.sec.fleetKey == "" && (c.kind == kindService || c.kind == kindGate && !o.sec.gate.AuthOff) {
-		log.Warn("no --fleet-key: services believe any identity sent to them, so whoever reaches a service's port can act as anyone; set the same --fleet-key on every gate and service")
+	if o.sec.fleetKey == "" && needsFleetKey(c.name, o.sec.gate.AuthOff) {
+		if !o.sec.noFleetKey {
+			return fmt.Errorf("--fleet-key is required: give every gate and service the same secret (at least %d characters), "+
+				"so that reaching a service's port is not enough to act as any member; "+
+				"--fleet-key=%s runs without one, with services believing any identity sent to them as the book's do "+
+				"(for a fleet with the book's Node.js gate; never where others can reach the services)", minAdminKey, FleetKeyNone)
+		}
+		log.Warn("--fleet-key=none: services believe any identity sent to them, so whoever reaches a service's port can act as anyone; set the same --fleet-key on every gate and service")
 	}
 	var res *resources
 	if c.kind == kindService {

@@ -126,7 +126,11 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"gate", "--request-timeout", "soon"}, nil, "request-timeout"},
 		{[]string{"gate"}, map[string]string{"MICROSHOP_REQUEST_TIMEOUT": "soon"}, "MICROSHOP_REQUEST_TIMEOUT"},
 		{[]string{"all", "--log-level", "loud"}, nil, "--log-level"},
-		{[]string{"goods", "--db", "postgres://x"}, nil, "unsupported database"},
+		{[]string{"goods", "--db", "postgres://x", "--fleet-key", "none"}, nil, "unsupported database"},
+		{[]string{"goods"}, nil, "--fleet-key is required"},
+		{[]string{"chat", "--fleet-key", "short"}, nil, "--fleet-key: want at least 16"},
+		{[]string{"gate"}, nil, "--fleet-key is required"},
+		{[]string{"gate"}, map[string]string{"MICROSHOP_FLEET_KEY": ""}, "--fleet-key is required"},
 		{[]string{"gate", "extra"}, nil, "unexpected argument"},
 	} {
 		getenv := func(k string) string { return tc.env[k] }

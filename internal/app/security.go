@@ -31,6 +31,8 @@ type securityOptions struct {
 	generatedKey bool
 	// fleetKey signs the gate's auth objects (service.FleetKey).
 	fleetKey string
+	// noFleetKey is set by --fleet-key=none: no key, on purpose.
+	noFleetKey bool
 }
 
 // securityFlags adds the security flags to fs, each with its environment
@@ -56,7 +58,7 @@ func securityFlags(fs *flag.FlagSet, name string, s *securityOptions, getenv fun
 	raw := make([]string, len(limits))
 	fs.StringVar(&auth, "auth", auth, "gate: on = bearer tokens and the admin key decide who may do what; off = the book's open behaviour (never expose it) [MICROSHOP_AUTH]")
 	fs.StringVar(&s.gate.AdminKey, "admin-key", env("MICROSHOP_ADMIN_KEY", ""), fmt.Sprintf("gate: the bearer token that manages goods and stores (at least %d characters; all: generated and printed when empty) [MICROSHOP_ADMIN_KEY]", minAdminKey))
-	fs.StringVar(&s.fleetKey, "fleet-key", env("MICROSHOP_FLEET_KEY", ""), fmt.Sprintf("gate and services: a secret shared by the whole fleet (at least %d characters); gates sign the identity they send with it and services refuse identities not signed with it, so reaching a service's port is not enough to act as someone (all: generated when empty) [MICROSHOP_FLEET_KEY]", minAdminKey))
+	fs.StringVar(&s.fleetKey, "fleet-key", env("MICROSHOP_FLEET_KEY", ""), fmt.Sprintf("gate and services: a secret shared by the whole fleet (at least %d characters); gates sign the identity they send with it and services refuse identities not signed with it, so reaching a service's port is not enough to act as someone; required by services and by gates with --auth=on; none = run without one on purpose (all: generated when empty) [MICROSHOP_FLEET_KEY]", minAdminKey))
 	fs.StringVar(&proxies, "trusted-proxies", proxies, "gate: comma-separated CIDRs of proxies whose X-Forwarded-For is believed [MICROSHOP_TRUSTED_PROXIES]")
 	for i, l := range limits {
 		raw[i] = env(l.env, l.def)
@@ -102,7 +104,9 @@ func securityFlags(fs *flag.FlagSet, name string, s *securityOptions, getenv fun
 		if k := s.gate.AdminKey; k != "" && len(k) < minAdminKey {
 			return fmt.Errorf("--admin-key: want at least %d characters", minAdminKey)
 		}
-		if k := s.fleetKey; k != "" && len(k) < minAdminKey {
+		if s.fleetKey == FleetKeyNone {
+			s.fleetKey, s.noFleetKey = "", true
+		} else if k := s.fleetKey; k != "" && len(k) < minAdminKey {
 			return fmt.Errorf("--fleet-key: want at least %d characters", minAdminKey)
 		}
 		if name == "all" && !s.gate.AuthOff && s.fleetKey == "" {
@@ -118,6 +122,22 @@ func securityFlags(fs *flag.FlagSet, name string, s *securityOptions, getenv fun
 		}
 		return nil
 	}
+}
+
+// FleetKeyNone is the --fleet-key value that runs a service or gate
+// without a fleet key, on purpose.
+const FleetKeyNone = "none"
+
+// needsFleetKey reports whether command name must be given a fleet key: a
+// service, or a gate that checks tokens (it signs the identities it sends).
+// all generates one; the distributor and a gate with --auth=off have no
+// identities to vouch for.
+func needsFleetKey(name string, authOff bool) bool {
+	if name == "gate" {
+		return !authOff
+	}
+	c, ok := findComponent(name)
+	return ok && c.kind == kindService
 }
 
 func parseDurationEnv(getenv func(string) string, key string, def time.Duration) (time.Duration, error) {
