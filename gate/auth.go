@@ -76,8 +76,12 @@ func (g *Gate) authenticate(ctx context.Context, w http.ResponseWriter, r *http.
 		// also takes its token from ?token=.
 		h = "Bearer " + r.URL.Query().Get("token")
 	}
+	addr := addrKey(ClientAddr(r, sec.TrustedProxies))
+	if addr == "unknown" {
+		addr = ""
+	}
 	if h == "" {
-		return &service.Auth{}, 0
+		return &service.Auth{Addr: addr}, 0
 	}
 	scheme, token, _ := strings.Cut(strings.TrimSpace(h), " ")
 	token = strings.TrimSpace(token)
@@ -90,7 +94,7 @@ func (g *Gate) authenticate(ctx context.Context, w http.ResponseWriter, r *http.
 	if g.guard.adminHash != nil {
 		sum := sha256.Sum256([]byte(token))
 		if subtle.ConstantTimeCompare(sum[:], g.guard.adminHash) == 1 {
-			return &service.Auth{Admin: true}, 0
+			return &service.Auth{Admin: true, Addr: addr}, 0
 		}
 	}
 	hash := HashToken(token)
@@ -105,7 +109,7 @@ func (g *Gate) authenticate(ctx context.Context, w http.ResponseWriter, r *http.
 		g.log.Warn("cannot check a token: members service unavailable", "err", err)
 		return nil, writeError(w, http.StatusServiceUnavailable, "cannot check the token now; retry")
 	}
-	return &service.Auth{Member: member, Session: hash}, 0
+	return &service.Auth{Member: member, Session: hash, Addr: addr}, 0
 }
 
 func writeUnauthorized(w http.ResponseWriter, msg string) int {

@@ -7,7 +7,8 @@ import (
 
 // Auth is the identity of a request as the gate vouches for it. A microshop
 // gate with authentication on sends it with every request, as the packet's
-// top-level "auth" object: {"member":N,"admin":bool,"session":"HASH"}. It is
+// top-level "auth" object: {"member":N,"admin":bool,"session":"HASH",
+// "addr":"CLIENT"}. It is
 // not a parameter, so a client cannot forge it; the gate builds the packet.
 //
 // A request without one (Request.Auth nil) came from a book gate, a gate
@@ -21,6 +22,10 @@ type Auth struct {
 	// Session is the SHA-256 (hex) of the bearer token, when one was
 	// presented, so that the members service can end that session.
 	Session string `json:"session,omitempty"`
+	// Addr is the client's address as the gate saw it (after its trusted
+	// proxies; an IPv6 client's /64), for the members service's per-address
+	// login lockout.
+	Addr string `json:"addr,omitempty"`
 	// Exp and Sig sign the object when the fleet has a FleetKey: Exp is a
 	// Unix time after which it is refused, Sig the HMAC (see FleetKey).
 	Exp int64  `json:"exp,omitempty"`

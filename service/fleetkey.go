@@ -48,6 +48,8 @@ func (k FleetKey) mac(a *Auth, method, uri string) string {
 	b = append(b, '|')
 	b = append(b, a.Session...)
 	b = append(b, '|')
+	b = append(b, a.Addr...)
+	b = append(b, '|')
 	b = strconv.AppendInt(b, a.Exp, 10)
 	b = append(b, '|')
 	b = append(b, method...)

@@ -168,6 +168,9 @@ func TestLockout(t *testing.T) {
 		t.Fatalf("lockout Retry-After %q; want 1 to 3", a.Header.Get("Retry-After"))
 	}
 	want(t, "book login while locked", f.do(g, "GET", "/members?username=dave&password=the+right+password", "", "", nil), 429)
+	// The guesser locked out only its own address: dave, elsewhere, logs in.
+	want(t, "right password from another address", f.do(g, "POST", "/sessions", "", "198.51.100.7", right), 200)
+	want(t, "the guesser's address, after that", f.do(g, "POST", "/sessions", "", "", right), 429)
 	time.Sleep(time.Until(start.Add(3200 * time.Millisecond)))
 	want(t, "right password after the window", f.do(g, "POST", "/sessions", "", "", right), 200)
 }

@@ -68,7 +68,7 @@ func securityFlags(fs *flag.FlagSet, name string, s *securityOptions, getenv fun
 	s.sessionTTL, ttlErr = parseDurationEnv(getenv, "MICROSHOP_SESSION_TTL", members.DefaultSessionTTL)
 	s.lockoutWindow, windowErr = parseDurationEnv(getenv, "MICROSHOP_LOCKOUT_WINDOW", members.DefaultLockoutWindow)
 	fs.DurationVar(&s.sessionTTL, "session-ttl", s.sessionTTL, "members: how long a login token lasts [MICROSHOP_SESSION_TTL]")
-	fs.DurationVar(&s.lockoutWindow, "lockout-window", s.lockoutWindow, fmt.Sprintf("members: after %d failed logins for a username within this window, its logins get 429 until it has passed [MICROSHOP_LOCKOUT_WINDOW]", members.DefaultLockoutThreshold))
+	fs.DurationVar(&s.lockoutWindow, "lockout-window", s.lockoutWindow, fmt.Sprintf("members: after %d failed logins for a username from one address within this window, that address's logins for it get 429 until it has passed (after %d from all addresses, every address's) [MICROSHOP_LOCKOUT_WINDOW]", members.DefaultLockoutThreshold, members.DefaultLockoutUsernameThreshold))
 	return func() error {
 		for _, err := range []error{ttlErr, windowErr} {
 			if err != nil {

@@ -46,10 +46,12 @@ func errLogin() error { return service.Errorf(401, "invalid username or password
 type Service struct {
 	// SessionTTL is how long a session lasts (DefaultSessionTTL when 0).
 	SessionTTL time.Duration
-	// LockoutThreshold and LockoutWindow configure the login lockout
-	// (DefaultLockoutThreshold, DefaultLockoutWindow when 0).
-	LockoutThreshold int
-	LockoutWindow    time.Duration
+	// LockoutThreshold, LockoutUsernameThreshold and LockoutWindow
+	// configure the login lockout (session_lockout.go; the Default values
+	// when 0).
+	LockoutThreshold         int
+	LockoutUsernameThreshold int
+	LockoutWindow            time.Duration
 
 	store    table
 	cache    *cache.Cache
@@ -124,7 +126,7 @@ func (s *Service) logIn(ctx context.Context, r *service.Request) (service.Result
 	if err != nil {
 		return nil, err
 	}
-	s.loggedIn(ctx, username)
+	s.loggedIn(ctx, username, clientAddr(r))
 	token, expires, err := s.sessions.start(ctx, id)
 	if err != nil {
 		return nil, err
@@ -156,6 +158,15 @@ func (s *Service) logOut(ctx context.Context, r *service.Request) (service.Resul
 	return service.Result{}, nil
 }
 
+// clientAddr returns the client's address the gate vouches for, "" when
+// it sent none.
+func clientAddr(r *service.Request) string {
+	if r.Auth == nil {
+		return ""
+	}
+	return r.Auth.Addr
+}
+
 // checkPassword checks r's username and password (counting the attempt for
 // the lockout) and returns the member's id and username.
 func (s *Service) checkPassword(ctx context.Context, r *service.Request) (int64, string, error) {
@@ -175,7 +186,7 @@ func (s *Service) checkPassword(ctx context.Context, r *service.Request) (int64,
 	// A username that sign-up would refuse cannot exist; not asking the
 	// database also keeps MySQL's PAD SPACE comparison ("kim " = "kim") out.
 	if utf8.RuneCountInString(username) <= MaxUsernameLen && validUsername(username) {
-		if err := s.attempt(ctx, username); err != nil {
+		if err := s.attempt(ctx, username, clientAddr(r)); err != nil {
 			return 0, "", err
 		}
 		if id, hash, err = s.store.lookup(ctx, username); err != nil {

@@ -198,6 +198,52 @@ func TestLockout(t *testing.T) {
 	}
 }
 
+// With the client's address from the gate, the lockout is per address: a
+// guesser locks out only itself, and adds at most LockoutThreshold to the
+// username's count, which locks every address out only when many addresses
+// have failed.
+func TestLockoutPerAddress(t *testing.T) {
+	f := newSessionFixture(t)
+	f.svc.LockoutThreshold, f.svc.LockoutUsernameThreshold = 5, 8
+	right := map[string]any{"username": "kim", "password": "correct horse"}
+	wrong := map[string]any{"username": "kim", "password": "wrong horse"}
+	f.call(t, "POST/members", nil, right)
+	from := func(addr string) *service.Auth { return &service.Auth{Addr: addr} }
+
+	for i := range 5 {
+		if _, err := f.call(t, "POST/sessions", from("10.0.0.1"), wrong); code(err) != 401 {
+			t.Fatalf("wrong password #%d from A: %v; want 401", i+1, err)
+		}
+	}
+	// A is locked out, and keeps trying: that adds nothing to kim's count.
+	for range 10 {
+		if _, err := f.call(t, "POST/sessions", from("10.0.0.1"), right); code(err) != 429 || !strings.Contains(err.Error(), "from your address") {
+			t.Fatalf("right password from A after 5 failures: %v; want a 429 for the address", err)
+		}
+	}
+	// Another address is not locked out by A.
+	if _, err := f.call(t, "POST/sessions", from("10.0.0.2"), right); err != nil {
+		t.Fatalf("right password from B while A is locked out: %v", err)
+	}
+	// B's success did not clear A's count.
+	if _, err := f.call(t, "POST/sessions", from("10.0.0.1"), right); code(err) != 429 {
+		t.Fatalf("A after B logged in: %v; want still 429", err)
+	}
+	// kim's count is 5 (A's failures; B's success is not counted), and 3
+	// failures from C make 8 …
+	for range 3 {
+		if _, err := f.call(t, "POST/sessions", from("10.0.0.3"), wrong); code(err) != 401 {
+			t.Fatalf("wrong password from C: %v; want 401", err)
+		}
+	}
+	// … and the next attempt, from anywhere, is over the username's
+	// threshold.
+	_, err := f.call(t, "POST/sessions", from("10.0.0.4"), right)
+	if code(err) != 429 || strings.Contains(err.Error(), "from your address") {
+		t.Fatalf("right password from D after 8 attempts on kim: %v; want a 429 for the username", err)
+	}
+}
+
 func TestRemoveNeedsOwnToken(t *testing.T) {
 	f := newSessionFixture(t)
 	kim, kimToken := f.logIn(t, "kim")
