@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/microshop/microshop/distributor"
@@ -114,6 +115,16 @@ func (g *Gate) Serve(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 	}
+	// Connections that have not sent a byte yet: Shutdown counts them as
+	// busy for their first 5 s (net/http's rule), so it closes them itself.
+	var fresh sync.Map // net.Conn → struct{}
+	srv.ConnState = func(c net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			fresh.Store(c, struct{}{})
+		} else {
+			fresh.Delete(c)
+		}
+	}
 	g.log.Info("gate listening", "addr", ln.Addr().String(), "distributor", g.cfg.Distributor)
 	g.logSecurity()
 	if g.chat != nil {
@@ -132,8 +143,31 @@ func (g *Gate) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), g.cfg.RequestTimeout+time.Second)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(sctx) }()
+	var err error
+	select {
+	case err = <-shut:
+	case <-time.After(freshGrace):
+		// Still waiting: close the connections that have sent nothing
+		// since Shutdown began; a request on its way in was not started.
+		n := 0
+		fresh.Range(func(k, _ any) bool {
+			k.(net.Conn).Close()
+			n++
+			return true
+		})
+		if n > 0 {
+			g.log.Info("closed connections that had sent no request", "count", n)
+		}
+		err = <-shut
+	}
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("gate: shutdown: %w", err)
 	}
 	return nil
 }
+
+// freshGrace is how long a stopping gate lets a connection that has sent
+// nothing yet start its request before closing it.
+const freshGrace = 250 * time.Millisecond
