@@ -16,10 +16,12 @@ package distributor
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 )
 
 // Node is one registered process as the distributor lists it.
@@ -47,13 +49,19 @@ func (n Node) Equal(o Node) bool {
 
 // Registration is what a process tells the distributor about itself.
 type Registration struct {
-	Name string   `json:"name"`
+	Name string `json:"name"`
+	// Host, when set, is the host others should dial to reach the process
+	// (its --advertise address). A microshop extension: without it, and
+	// with the book's distributor, which ignores it, the host is the
+	// address the registration came from.
+	Host string   `json:"host,omitempty"`
 	Port int      `json:"port"`
 	URLs []string `json:"urls"`
 }
 
 // Limits on a registration, so one bad peer cannot bloat every list.
 const (
+	maxHostLen = 253
 	maxNameLen = 64
 	maxURLs    = 1024
 	maxURLLen  = 256
@@ -89,4 +97,29 @@ func decodeList(params json.RawMessage) ([]Node, bool) {
 		return nil, false
 	}
 	return nodes, true
+}
+
+// Advertised returns the host and port that a process listening on
+// listenPort registers, given its advertise address: "" (the host the
+// distributor sees the registration come from, and listenPort), "HOST"
+// (that host, listenPort) or "HOST:PORT" (both, e.g. behind NAT or a
+// container's port mapping).
+func Advertised(advertise string, listenPort int) (host string, port int, err error) {
+	if advertise == "" {
+		return "", listenPort, nil
+	}
+	host, port = advertise, listenPort
+	if h, p, err := net.SplitHostPort(advertise); err == nil {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return "", 0, fmt.Errorf("advertise address %q: bad port", advertise)
+		}
+		host, port = h, n
+	} else if strings.Count(advertise, ":") == 1 {
+		return "", 0, fmt.Errorf("advertise address %q: %v", advertise, err)
+	}
+	if !ValidHost(host) {
+		return "", 0, fmt.Errorf("advertise address %q: want HOST or HOST:PORT, HOST an IP address or a host name", advertise)
+	}
+	return host, port, nil
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -150,6 +152,9 @@ func (s *Server) onMessage(c *packet.Conn, m *packet.Message) {
 		return
 	}
 	host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+	if reg.Host != "" {
+		host = reg.Host
+	}
 	n := &Node{Name: reg.Name, Host: host, Port: reg.Port, URLs: reg.URLs}
 	if n.URLs == nil {
 		n.URLs = []string{}
@@ -170,6 +175,29 @@ func (s *Server) onMessage(c *packet.Conn, m *packet.Message) {
 	s.broadcastLocked()
 }
 
+// ValidHost reports whether h is an IP address or a host name (letters,
+// digits, '-' and '.', at most 253 bytes): what a registration may
+// advertise.
+func ValidHost(h string) bool {
+	if h == "" || len(h) > maxHostLen {
+		return false
+	}
+	if _, err := netip.ParseAddr(h); err == nil {
+		return true
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 func validate(r Registration) error {
 	switch {
 	case r.Name == "" || len(r.Name) > maxNameLen:
@@ -178,6 +206,8 @@ func validate(r Registration) error {
 		return fmt.Errorf("port %d out of range", r.Port)
 	case len(r.URLs) > maxURLs:
 		return fmt.Errorf("too many urls (%d > %d)", len(r.URLs), maxURLs)
+	case r.Host != "" && !ValidHost(r.Host):
+		return fmt.Errorf("host %q is neither an IP address nor a host name", r.Host)
 	}
 	for _, u := range r.URLs {
 		if len(u) > maxURLLen {

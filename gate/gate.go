@@ -24,6 +24,10 @@ import (
 type Config struct {
 	// Distributor is the registry's host:port.
 	Distributor string
+	// Advertise is the address the gate registers ("HOST" or "HOST:PORT",
+	// see distributor.Advertised); empty registers the host the
+	// distributor sees and the listening port.
+	Advertise string
 	// RequestTimeout bounds each request's wait for its answer (default 10s);
 	// past it the client gets 504.
 	RequestTimeout time.Duration
@@ -80,10 +84,13 @@ func (g *Gate) Router() *service.Router { return g.router }
 // follows the list, and serves HTTP on ln until ctx is done; then it stops
 // accepting, finishes the requests in flight and returns.
 func (g *Gate) Serve(ctx context.Context, ln net.Listener) error {
-	port := ln.Addr().(*net.TCPAddr).Port
+	host, port, err := distributor.Advertised(g.cfg.Advertise, ln.Addr().(*net.TCPAddr).Port)
+	if err != nil {
+		return fmt.Errorf("gate: %w", err)
+	}
 	g.dc = distributor.NewClient(distributor.ClientConfig{
 		Addr:         g.cfg.Distributor,
-		Registration: &distributor.Registration{Name: "gate", Port: port, URLs: []string{}},
+		Registration: &distributor.Registration{Name: "gate", Host: host, Port: port, URLs: []string{}},
 		OnChange:     g.router.Update,
 		MaxPacket:    g.cfg.MaxPacket,
 		Logger:       g.log,
@@ -145,7 +152,6 @@ func (g *Gate) Serve(ctx context.Context, ln net.Listener) error {
 	defer cancel()
 	shut := make(chan error, 1)
 	go func() { shut <- srv.Shutdown(sctx) }()
-	var err error
 	select {
 	case err = <-shut:
 	case <-time.After(freshGrace):

@@ -34,6 +34,10 @@ type Config struct {
 	// DrainTimeout bounds the wait for in-flight requests at shutdown
 	// (default 10s).
 	DrainTimeout time.Duration
+	// Advertise is the address others should dial to reach this server:
+	// "HOST" or "HOST:PORT" (see distributor.Advertised); empty registers
+	// the host the distributor sees and the listening port.
+	Advertise string
 	// MaxPacket limits packet size (packet.DefaultMaxSize when 0).
 	MaxPacket int
 	// FleetKey, when set, makes the server accept only auth objects signed
@@ -102,10 +106,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	regCtx, leave := context.WithCancel(context.WithoutCancel(ctx))
 	var regDone chan struct{}
 	if s.cfg.Distributor != "" {
-		port := ln.Addr().(*net.TCPAddr).Port
+		host, port, err := distributor.Advertised(s.cfg.Advertise, ln.Addr().(*net.TCPAddr).Port)
+		if err != nil {
+			leave()
+			return err
+		}
 		dc := distributor.NewClient(distributor.ClientConfig{
 			Addr:         s.cfg.Distributor,
-			Registration: &distributor.Registration{Name: s.cfg.Name, Port: port, URLs: s.URLs()},
+			Registration: &distributor.Registration{Name: s.cfg.Name, Host: host, Port: port, URLs: s.URLs()},
 			OnChange:     s.cfg.OnNodes,
 			MaxPacket:    s.cfg.MaxPacket,
 			Logger:       s.log,

@@ -41,6 +41,7 @@ type options struct {
 	logFormat      string
 	debugAddr      string
 	metricsAddr    string
+	advertise      string
 	maxPacket      int
 	maxBody        int64
 	requestTimeout time.Duration
@@ -127,6 +128,7 @@ func parseFlags(name string, args []string, getenv func(string) string, stdout, 
 	fs.StringVar(&o.logLevel, "log-level", env("MICROSHOP_LOG_LEVEL", "info"), "debug (one line per request), info, warn or error [MICROSHOP_LOG_LEVEL]")
 	fs.StringVar(&o.logFormat, "log-format", env("MICROSHOP_LOG_FORMAT", "text"), "text or json [MICROSHOP_LOG_FORMAT]")
 	fs.StringVar(&o.debugAddr, "debug-addr", env("MICROSHOP_DEBUG_ADDR", ""), "serve Go's profiler (/debug/pprof/) on this address, e.g. 127.0.0.1:6060; empty = off [MICROSHOP_DEBUG_ADDR]")
+	fs.StringVar(&o.advertise, "advertise", env("MICROSHOP_ADVERTISE", ""), "the address other processes dial to reach this one, HOST or HOST:PORT (all: HOST only), when the one the distributor sees is wrong (NAT, containers, several interfaces); empty = the address the registration comes from, and the listening port [MICROSHOP_ADVERTISE]")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", env("MICROSHOP_METRICS_ADDR", ""), "serve Prometheus metrics (/metrics) on this address, e.g. 127.0.0.1:9100; empty = off [MICROSHOP_METRICS_ADDR]")
 	var envErr error
 	envInt := func(key string, def int64) int64 {
@@ -204,6 +206,11 @@ func parseFlags(name string, args []string, getenv func(string) string, stdout, 
 	}
 	if o.requestTimeout <= 0 {
 		return nil, fmt.Errorf("--request-timeout: want a positive duration, got %v", o.requestTimeout)
+	}
+	if _, port, err := distributor.Advertised(o.advertise, 0); err != nil {
+		return nil, fmt.Errorf("--advertise: %w", err)
+	} else if name == "all" && port != 0 {
+		return nil, fmt.Errorf("--advertise: all runs every component on a port of its own; give a HOST only, got %q", o.advertise)
 	}
 	return o, nil
 }
@@ -287,7 +294,7 @@ func start(ctx context.Context, c component, ln net.Listener, o *options, res *r
 	case kindDistributor:
 		return newDistributor(o, log).Serve(ctx, ln)
 	case kindGate:
-		cfg := gate.Config{Distributor: o.distributor, RequestTimeout: o.requestTimeout, MaxBody: o.maxBody, MaxPacket: o.maxPacket, Chat: o.chat, Security: o.sec.gate, FleetKey: service.FleetKey(o.sec.fleetKey), Logger: log}
+		cfg := gate.Config{Distributor: o.distributor, Advertise: o.advertise, RequestTimeout: o.requestTimeout, MaxBody: o.maxBody, MaxPacket: o.maxPacket, Chat: o.chat, Security: o.sec.gate, FleetKey: service.FleetKey(o.sec.fleetKey), Logger: log}
 		if res != nil {
 			cfg.Cache = res.cache
 		}
@@ -296,7 +303,7 @@ func start(ctx context.Context, c component, ln net.Listener, o *options, res *r
 	}
 	slog := log.With("component", c.name)
 	d := deps{db: res.db, cache: res.cache, log: slog, sec: &o.sec}
-	cfg := service.Config{Name: c.name, Distributor: o.distributor, MaxPacket: o.maxPacket, FleetKey: service.FleetKey(o.sec.fleetKey), Logger: log}
+	cfg := service.Config{Name: c.name, Distributor: o.distributor, Advertise: o.advertise, MaxPacket: o.maxPacket, FleetKey: service.FleetKey(o.sec.fleetKey), Logger: log}
 	if c.calls {
 		d.caller = service.NewRouter(service.RouterConfig{RequestTimeout: o.requestTimeout, MaxPacket: o.maxPacket, FleetKey: service.FleetKey(o.sec.fleetKey), Logger: slog})
 		defer d.caller.Close()
