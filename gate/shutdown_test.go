@@ -104,14 +104,16 @@ func TestShutdownClosesFreshConnections(t *testing.T) {
 	if n, err := idle.Read(make([]byte, 1)); err != io.EOF {
 		t.Fatalf("the fresh connection: read %d bytes, %v; want EOF (closed by the gate)", n, err)
 	}
-	if !strings.Contains(logs.String(), "closed connections that had sent no request") {
-		t.Fatalf("the gate did not say it closed the fresh connection; log:\n%s", logs.String())
-	}
 	close(release)
 	if a := <-answer; !strings.HasPrefix(a, "200 ") || !strings.Contains(a, `"done":true`) {
 		t.Fatalf("the request in flight during shutdown got %q; want 200 with its answer", a)
 	}
 	if err := <-served; err != nil {
 		t.Fatalf("Serve: %v", err)
+	}
+	// The EOF could also be net/http's own doing after 5 s; the gate says
+	// when it was its own.
+	if !strings.Contains(logs.String(), "closed connections that had sent no request") {
+		t.Fatalf("the gate did not say it closed the fresh connection; log:\n%s", logs.String())
 	}
 }
