@@ -24,7 +24,10 @@ type ClientConfig struct {
 	RetryInterval time.Duration
 	// MaxPacket limits packet size (packet.DefaultMaxSize when 0).
 	MaxPacket int
-	Logger    *slog.Logger
+	// FleetKey, when set, signs the registration, as a distributor with
+	// the same key requires.
+	FleetKey []byte
+	Logger   *slog.Logger
 }
 
 // Client keeps a process registered with the distributor and follows the
@@ -100,6 +103,9 @@ func (c *Client) session(ctx context.Context, nc net.Conn) {
 		reg := *r
 		if reg.URLs == nil {
 			reg.URLs = []string{}
+		}
+		if len(c.cfg.FleetKey) > 0 {
+			sign(c.cfg.FleetKey, &reg, time.Now())
 		}
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := conn.Send(wctx, registerPacket{URI: "/distributes", Method: "POST", Key: 0, Params: reg})

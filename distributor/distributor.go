@@ -57,6 +57,11 @@ type Registration struct {
 	Host string   `json:"host,omitempty"`
 	Port int      `json:"port"`
 	URLs []string `json:"urls"`
+	// Exp and Sig sign the registration when the fleet has a key (see
+	// ClientConfig.FleetKey and Server.FleetKey); another microshop
+	// extension the book's distributor ignores.
+	Exp int64  `json:"exp,omitempty"`
+	Sig string `json:"sig,omitempty"`
 }
 
 // Limits on a registration, so one bad peer cannot bloat every list.

@@ -1,6 +1,9 @@
 package distributor
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 func TestAdvertised(t *testing.T) {
 	for _, tc := range []struct {
@@ -44,5 +47,34 @@ func TestValidateHost(t *testing.T) {
 	bad := Registration{Name: "goods", Host: "x y", Port: 9010}
 	if err := validate(bad); err == nil {
 		t.Fatalf("validate(%+v) = nil; want an error for the host", bad)
+	}
+}
+
+func TestSignedRegistration(t *testing.T) {
+	key := []byte("a-fleet-key-0123456789")
+	now := time.Unix(1_800_000_000, 0)
+	r := Registration{Name: "members", Host: "10.0.0.2", Port: 9020, URLs: []string{"POST/sessions"}}
+	sign(key, &r, now)
+	if !verifySig(key, &r, now) {
+		t.Fatal("a freshly signed registration does not verify")
+	}
+	for what, bad := range map[string]func(r *Registration) []byte{
+		"another key":    func(r *Registration) []byte { return []byte("another-key-0123456789") },
+		"another port":   func(r *Registration) []byte { r.Port = 9021; return key },
+		"another host":   func(r *Registration) []byte { r.Host = "10.0.0.3"; return key },
+		"another route":  func(r *Registration) []byte { r.URLs = append(r.URLs, "GET/members"); return key },
+		"another name":   func(r *Registration) []byte { r.Name = "goods"; return key },
+		"a later expiry": func(r *Registration) []byte { r.Exp += 3600; return key },
+		"no signature":   func(r *Registration) []byte { r.Sig = ""; return key },
+	} {
+		c := r
+		c.URLs = append([]string(nil), r.URLs...)
+		k := bad(&c)
+		if verifySig(k, &c, now) {
+			t.Errorf("a registration with %s verifies", what)
+		}
+	}
+	if verifySig(key, &r, now.Add(signedFor+time.Second)) {
+		t.Error("an expired registration verifies")
 	}
 }

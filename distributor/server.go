@@ -27,6 +27,12 @@ type Server struct {
 	// pushed (DefaultSettle unless changed before Serve; 0 pushes at once).
 	Settle time.Duration
 
+	// FleetKey, when set before Serve, makes the server list only
+	// registrations signed with it (ClientConfig.FleetKey): without the key
+	// nobody can put a process on the list, say a fake members service
+	// that would receive logins. Connections may still watch the list.
+	FleetKey []byte
+
 	log     *slog.Logger
 	maxSize int
 	settled bool // guarded by mu; lists are pushed only once settled
@@ -149,6 +155,10 @@ func (s *Server) onMessage(c *packet.Conn, m *packet.Message) {
 	}
 	if err := validate(reg); err != nil {
 		s.log.Warn("distributor: registration refused", "remote", c.RemoteAddr().String(), "err", err)
+		return
+	}
+	if len(s.FleetKey) > 0 && !verifySig(s.FleetKey, &reg, time.Now()) {
+		s.log.Warn("distributor: registration refused: not signed with this fleet's key (--fleet-key)", "remote", c.RemoteAddr().String(), "name", reg.Name)
 		return
 	}
 	host, _, _ := net.SplitHostPort(c.RemoteAddr().String())

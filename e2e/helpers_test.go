@@ -161,7 +161,7 @@ func (f *fleet) startDistributor() *proc {
 	if f.distAddr == "" {
 		f.distAddr = "127.0.0.1:" + strconv.Itoa(proctest.FreePort(f.t))
 	}
-	p := f.start("distributor", "distributor", "--addr", f.distAddr, "--log-level", "debug")
+	p := f.start("distributor", "distributor", "--addr", f.distAddr, "--log-level", "debug", "--fleet-key", "none")
 	f.waitDial(f.distAddr, p)
 	return p
 }

@@ -21,7 +21,7 @@ func TestMetrics(t *testing.T) {
 	metricsAddr := func() string { return "127.0.0.1:" + strconv.Itoa(proctest.FreePort(t)) }
 	distMetrics, gateMetrics, goodsMetrics := metricsAddr(), metricsAddr(), metricsAddr()
 	f.distAddr = "127.0.0.1:" + strconv.Itoa(proctest.FreePort(t))
-	dist := f.start("distributor", "distributor", "--addr", f.distAddr, "--metrics-addr", distMetrics)
+	dist := f.start("distributor", "distributor", "--addr", f.distAddr, "--fleet-key", "none", "--metrics-addr", distMetrics)
 	f.waitDial(f.distAddr, dist)
 	f.startGate("--metrics-addr", gateMetrics)
 	f.startService("goods", "--metrics-addr", goodsMetrics)

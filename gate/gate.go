@@ -91,6 +91,7 @@ func (g *Gate) Serve(ctx context.Context, ln net.Listener) error {
 	g.dc = distributor.NewClient(distributor.ClientConfig{
 		Addr:         g.cfg.Distributor,
 		Registration: &distributor.Registration{Name: "gate", Host: host, Port: port, URLs: []string{}},
+		FleetKey:     g.cfg.FleetKey,
 		OnChange:     g.router.Update,
 		MaxPacket:    g.cfg.MaxPacket,
 		Logger:       g.log,

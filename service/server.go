@@ -114,6 +114,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		dc := distributor.NewClient(distributor.ClientConfig{
 			Addr:         s.cfg.Distributor,
 			Registration: &distributor.Registration{Name: s.cfg.Name, Host: host, Port: port, URLs: s.URLs()},
+			FleetKey:     s.cfg.FleetKey,
 			OnChange:     s.cfg.OnNodes,
 			MaxPacket:    s.cfg.MaxPacket,
 			Logger:       s.log,

@@ -84,3 +84,97 @@ func TestFleetKey(t *testing.T) {
 		t.Errorf("GET /purchases = %v; want exactly the one purchase made through the gate", ps)
 	}
 }
+
+// TestFleetKeyRegistration: a distributor with --fleet-key lists only
+// registrations signed with it, so a process without the key cannot pose
+// as the members service and receive logins.
+func TestFleetKeyRegistration(t *testing.T) {
+	f := newFleet(t, "")
+	members := f.service("members")
+	g := f.gate()
+	f.waitRoutes("POST /sessions")
+	real := ""
+	deadline := time.Now().Add(startTimeout)
+	for real == "" {
+		if m := listeningRE.FindStringSubmatch(members.Logs()); m != nil {
+			real = m[1]
+		} else if time.Now().After(deadline) {
+			t.Fatalf("members never logged its address:\n%s", members.Logs())
+		} else {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	impostor, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer impostor.Close()
+	port := impostor.Addr().(*net.TCPAddr).Port
+	nc, err := net.DialTimeout("tcp", f.distAddr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	for _, reg := range []string{
+		`{"name":"members","port":` + strconv.Itoa(port) + `,"urls":["POST/sessions","GET/members"]}`,
+		`{"name":"members","port":` + strconv.Itoa(port) + `,"urls":["POST/sessions","GET/members"],"exp":9999999999,"sig":"00ff"}`,
+	} {
+		if _, err := nc.Write([]byte(`{"uri":"/distributes","method":"POST","key":0,"params":` + reg + `}¶`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for len(f.dist.LogLines("registration refused: not signed")) < 2 {
+		if time.Now().After(deadline.Add(startTimeout)) {
+			t.Fatalf("the distributor never refused the unsigned and the forged registration:\n%s", f.dist.Logs())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// A new connection gets the list at once: members only at its real
+	// address.
+	list := readList(t, f.distAddr)
+	var at []string
+	for _, n := range list {
+		if n.Name == "members" {
+			at = append(at, net.JoinHostPort(n.Host, strconv.Itoa(n.Port)))
+		}
+	}
+	if len(at) != 1 || at[0] != real {
+		t.Fatalf("the distributor lists members at %v; want only %s", at, real)
+	}
+	_, token := logIn(t, f, g, "erin")
+	if token == "" {
+		t.Fatal("no token from the real members service")
+	}
+}
+
+// readList connects to the distributor at addr and returns the first list
+// it pushes.
+func readList(t *testing.T, addr string) []struct {
+	Name string `json:"name"`
+	Host string `json:"host"`
+	Port int    `json:"port"`
+} {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	raw, err := bufio.NewReader(nc).ReadString('\xb6')
+	if err != nil {
+		t.Fatalf("no list from the distributor: %v", err)
+	}
+	var m struct {
+		Params []struct {
+			Name string `json:"name"`
+			Host string `json:"host"`
+			Port int    `json:"port"`
+		} `json:"params"`
+	}
+	if err := json.Unmarshal([]byte(strings.TrimSuffix(raw, "¶")), &m); err != nil {
+		t.Fatalf("list %q: %v", raw, err)
+	}
+	return m.Params
+}

@@ -44,6 +44,7 @@ type fleet struct {
 	redis    string
 	prefix   string
 	distAddr string
+	dist     *proc
 	gates    []string // http://host:port of every gate
 	client   *http.Client
 
@@ -77,8 +78,8 @@ func newFleet(t *testing.T, redisURL string) *fleet {
 	}
 	t.Cleanup(f.stop)
 	f.distAddr = "127.0.0.1:" + strconv.Itoa(proctest.FreePort(t))
-	p := f.start("distributor", "distributor", "--addr", f.distAddr)
-	f.waitDial(f.distAddr, p)
+	f.dist = f.start("distributor", "distributor", "--addr", f.distAddr, "--fleet-key", fleetKey)
+	f.waitDial(f.distAddr, f.dist)
 	return f
 }
 

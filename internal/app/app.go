@@ -314,7 +314,9 @@ func start(ctx context.Context, c component, ln net.Listener, o *options, res *r
 }
 
 func newDistributor(o *options, log *slog.Logger) *distributor.Server {
-	return distributor.NewServer(log.With("component", "distributor"), o.maxPacket)
+	d := distributor.NewServer(log.With("component", "distributor"), o.maxPacket)
+	d.FleetKey = []byte(o.sec.fleetKey)
+	return d
 }
 
 // runOne runs a single component as its own process.
@@ -328,12 +330,12 @@ func runOne(ctx context.Context, c component, o *options, stderr io.Writer) erro
 	}
 	if o.sec.fleetKey == "" && needsFleetKey(c.name, o.sec.gate.AuthOff) {
 		if !o.sec.noFleetKey {
-			return fmt.Errorf("--fleet-key is required: give every gate and service the same secret (at least %d characters), "+
-				"so that reaching a service's port is not enough to act as any member; "+
-				"--fleet-key=%s runs without one, with services believing any identity sent to them as the book's do "+
-				"(for a fleet with the book's Node.js gate; never where others can reach the services)", minAdminKey, FleetKeyNone)
+			return fmt.Errorf("--fleet-key is required: give the distributor, every service and every gate the same secret (at least %d characters), "+
+				"so that reaching a port inside the fleet is not enough to act as a member or to list a process; "+
+				"--fleet-key=%s runs without one, trusting peers as the book's processes do "+
+				"(for a fleet with the book's Node.js processes; never where others can reach the fleet's ports)", minAdminKey, FleetKeyNone)
 		}
-		log.Warn("--fleet-key=none: services believe any identity sent to them, so whoever reaches a service's port can act as anyone; set the same --fleet-key on every gate and service")
+		log.Warn("--fleet-key=none: this process trusts its peers as the book's do (services believe any identity, the distributor lists any registration), so whoever reaches its port can act as anyone; set the same --fleet-key on every process")
 	}
 	var res *resources
 	if c.kind == kindService {

@@ -128,13 +128,17 @@ func securityFlags(fs *flag.FlagSet, name string, s *securityOptions, getenv fun
 // without a fleet key, on purpose.
 const FleetKeyNone = "none"
 
-// needsFleetKey reports whether command name must be given a fleet key: a
-// service, or a gate that checks tokens (it signs the identities it sends).
-// all generates one; the distributor and a gate with --auth=off have no
-// identities to vouch for.
+// needsFleetKey reports whether command name must be given a fleet key: the
+// distributor (it lists only registrations signed with it), a service, or a
+// gate that checks tokens (it signs the identities it sends). all generates
+// one; a gate with --auth=off has no identities to vouch for (it signs its
+// registration when given a key).
 func needsFleetKey(name string, authOff bool) bool {
-	if name == "gate" {
+	switch name {
+	case "gate":
 		return !authOff
+	case "distributor":
+		return true
 	}
 	c, ok := findComponent(name)
 	return ok && c.kind == kindService
