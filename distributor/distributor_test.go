@@ -1,6 +1,9 @@
 package distributor
 
 import (
+	"context"
+	"log/slog"
+	"net"
 	"testing"
 	"time"
 )
@@ -77,4 +80,37 @@ func TestSignedRegistration(t *testing.T) {
 	if verifySig(key, &r, now.Add(signedFor+time.Second)) {
 		t.Error("an expired registration verifies")
 	}
+}
+
+// EndSettle pushes the list at once, however long the settle period.
+func TestEndSettle(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := NewServer(slog.New(slog.DiscardHandler), 0)
+	s.Settle = time.Hour
+	served := make(chan struct{})
+	go func() { defer close(served); s.Serve(ctx, ln) }()
+	lists := make(chan []Node, 16)
+	c := NewClient(ClientConfig{Addr: ln.Addr().String(), Logger: slog.New(slog.DiscardHandler),
+		Registration: &Registration{Name: "goods", Port: 9010, URLs: []string{"GET/goods"}},
+		OnChange:     func(n []Node) { lists <- n }})
+	go c.Run(ctx)
+	for len(s.Nodes()) == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	s.EndSettle()
+	select {
+	case n := <-lists:
+		if len(n) != 1 || n[0].Name != "goods" {
+			t.Fatalf("list %+v; want goods", n)
+		}
+	case <-time.After(30 * time.Second): // a hang guard, not a timing assertion
+		t.Fatal("no list after EndSettle")
+	}
+	cancel()
+	<-served
 }

@@ -33,9 +33,10 @@ type Server struct {
 	// that would receive logins. Connections may still watch the list.
 	FleetKey []byte
 
-	log     *slog.Logger
-	maxSize int
-	settled bool // guarded by mu; lists are pushed only once settled
+	log      *slog.Logger
+	maxSize  int
+	settled  bool // guarded by mu; lists are pushed only once settled
+	stopping bool // guarded by mu; a stopping registry pushes no more lists
 
 	mu    sync.Mutex // guards conns and seq; held while queueing pushes so every connection sees lists in order
 	conns map[*packet.Conn]*member
@@ -57,17 +58,25 @@ func NewServer(log *slog.Logger, maxPacket int) *Server {
 	return &Server{Settle: DefaultSettle, log: log, maxSize: maxPacket, conns: make(map[*packet.Conn]*member)}
 }
 
+// EndSettle ends the settle period at once and pushes the list, for a
+// caller that knows every process that matters has registered (microshop
+// all, once its own services have). Calls after the first do nothing.
+func (s *Server) EndSettle() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.settled || s.stopping {
+		return
+	}
+	s.settled = true
+	s.broadcastLocked()
+}
+
 // Serve accepts connections on ln until ctx is done, then closes every
 // connection and returns once they have all ended.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
-	settle := time.AfterFunc(s.Settle, func() {
-		s.mu.Lock()
-		s.settled = true
-		s.broadcastLocked()
-		s.mu.Unlock()
-	})
+	settle := time.AfterFunc(s.Settle, s.EndSettle)
 	defer settle.Stop()
 	var delay time.Duration
 	for {
@@ -94,6 +103,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	settle.Stop()
 	s.mu.Lock()
 	s.settled = false // a registry going away pushes no more (partial) lists
+	s.stopping = true
 	for c := range s.conns {
 		c.Close()
 	}

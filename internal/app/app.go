@@ -422,7 +422,11 @@ func runAll(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		if c.kind == kindGate {
 			// Open the front door once every service is registered, so
 			// the first requests find their routes.
-			waitRegistered(ctx, reg, services, 10*time.Second, log)
+			// They are all in this process, so the distributor need not
+			// wait out its settle period for anyone else.
+			if waitRegistered(ctx, reg, services, 10*time.Second, log) {
+				reg.EndSettle()
+			}
 		}
 		if c.kind == kindService {
 			services = append(services, c.name)
@@ -456,8 +460,9 @@ func runAll(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	return ferr
 }
 
-// waitRegistered waits until reg lists every named service, or d passes.
-func waitRegistered(ctx context.Context, reg *distributor.Server, names []string, d time.Duration, log *slog.Logger) {
+// waitRegistered waits until reg lists every named service, or d passes;
+// it reports whether they all registered.
+func waitRegistered(ctx context.Context, reg *distributor.Server, names []string, d time.Duration, log *slog.Logger) bool {
 	deadline := time.Now().Add(d)
 	for {
 		listed := map[string]bool{}
@@ -471,11 +476,11 @@ func waitRegistered(ctx context.Context, reg *distributor.Server, names []string
 			}
 		}
 		if missing == 0 {
-			return
+			return true
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			log.Warn("starting the gate before every service registered", "missing", missing)
-			return
+			return false
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
