@@ -33,6 +33,7 @@ type benchChatOptions struct {
 	room        string
 	size        int // bytes of padding per message text
 	drain       time.Duration
+	token       string // bearer token for every socket ("" = none)
 }
 
 // runBench runs `microshop bench KIND`; chat is the only kind.
@@ -41,7 +42,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		fmt.Fprintln(stderr, "Usage: microshop bench chat [flags]   (microshop bench chat --help)")
 		return errors.New("bench: want a kind of load: chat")
 	}
-	o, err := parseBenchChat(args[1:], stdout, stderr)
+	o, err := parseBenchChat(args[1:], getenv, stdout, stderr)
 	if err != nil {
 		return err
 	}
@@ -53,7 +54,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	return nil
 }
 
-func parseBenchChat(args []string, stdout, stderr io.Writer) (*benchChatOptions, error) {
+func parseBenchChat(args []string, getenv func(string) string, stdout, stderr io.Writer) (*benchChatOptions, error) {
 	fs := flag.NewFlagSet("microshop bench chat", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	o := &benchChatOptions{}
@@ -65,6 +66,7 @@ func parseBenchChat(args []string, stdout, stderr io.Writer) (*benchChatOptions,
 	fs.StringVar(&o.room, "room", "bench", "the room")
 	fs.IntVar(&o.size, "size", 64, "bytes of padding in each message text")
 	fs.DurationVar(&o.drain, "drain", 5*time.Second, "how long to wait for the last deliveries after the publishers stop")
+	fs.StringVar(&o.token, "token", getenv("MICROSHOP_BENCH_TOKEN"), "a member's token for every socket, for gates that check tokens (raise their --rate-limit-member: every socket opens as that member); empty = none, for gates with --auth=off [MICROSHOP_BENCH_TOKEN]")
 	fs.Usage = func() {
 		fmt.Fprintln(stdout, "microshop bench chat: a load generator for chat. It connects the subscribers and")
 		fmt.Fprintln(stdout, "publishers to one room across the gates, has each publisher send --rate messages a")
@@ -152,11 +154,21 @@ func benchChat(ctx context.Context, o *benchChatOptions, log io.Writer) (*benchR
 	}
 	client := &http.Client{Transport: transport}
 	dial := func(ctx context.Context, i int, user string) (*websocket.Conn, error) {
-		u := o.gates[i%len(o.gates)] + "/chat?room=" + url.QueryEscape(o.room) + "&userid=" + url.QueryEscape(user)
+		u := o.gates[i%len(o.gates)] + "/chat?room=" + url.QueryEscape(o.room)
+		if o.token == "" {
+			u += "&userid=" + url.QueryEscape(user) // the book's open mode names the user
+		}
 		dctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		defer cancel()
-		c, _, err := websocket.Dial(dctx, u, &websocket.DialOptions{HTTPClient: client})
+		opts := &websocket.DialOptions{HTTPClient: client}
+		if o.token != "" {
+			opts.HTTPHeader = http.Header{"Authorization": {"Bearer " + o.token}}
+		}
+		c, resp, err := websocket.Dial(dctx, u, opts)
 		if err != nil {
+			if resp != nil && resp.StatusCode == http.StatusUnauthorized {
+				return nil, fmt.Errorf("connect %s: 401: the gate checks tokens; give --token (a member's token) or run the gates with --auth=off", u)
+			}
 			return nil, fmt.Errorf("connect %s: %w", u, err)
 		}
 		c.SetReadLimit(64 << 10)
