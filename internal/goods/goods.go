@@ -19,6 +19,7 @@ package goods
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -48,6 +49,8 @@ type Service struct {
 	store table
 	cache *cache.Cache
 	log   *slog.Logger
+	// repairs retries the tombstones that Redis failed to take.
+	repairs *cache.Repairs
 
 	// degraded is set while Redis fails, so that an outage is logged once
 	// at warn when it starts and once when it ends, not on every request.
@@ -61,7 +64,8 @@ func New(db *store.DB, c *cache.Cache, log *slog.Logger) *Service {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{store: table{db: db}, cache: c, log: log.With("service", "goods")}
+	log = log.With("service", "goods")
+	return &Service{store: table{db: db}, cache: c, log: log, repairs: cache.NewRepairs(log)}
 }
 
 // Routes returns the handlers of the goods service by "METHOD/path".
@@ -149,7 +153,17 @@ func (s *Service) delete(ctx context.Context, r *service.Request) (service.Resul
 	if err := s.store.delete(ctx, id); err != nil {
 		return nil, err
 	}
-	s.redisDone(catalog.Forget(ctx, s.cache, id), "cache the deletion", id)
+	if err := catalog.Forget(ctx, s.cache, id); err != nil {
+		s.redisDone(err, "cache the deletion", id)
+		// The good may still be cached (a Redis that failed for a moment
+		// keeps its data), and purchases would believe it: write the
+		// tombstone as soon as Redis answers.
+		s.repairs.Add(fmt.Sprintf("goods:%d", id), func(ctx context.Context) error {
+			return catalog.Forget(ctx, s.cache, id)
+		})
+	} else {
+		s.redisDone(nil, "", id)
+	}
 	return service.Result{}, nil
 }
 

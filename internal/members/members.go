@@ -59,6 +59,9 @@ type Service struct {
 	hasher   *hasher
 	sessions *sessions
 	now      func() time.Time
+	// repairs retries the tombstones of revoked sessions that Redis
+	// failed to take.
+	repairs *cache.Repairs
 }
 
 // New returns the members service over db, caching sessions and counting
@@ -78,6 +81,7 @@ func New(db *store.DB, c *cache.Cache, log *slog.Logger) *Service {
 		now:    time.Now,
 	}
 	s.sessions = &sessions{svc: s}
+	s.repairs = cache.NewRepairs(s.log)
 	return s
 }
 

@@ -222,17 +222,28 @@ func (s *sessions) bury(ctx context.Context, hashes []string, lefts []time.Durat
 		return nil
 	}
 	var failed error
+	now := time.Now()
 	for i, h := range hashes {
 		if lefts[i] <= 0 {
 			continue
 		}
 		if err := c.Set(ctx, SessionKey(c, h), tombstone, cacheTTL(lefts[i])).Err(); err != nil {
 			failed = err
+			// Keep trying in the background, until the session would
+			// have expired anyway.
+			key, ends := SessionKey(c, h), now.Add(lefts[i])
+			s.svc.repairs.Add(key, func(ctx context.Context) error {
+				left := time.Until(ends)
+				if left <= 0 {
+					return nil
+				}
+				return c.Set(ctx, key, tombstone, cacheTTL(left)).Err()
+			})
 		}
 	}
 	if failed != nil {
-		s.svc.log.Warn("session revoked in the database, but Redis did not take the tombstone", "err", failed)
-		return service.Unavailable("the session is revoked, but a cached copy may still be accepted for a few minutes; retry")
+		s.svc.log.Warn("session revoked in the database, but Redis did not take the tombstone; retrying it in the background", "err", failed)
+		return service.Unavailable("the session is revoked, but a cached copy may still be accepted until Redis answers again (a few minutes at most); retry")
 	}
 	return nil
 }

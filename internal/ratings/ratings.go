@@ -45,6 +45,7 @@ package ratings
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 
@@ -61,6 +62,8 @@ type Service struct {
 	cache *cache.Cache
 	goods *catalog.Lookup
 	log   *slog.Logger
+	// repairs retries the Redis updates that failed after a commit.
+	repairs *cache.Repairs
 }
 
 // New returns the ratings service. goods is used to check that a good
@@ -70,11 +73,12 @@ func New(db *store.DB, c *cache.Cache, goods catalog.Caller, log *slog.Logger) *
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Service{
-		db:    db,
-		q:     queriesFor(db.Dialect),
-		cache: c,
-		goods: &catalog.Lookup{Cache: c, Caller: goods},
-		log:   log,
+		db:      db,
+		q:       queriesFor(db.Dialect),
+		cache:   c,
+		goods:   &catalog.Lookup{Cache: c, Caller: goods},
+		log:     log,
+		repairs: cache.NewRepairs(log),
 	}
 }
 
@@ -164,8 +168,12 @@ func (s *Service) Rate(ctx context.Context, user, good int64, stars int) error {
 		return err
 	}
 	if err := s.merge(ctx, good, "", false, []entry{e}); err != nil {
-		s.log.Warn("ratings: Redis update failed; the view catches up when it is rebuilt",
+		s.log.Warn("ratings: Redis update failed; retrying it in the background",
 			"goodsid", good, "userid", user, "err", err)
+		// Merges are versioned, so replaying this one later is safe.
+		s.repairs.Add(fmt.Sprintf("ratings:%d:%d:%d", good, user, e.version), func(ctx context.Context) error {
+			return s.merge(ctx, good, "", false, []entry{e})
+		})
 	}
 	return nil
 }

@@ -47,6 +47,7 @@ package reactions
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 
@@ -69,6 +70,8 @@ type Service struct {
 	cache *cache.Cache
 	goods *catalog.Lookup
 	log   *slog.Logger
+	// repairs retries the Redis updates that failed after a commit.
+	repairs *cache.Repairs
 }
 
 // New returns the reactions service. goods is used to check that a good
@@ -78,11 +81,12 @@ func New(db *store.DB, c *cache.Cache, goods catalog.Caller, log *slog.Logger) *
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Service{
-		db:    db,
-		q:     queriesFor(db.Dialect),
-		cache: c,
-		goods: &catalog.Lookup{Cache: c, Caller: goods},
-		log:   log,
+		db:      db,
+		q:       queriesFor(db.Dialect),
+		cache:   c,
+		goods:   &catalog.Lookup{Cache: c, Caller: goods},
+		log:     log,
+		repairs: cache.NewRepairs(log),
 	}
 }
 
@@ -185,8 +189,12 @@ func (s *Service) Set(ctx context.Context, user, good int64, reaction string) er
 		return nil // withdrawing a reaction never given
 	}
 	if err := s.merge(ctx, good, "", false, []entry{st}); err != nil {
-		s.log.Warn("reactions: Redis update failed; the view catches up when it is rebuilt",
+		s.log.Warn("reactions: Redis update failed; retrying it in the background",
 			"goodsid", good, "userid", user, "err", err)
+		// Merges are versioned, so replaying this one later is safe.
+		s.repairs.Add(fmt.Sprintf("reactions:%d:%d:%d", good, user, st.version), func(ctx context.Context) error {
+			return s.merge(ctx, good, "", false, []entry{st})
+		})
 	}
 	return nil
 }

@@ -9,6 +9,9 @@ import (
 	"net/http"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
 
 	"github.com/microshop/microshop/internal/cache"
 	"github.com/microshop/microshop/internal/reactions"
@@ -306,4 +309,36 @@ func TestRedisDown(t *testing.T) {
 	// Redis back: the view builds from what the database recorded.
 	up := withCache(t, db, testenv.Cache(t))
 	wantCounts(t, up, 2, 1, 1, 1, "like")
+}
+
+// A like whose Redis update failed while Redis was away for a moment (it
+// kept its data, with the view built) reaches the view in the background
+// once Redis answers, instead of when the view expires.
+func TestRedisBlip(t *testing.T) {
+	m := miniredis.RunT(t)
+	c, err := cache.Open("redis://"+m.Addr()+"/0", "blip:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	f := withCache(t, testenv.DB(t), c)
+	f.must(t, "POST/reactions", map[string]any{"userid": 1, "goodsid": 3, "reaction": "like"})
+	wantCounts(t, f, 3, 1, 1, 0, "like") // the view is built
+	m.Close()
+	f.must(t, "POST/reactions", map[string]any{"userid": 2, "goodsid": 3, "reaction": "like"})
+	if err := m.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second) // a hang guard only
+	for {
+		res := f.must(t, "GET/reactions", map[string]any{"goodsid": 3})
+		if res["likes"] == int64(2) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET /reactions = %v after Redis came back; want the 2 likes the database holds", res)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	wantCounts(t, f, 3, 2, 2, 0, "like")
 }

@@ -50,6 +50,7 @@ package stores
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"strings"
@@ -84,6 +85,8 @@ type Service struct {
 	db    *store.DB
 	cache *cache.Cache
 	log   *slog.Logger
+	// repairs retries the Redis updates that failed after a commit.
+	repairs *cache.Repairs
 }
 
 // New returns the stores service.
@@ -91,7 +94,7 @@ func New(db *store.DB, c *cache.Cache, log *slog.Logger) *Service {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{db: db, cache: c, log: log}
+	return &Service{db: db, cache: c, log: log, repairs: cache.NewRepairs(log)}
 }
 
 // Routes returns the handlers of the service by "METHOD/path".
@@ -192,7 +195,8 @@ func (s *Service) Add(ctx context.Context, name string, lon, lat float64) (int64
 		return 0, err
 	}
 	if err := s.merge(ctx, "", false, []entry{{id: id, name: name, lon: lon, lat: lat}}); err != nil {
-		s.log.Warn("stores: Redis update failed; the view catches up when it is rebuilt", "id", id, "err", err)
+		s.log.Warn("stores: Redis update failed; retrying it in the background", "id", id, "err", err)
+		s.retry(entry{id: id, name: name, lon: lon, lat: lat})
 	}
 	return id, nil
 }
@@ -207,9 +211,19 @@ func (s *Service) Delete(ctx context.Context, id int64) error {
 		return service.NotFound("store %d not found", id)
 	}
 	if err := s.merge(ctx, "", false, []entry{{id: id, deleted: true}}); err != nil {
-		s.log.Warn("stores: Redis update failed; the view catches up when it is rebuilt", "id", id, "err", err)
+		s.log.Warn("stores: Redis update failed; retrying it in the background", "id", id, "err", err)
+		s.retry(entry{id: id, deleted: true})
 	}
 	return nil
+}
+
+// retry merges e into the view in the background once Redis answers.
+// Entries are versioned (live, then deleted), so a late one never undoes a
+// newer one.
+func (s *Service) retry(e entry) {
+	s.repairs.Add(fmt.Sprintf("stores:%d:%t", e.id, e.deleted), func(ctx context.Context) error {
+		return s.merge(ctx, "", false, []entry{e})
+	})
 }
 
 // Near returns up to limit stores within radius km of (lon, lat), nearest
