@@ -281,13 +281,14 @@ func (h *chatHub) dropLocked(c *chatClient, code websocket.StatusCode, reason st
 // history's ids after going live, skipping those messages when they
 // arrive, until a message newer than the whole history shows that the
 // subscription has caught up (see alreadySent).
-func (h *chatHub) goLive(c *chatClient, history [][]byte, ids map[int64]bool) {
+func (h *chatHub) goLive(c *chatClient, hist chatHistory) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if _, ok := h.rooms[c.room][c]; !ok {
 		return // dropped (overflow or shutdown) while joining
 	}
-	for _, f := range history {
+	ids := hist.ids
+	for _, f := range hist.frames {
 		if !c.offer(f) {
 			h.dropLocked(c, websocket.StatusPolicyViolation, reasonSlow)
 			return
@@ -297,6 +298,9 @@ func (h *chatHub) goLive(c *chatClient, history [][]byte, ids map[int64]bool) {
 		c.sent = ids
 		for id := range ids {
 			c.newest = max(c.newest, id)
+		}
+		if !hist.published {
+			c.sentUntil = time.Now().Add(unpublishedGrace)
 		}
 	}
 	for _, f := range c.pending {
@@ -340,9 +344,11 @@ type chatClient struct {
 
 	// sent holds the ids of the history frames c was sent, and newest the
 	// highest of them, until the subscription is known to have delivered
-	// them all; guarded by chatHub.mu.
-	sent   map[int64]bool
-	newest int64
+	// them all; sentUntil, for a history read from the database, is the
+	// earliest time they may be forgotten. Guarded by chatHub.mu.
+	sent      map[int64]bool
+	newest    int64
+	sentUntil time.Time
 
 	kickOnce sync.Once
 	kicked   chan struct{} // closed when the client is to be disconnected
@@ -373,18 +379,25 @@ func newChatClient(ctx context.Context, room, user string, cfg ChatConfig) *chat
 // (the window holds every published message, and the history is its
 // newest part), and Redis delivers a connection's messages in publish
 // order: every history message has then arrived, and c forgets the ids.
-// (A history read from the database, while the window is rebuilt, may
-// hold a message stored but not yet published; if another poster's newer
-// message overtakes it in that moment, the client can get it twice.)
+// A history read from the database (while the window is rebuilt, or with
+// Redis failing) may hold a message stored but not yet published, which
+// another poster's newer message can overtake: such a client keeps the ids
+// for unpublishedGrace at least.
 func (c *chatClient) alreadySent(id int64) bool {
 	if c.sent[id] {
 		return true
 	}
-	if id > c.newest {
+	if id > c.newest && (c.sentUntil.IsZero() || time.Now().After(c.sentUntil)) {
 		c.sent = nil
 	}
 	return false
 }
+
+// unpublishedGrace is how long a client whose history was read from the
+// database keeps its history's ids, however new the messages it receives:
+// such a history may hold a message stored but not yet published, which
+// the chat service publishes a moment later, possibly after newer ones.
+const unpublishedGrace = 5 * time.Second
 
 // offer queues frame without blocking; false means the queue is full.
 func (c *chatClient) offer(frame []byte) bool {

@@ -86,7 +86,7 @@ func TestJoinNoGapNoDuplicate(t *testing.T) {
 	}
 	h.dispatch("other", frame(99))
 	history := [][]byte{frame(3), frame(4), frame(5), frame(6)}
-	h.goLive(c, history, map[int64]bool{3: true, 4: true, 5: true, 6: true})
+	h.goLive(c, chatHistory{frames: history, ids: map[int64]bool{3: true, 4: true, 5: true, 6: true}, published: true})
 	h.dispatch("r", frame(9))
 	if got, want := fmt.Sprint(drain(c)), "[3 4 5 6 7 8 9]"; got != want {
 		t.Fatalf("frames = %s; want %s", got, want)
@@ -108,7 +108,7 @@ func TestHistoryMessageArrivingLate(t *testing.T) {
 		t.Fatal("join refused")
 	}
 	h.dispatch("r", frame(4)) // arrived while joining, in the history
-	h.goLive(c, [][]byte{frame(3), frame(4), frame(5), frame(6)}, map[int64]bool{3: true, 4: true, 5: true, 6: true})
+	h.goLive(c, history3to6(true))
 	for _, id := range []int{6, 5, 7, 8} { // 5 and 6 arrive late
 		h.dispatch("r", frame(id))
 	}
@@ -124,6 +124,33 @@ func TestHistoryMessageArrivingLate(t *testing.T) {
 	h.leave(c)
 }
 
+func history3to6(published bool) chatHistory {
+	return chatHistory{
+		frames:    [][]byte{frame(3), frame(4), frame(5), frame(6)},
+		ids:       map[int64]bool{3: true, 4: true, 5: true, 6: true},
+		published: published,
+	}
+}
+
+// A history read from the database may hold a message stored but not yet
+// published (6 here), which a newer message (7) can overtake: the client
+// keeps the history's ids anyway, and does not get 6 twice.
+func TestUnpublishedHistoryMessage(t *testing.T) {
+	h := testHub(16)
+	c := newChatClient(h.ctx, "r", "u", h.cfg)
+	if !h.join(c) {
+		t.Fatal("join refused")
+	}
+	h.goLive(c, history3to6(false))
+	for _, id := range []int{7, 6, 8} {
+		h.dispatch("r", frame(id))
+	}
+	if got, want := fmt.Sprint(drain(c)), "[3 4 5 6 7 8]"; got != want {
+		t.Fatalf("frames = %s; want %s", got, want)
+	}
+	h.leave(c)
+}
+
 // A client whose queue is full is dropped and told why; the others still
 // get every message.
 func TestSlowClientDropped(t *testing.T) {
@@ -134,7 +161,7 @@ func TestSlowClientDropped(t *testing.T) {
 	fast := newChatClient(h.ctx, "r", "fast", h.cfg)
 	for _, c := range []*chatClient{slow, fast} {
 		h.join(c)
-		h.goLive(c, nil, nil)
+		h.goLive(c, chatHistory{published: true})
 	}
 	capacity := cap(slow.send)
 	for i := 1; i <= capacity+1; i++ {

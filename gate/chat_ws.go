@@ -93,7 +93,7 @@ func (g *Gate) serveChat(w http.ResponseWriter, r *http.Request) int {
 		return writeError(w, http.StatusServiceUnavailable, "the gate is shutting down")
 	}
 	defer h.leave(c)
-	history, ids, status, msg := g.chatHistory(r.Context(), room)
+	history, status, msg := g.chatHistory(r.Context(), room)
 	if status != 0 {
 		if status == 499 {
 			return status
@@ -109,7 +109,7 @@ func (g *Gate) serveChat(w http.ResponseWriter, r *http.Request) int {
 	conn.SetReadLimit(maxChatFrame)
 	c.conn = conn
 	c.out.Store(bw.conn)
-	h.goLive(c, history, ids)
+	h.goLive(c, history)
 	g.log.Debug("chat: joined", "room", room, "user", user)
 
 	var wg sync.WaitGroup
@@ -127,30 +127,42 @@ func (g *Gate) serveChat(w http.ResponseWriter, r *http.Request) int {
 // chatHistory fetches the room's recent messages from the chat service as
 // frames to send, with their ids; or an HTTP status and message when it
 // cannot.
-func (g *Gate) chatHistory(ctx context.Context, room string) (frames [][]byte, ids map[int64]bool, status int, msg string) {
+func (g *Gate) chatHistory(ctx context.Context, room string) (h chatHistory, status int, msg string) {
 	params, _ := json.Marshal(map[string]any{"room": room, "limit": g.chat.cfg.History})
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
 	defer cancel()
 	m, err := g.router.Call(ctx, http.MethodGet, "/chat/history", params)
 	if err != nil {
 		status, msg := callError(ctx, err)
-		return nil, nil, status, msg
+		return h, status, msg
 	}
 	if s := Status(m); s != http.StatusOK {
-		return nil, nil, s, m.ErrorMessage
+		return h, s, m.ErrorMessage
 	}
 	var res struct {
 		Results []json.RawMessage `json:"results"`
+		Source  string            `json:"source"`
 	}
 	if err := json.Unmarshal(m.Raw, &res); err != nil {
-		return nil, nil, http.StatusBadGateway, "the chat service answered an unreadable history"
+		return h, http.StatusBadGateway, "the chat service answered an unreadable history"
 	}
-	ids = make(map[int64]bool, len(res.Results))
+	h.ids = make(map[int64]bool, len(res.Results))
 	for _, f := range res.Results {
-		frames = append(frames, f)
-		ids[frameID(f)] = true
+		h.frames = append(h.frames, f)
+		h.ids[frameID(f)] = true
 	}
-	return frames, ids, 0, ""
+	h.published = res.Source == "window"
+	return h, 0, ""
+}
+
+// chatHistory is the history a joining client gets.
+type chatHistory struct {
+	frames [][]byte
+	ids    map[int64]bool // the frames' message ids
+	// published is set when the history holds only published messages
+	// (read from the Redis window); one read from the database may hold a
+	// message stored but not published yet.
+	published bool
 }
 
 // callError maps a Router.Call error to an HTTP status and message, as the

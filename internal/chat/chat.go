@@ -131,34 +131,45 @@ func (s *Service) history(ctx context.Context, r *service.Request) (service.Resu
 	if limit < 1 || limit > MaxHistory {
 		return nil, service.BadRequest("limit must be from 1 to %d", MaxHistory)
 	}
-	msgs, err := s.recent(ctx, room, int(limit))
+	msgs, fromWindow, err := s.recent(ctx, room, int(limit))
 	if err != nil {
 		return nil, err
 	}
-	return service.Results(msgs), nil
+	res := service.Results(msgs)
+	// The window holds exactly the published messages; the database may
+	// also hold one stored a moment ago and not published yet. The gate
+	// joining a client to the room needs to know which (see gate.goLive).
+	res["source"] = "database"
+	if fromWindow {
+		res["source"] = "window"
+	}
+	return res, nil
 }
 
-// recent returns the last limit messages of room, oldest first.
-func (s *Service) recent(ctx context.Context, room string, limit int) ([]Message, error) {
+// recent returns the last limit messages of room, oldest first, and
+// whether they come from the Redis window (rather than the database).
+func (s *Service) recent(ctx context.Context, room string, limit int) ([]Message, bool, error) {
 	msgs, err := s.win.read(ctx, room, limit)
 	if err == nil {
 		s.redisDone(nil, "", "")
-		return msgs, nil
+		return msgs, true, nil
 	}
 	if !errors.Is(err, errNotBuilt) {
 		s.redisDone(err, "read window", room)
-		return s.store.last(ctx, room, limit)
+		msgs, err := s.store.last(ctx, room, limit)
+		return msgs, false, err
 	}
 	// The window is missing: rebuild it from the database. The token
 	// placed first tells whether the window vanished during the rebuild.
 	token, err := s.win.begin(ctx, room)
 	if err != nil {
 		s.redisDone(err, "begin rebuild", room)
-		return s.store.last(ctx, room, limit)
+		msgs, err := s.store.last(ctx, room, limit)
+		return msgs, false, err
 	}
 	all, err := s.store.last(ctx, room, MaxHistory)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if err := s.win.finish(ctx, room, token, all); err != nil {
 		if errors.Is(err, errRebuildRaced) {
@@ -172,7 +183,7 @@ func (s *Service) recent(ctx context.Context, room string, limit int) ([]Message
 	if len(all) > limit {
 		all = all[len(all)-limit:]
 	}
-	return all, nil
+	return all, false, nil
 }
 
 // redisDone records the outcome of a Redis operation: the first failure

@@ -208,6 +208,43 @@ func TestHistoryOrderLimitAndWindow(t *testing.T) {
 	}
 }
 
+// The history says where it was read: the window (published messages
+// only) or the database (a rebuild, or Redis down).
+func TestHistorySource(t *testing.T) {
+	db := testenv.DB(t)
+	f := withCache(t, db, testenv.Cache(t))
+	f.post(t, "r", "u", "a")
+	source := func(f *fixture) any {
+		t.Helper()
+		res, err := f.call("GET/chat/history", map[string]any{"room": "r"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res["source"]
+	}
+	if s := source(f); s != "database" {
+		t.Fatalf("source of a new room's first history = %v; want database (its window is built then)", s)
+	}
+	if s := source(f); s != "window" {
+		t.Fatalf("source = %v; want window", s)
+	}
+	f.flush(t)
+	if s := source(f); s != "database" {
+		t.Fatalf("source while rebuilding = %v; want database", s)
+	}
+	if s := source(f); s != "window" {
+		t.Fatalf("source once rebuilt = %v; want window", s)
+	}
+	down, err := cache.Open("redis://127.0.0.1:1/0", "x:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer down.Close()
+	if s := source(withCache(t, db, down)); s != "database" {
+		t.Fatalf("source with Redis down = %v; want database", s)
+	}
+}
+
 // A window whose messages were posted while it was missing is rebuilt whole.
 func TestHistoryAfterFlushWithNewMessages(t *testing.T) {
 	f := setup(t)
