@@ -51,7 +51,7 @@ func chatFlags(fs *flag.FlagSet, c *gate.ChatConfig, getenv func(string) string)
 	fs.IntVar(&c.Queue, "chat-queue", envInt("MICROSHOP_CHAT_QUEUE", 256), "gate: messages queued per chat socket before a slow reader is disconnected [MICROSHOP_CHAT_QUEUE]")
 	fs.Float64Var(&c.Rate, "chat-rate", envFloat("MICROSHOP_CHAT_RATE", 10), "gate: messages a second each chat socket may send, on average [MICROSHOP_CHAT_RATE]")
 	fs.IntVar(&c.Burst, "chat-burst", envInt("MICROSHOP_CHAT_BURST", 20), "gate: messages each chat socket may send at once [MICROSHOP_CHAT_BURST]")
-	fs.DurationVar(&c.PingInterval, "chat-ping", envDuration("MICROSHOP_CHAT_PING", 30*time.Second), "gate: how often chat sockets are pinged; a client silent that long is disconnected [MICROSHOP_CHAT_PING]")
+	fs.DurationVar(&c.PingInterval, "chat-ping", envDuration("MICROSHOP_CHAT_PING", 30*time.Second), "gate: how often chat sockets are pinged; a client that does not answer a ping within that time is disconnected [MICROSHOP_CHAT_PING]")
 	origins := env("MICROSHOP_CHAT_ORIGINS")
 	fs.StringVar(&origins, "chat-origins", origins, "gate: comma-separated host patterns of other web origins allowed to open chat sockets [MICROSHOP_CHAT_ORIGINS]")
 	return func() error {

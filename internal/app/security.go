@@ -53,12 +53,12 @@ func securityFlags(fs *flag.FlagSet, name string, s *securityOptions, getenv fun
 	}{
 		{"rate-limit", "MICROSHOP_RATE_LIMIT", defaultRateLimit, "gate: requests per client address (N/s, N/m, N/h; 0 = off)", &s.gate.RateLimit},
 		{"rate-limit-member", "MICROSHOP_RATE_LIMIT_MEMBER", defaultMemberRateLimit, "gate: requests per member with a token (0 = off)", &s.gate.MemberRateLimit},
-		{"rate-limit-strict", "MICROSHOP_RATE_LIMIT_STRICT", defaultStrictRateLimit, "gate: logins and writes (every method but GET) per client address (0 = off)", &s.gate.StrictRateLimit},
+		{"rate-limit-strict", "MICROSHOP_RATE_LIMIT_STRICT", defaultStrictRateLimit, "gate: logins and writes (every method but GET and HEAD) per client address (0 = off)", &s.gate.StrictRateLimit},
 	}
 	raw := make([]string, len(limits))
 	fs.StringVar(&auth, "auth", auth, "gate: on = bearer tokens and the admin key decide who may do what; off = the book's open behaviour (never expose it) [MICROSHOP_AUTH]")
 	fs.StringVar(&s.gate.AdminKey, "admin-key", env("MICROSHOP_ADMIN_KEY", ""), fmt.Sprintf("gate: the bearer token that manages goods and stores (at least %d characters; all: generated and printed when empty) [MICROSHOP_ADMIN_KEY]", minAdminKey))
-	fs.StringVar(&s.fleetKey, "fleet-key", env("MICROSHOP_FLEET_KEY", ""), fmt.Sprintf("gate and services: a secret shared by the whole fleet (at least %d characters); gates sign the identity they send with it and services refuse identities not signed with it, so reaching a service's port is not enough to act as someone; required by services and by gates with --auth=on; none = run without one on purpose (all: generated when empty) [MICROSHOP_FLEET_KEY]", minAdminKey))
+	fs.StringVar(&s.fleetKey, "fleet-key", env("MICROSHOP_FLEET_KEY", ""), fmt.Sprintf("a secret shared by the whole fleet (at least %d characters): gates sign the identity they send with it and services refuse identities not signed with it; every process signs its registration and the distributor lists only signed ones; required by the distributor, services and gates with --auth=on; none = run without one on purpose (all with --auth=on: generated when empty) [MICROSHOP_FLEET_KEY]", minAdminKey))
 	fs.StringVar(&proxies, "trusted-proxies", proxies, "gate: comma-separated CIDRs of proxies whose X-Forwarded-For is believed [MICROSHOP_TRUSTED_PROXIES]")
 	for i, l := range limits {
 		raw[i] = env(l.env, l.def)

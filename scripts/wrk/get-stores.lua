@@ -6,3 +6,6 @@ request = function()
   local lat = 37.4 + math.random() * 0.3
   return wrk.format("GET", string.format("/stores?longitude=%.5f&latitude=%.5f&radius=5&limit=20", lon, lat))
 end
+
+-- print the non-2xx count when done (run wrk from the repository root)
+dofile("scripts/wrk/report.lua")

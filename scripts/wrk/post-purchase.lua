@@ -3,3 +3,6 @@
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"userid":1,"goodsid":1}'
+
+-- print the non-2xx count when done (run wrk from the repository root)
+dofile("scripts/wrk/report.lua")

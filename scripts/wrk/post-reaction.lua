@@ -6,3 +6,6 @@ request = function()
     math.random(1, 1000000), math.random() < 0.7 and "like" or "dislike")
   return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, body)
 end
+
+-- print the non-2xx count when done (run wrk from the repository root)
+dofile("scripts/wrk/report.lua")
