@@ -60,16 +60,19 @@ func Put(ctx context.Context, c *cache.Cache, g Good) error {
 }
 
 // Fill caches a good a reader found in the database or got from the goods
-// service. It never overwrites an entry (SET NX): a reader that read the
-// good just before it was deleted cannot bring it back over the deletion's
-// tombstone. Goods are never changed in place and ids are never reused, so
-// an existing entry is never older than what the reader has.
-func Fill(ctx context.Context, c *cache.Cache, g Good) error {
+// service, and reports whether it wrote the entry. It never overwrites an
+// entry (SET NX): a reader that read the good just before it was deleted
+// cannot bring it back over the deletion's tombstone. Goods are never
+// changed in place and ids are never reused, so an existing entry is never
+// older than what the reader has. (The tombstone itself can be lost to a
+// FLUSHALL between the deletion and the fill: a writer that filled checks
+// the database again, see goods.)
+func Fill(ctx context.Context, c *cache.Cache, g Good) (bool, error) {
 	b, err := json.Marshal(g)
 	if err != nil {
-		return err
+		return false, err
 	}
-	return c.SetNX(ctx, Key(c, g.ID), b, TTL).Err()
+	return c.SetNX(ctx, Key(c, g.ID), b, TTL).Result()
 }
 
 // Forget records in the cache that good id was deleted (after the database

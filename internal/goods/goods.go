@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync/atomic"
 	"unicode"
@@ -130,7 +131,11 @@ func (s *Service) find(ctx context.Context, id int64) (catalog.Good, error) {
 	}
 	switch {
 	case errors.Is(cerr, redis.Nil):
-		s.redisDone(catalog.Fill(ctx, s.cache, g), "refill cache", id)
+		wrote, err := catalog.Fill(ctx, s.cache, g)
+		s.redisDone(err, "refill cache", id)
+		if wrote {
+			s.recheck(ctx, id)
+		}
 	case errors.Is(cerr, catalog.ErrCorrupt):
 		s.redisDone(catalog.Put(ctx, s.cache, g), "repair cache", id)
 	default:
@@ -138,6 +143,35 @@ func (s *Service) find(ctx context.Context, id int64) (catalog.Good, error) {
 		s.redisDone(cerr, "read cache", id)
 	}
 	return g, nil
+}
+
+// recheck runs after find cached good id it had read from the database: if
+// the good was deleted meanwhile and the deletion's tombstone was lost (a
+// FLUSHALL between the two), the entry just written would bring the good
+// back for catalog.TTL, so it writes the tombstone again. One more query,
+// on cache misses only.
+func (s *Service) recheck(ctx context.Context, id int64) {
+	_, err := s.store.get(ctx, id)
+	if code, _ := service.ErrorCode(err); code != http.StatusNotFound {
+		return // still there (or the database failed: the entry stands, as before)
+	}
+	s.forget(ctx, id)
+}
+
+// forget writes good id's tombstone, retrying in the background when Redis
+// fails.
+func (s *Service) forget(ctx context.Context, id int64) {
+	if err := catalog.Forget(ctx, s.cache, id); err != nil {
+		s.redisDone(err, "cache the deletion", id)
+		// The good may still be cached (a Redis that failed for a moment
+		// keeps its data), and purchases would believe it: write the
+		// tombstone as soon as Redis answers.
+		s.repairs.Add(fmt.Sprintf("goods:%d", id), func(ctx context.Context) error {
+			return catalog.Forget(ctx, s.cache, id)
+		})
+	} else {
+		s.redisDone(nil, "", id)
+	}
 }
 
 // delete removes a good from the database, then replaces its cache entry
@@ -153,17 +187,7 @@ func (s *Service) delete(ctx context.Context, r *service.Request) (service.Resul
 	if err := s.store.delete(ctx, id); err != nil {
 		return nil, err
 	}
-	if err := catalog.Forget(ctx, s.cache, id); err != nil {
-		s.redisDone(err, "cache the deletion", id)
-		// The good may still be cached (a Redis that failed for a moment
-		// keeps its data), and purchases would believe it: write the
-		// tombstone as soon as Redis answers.
-		s.repairs.Add(fmt.Sprintf("goods:%d", id), func(ctx context.Context) error {
-			return catalog.Forget(ctx, s.cache, id)
-		})
-	} else {
-		s.redisDone(nil, "", id)
-	}
+	s.forget(ctx, id)
 	return service.Result{}, nil
 }
 

@@ -283,8 +283,8 @@ func TestDelete(t *testing.T) {
 	}
 	// A reader that read the good from the database just before the delete
 	// and refills the cache after it cannot bring it back.
-	if err := catalog.Fill(ctx, f.cache, catalog.Good{ID: id, Name: "vase", Price: 10}); err != nil {
-		t.Fatal(err)
+	if wrote, err := catalog.Fill(ctx, f.cache, catalog.Good{ID: id, Name: "vase", Price: 10}); err != nil || wrote {
+		t.Fatalf("late refill = %v, %v; want nothing written over the tombstone", wrote, err)
 	}
 	if _, err := catalog.Get(ctx, f.cache, id); !errors.Is(err, catalog.ErrDeleted) {
 		t.Fatalf("after a late refill: Get = %v; want catalog.ErrDeleted", err)
