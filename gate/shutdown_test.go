@@ -1,38 +1,19 @@
 package gate
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/microshop/microshop/distributor"
+	"github.com/microshop/microshop/internal/testenv"
 	"github.com/microshop/microshop/service"
 )
-
-// lockedBuffer is a bytes.Buffer safe for a logger and a test at once.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // A stopping gate closes a connection that never sent a request (net/http
 // alone would wait 5 s for it) and still finishes the request in flight.
@@ -59,7 +40,7 @@ func TestShutdownClosesFreshConnections(t *testing.T) {
 			return service.Result{"done": true}, nil
 		}}}).Serve(bg, sln)
 
-	var logs lockedBuffer
+	var logs testenv.SyncBuffer
 	gc := Config{Distributor: dln.Addr().String(), RequestTimeout: 10 * time.Second, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 	gc.Security.AuthOff = true
 	g := New(gc)

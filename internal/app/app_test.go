@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -33,7 +32,7 @@ func fleet(t testing.TB, extra ...string) string {
 		args = append([]string{"all", "--addr", addr, "--random-ports", "--log-level", "error", "--auth=off", "--rate-limit", "0", "--rate-limit-strict", "0"}, extra...)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, args, func(string) string { return "" }, io.Discard, &logs) }()
 	t.Cleanup(func() {
@@ -57,23 +56,6 @@ func fleet(t testing.TB, extra ...string) string {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func call(t testing.TB, method, url, body string) (int, map[string]any) {

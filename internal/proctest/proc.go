@@ -1,7 +1,6 @@
 package proctest
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -12,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/microshop/microshop/internal/testenv"
 )
 
 // killTimeout bounds how long a process may take to exit after SIGKILL.
@@ -40,24 +41,6 @@ func childEnv() []string {
 	return env
 }
 
-// logBuffer collects a process's output.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // Proc is a process started by a test, its output captured.
 type Proc struct {
 	// Name names the process in messages; Args are its arguments.
@@ -65,7 +48,7 @@ type Proc struct {
 	Args []string
 
 	cmd     *exec.Cmd
-	log     *logBuffer
+	log     *testenv.SyncBuffer
 	done    chan struct{} // closed when the process has exited
 	waitErr error         // valid once done is closed
 	killed  atomic.Bool   // the test killed the process on purpose
@@ -76,7 +59,7 @@ type Proc struct {
 // not stop the process: the caller does, with Stop, Kill or StopAll.
 func Start(t testing.TB, name, path string, args ...string) *Proc {
 	t.Helper()
-	p := &Proc{Name: name, Args: args, log: &logBuffer{}, done: make(chan struct{})}
+	p := &Proc{Name: name, Args: args, log: &testenv.SyncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(path, args...)
 	p.cmd.Env = childEnv()
 	p.cmd.Stdout = p.log
