@@ -24,8 +24,15 @@ func (g *Gate) Handler() http.Handler {
 
 func (g *Gate) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	status := g.route(w, r)
-	g.observe(r, status, time.Since(start))
+	label, known := "unmatched", false // the metric label; whether the route is listed
+	switch {
+	case isChatSocket(r):
+		label = chatRoute
+	case g.router.Has(r.Method, r.URL.Path):
+		label, known = r.Method+" "+r.URL.Path, true
+	}
+	status := g.route(w, r, known)
+	observe(label, status, time.Since(start))
 	if status >= 500 {
 		g.log.Warn("request", "method", r.Method, "path", r.URL.Path, "status", status, "took", time.Since(start))
 	} else {
@@ -33,8 +40,9 @@ func (g *Gate) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// route serves one request and returns the status written.
-func (g *Gate) route(w http.ResponseWriter, r *http.Request) int {
+// route serves one request and returns the status written; known tells
+// whether the distributor lists its route.
+func (g *Gate) route(w http.ResponseWriter, r *http.Request, known bool) int {
 	auth, status := g.admit(w, r) // rate limits and token (auth.go)
 	if status != 0 {
 		return status
@@ -42,7 +50,7 @@ func (g *Gate) route(w http.ResponseWriter, r *http.Request) int {
 	if isChatSocket(r) {
 		return g.serveChat(w, r.WithContext(withAuth(r.Context(), auth)))
 	}
-	if !g.router.Has(r.Method, r.URL.Path) {
+	if !known {
 		return writeError(w, http.StatusNotFound, "unknown route "+r.Method+" "+r.URL.Path)
 	}
 	params, err := Params(r, g.cfg.MaxBody)

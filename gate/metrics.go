@@ -1,11 +1,12 @@
 package gate
 
 import (
-	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/microshop/microshop/service"
 )
 
 // The gate's metrics. This package registers them nowhere: a program
@@ -18,7 +19,7 @@ var (
 	httpSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "microshop_gate_request_seconds",
 		Help:    "Time the gate took to answer an HTTP request, limits and token check included, by route (chat sockets are not timed).",
-		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10},
+		Buckets: service.LatencyBuckets,
 	}, []string{"route"})
 	rateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "microshop_gate_rate_limited_total",
@@ -43,16 +44,14 @@ func Collectors() []prometheus.Collector {
 	return []prometheus.Collector{httpRequests, httpSeconds, rateLimited, chatClients, chatReceived, chatDropped}
 }
 
-// observe records one answered HTTP request.
-func (g *Gate) observe(r *http.Request, status int, took time.Duration) {
-	route := "unmatched"
-	switch {
-	case isChatSocket(r):
-		httpRequests.WithLabelValues("GET /chat", strconv.Itoa(status)).Inc()
-		return
-	case g.router.Has(r.Method, r.URL.Path):
-		route = r.Method + " " + r.URL.Path
-	}
+// observe records one answered HTTP request; route is its metric label
+// (see routeLabel).
+func observe(route string, status int, took time.Duration) {
 	httpRequests.WithLabelValues(route, strconv.Itoa(status)).Inc()
-	httpSeconds.WithLabelValues(route).Observe(took.Seconds())
+	if route != chatRoute { // a socket's life is not a latency
+		httpSeconds.WithLabelValues(route).Observe(took.Seconds())
+	}
 }
+
+// chatRoute is the label of chat sockets.
+const chatRoute = "GET /chat"

@@ -18,7 +18,7 @@ var (
 	requestSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "microshop_service_request_seconds",
 		Help:    "Time a service took to answer a request, from its arrival to the answer being written, by service and route.",
-		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10},
+		Buckets: LatencyBuckets,
 	}, []string{"service", "route"})
 	inFlight = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "microshop_service_in_flight",
@@ -29,6 +29,11 @@ var (
 		Help: "Calls a Router (in a gate, or in a service calling another) sent, by outcome: ok (an answer came), retried (a lost instance's GET or DELETE sent again), no_instance, lost, timeout, error.",
 	}, []string{"outcome"})
 )
+
+// LatencyBuckets are the bounds, in seconds, of microshop's latency
+// histograms: from half a millisecond (a cached read) to 10 s (past any
+// request timeout).
+var LatencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10}
 
 // Collectors returns the package's metrics, for a Prometheus registry.
 func Collectors() []prometheus.Collector {
