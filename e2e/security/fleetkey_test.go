@@ -34,17 +34,7 @@ func TestFleetKey(t *testing.T) {
 	memberID, token := logIn(t, f, g, "dora")
 	want(t, "POST /purchases with a token through the gate", f.do(g, "POST", "/purchases", token, "", map[string]any{"goodsid": goodsID}), 200)
 
-	var addr string
-	deadline := time.Now().Add(startTimeout)
-	for addr == "" {
-		if m := listeningRE.FindStringSubmatch(purchases.Logs()); m != nil {
-			addr = m[1]
-		} else if time.Now().After(deadline) {
-			t.Fatalf("purchases never logged its address:\n%s", purchases.Logs())
-		} else {
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	addr := listeningAddr(t, purchases)
 	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -93,17 +83,7 @@ func TestFleetKeyRegistration(t *testing.T) {
 	members := f.service("members")
 	g := f.gate()
 	f.waitRoutes("POST /sessions")
-	real := ""
-	deadline := time.Now().Add(startTimeout)
-	for real == "" {
-		if m := listeningRE.FindStringSubmatch(members.Logs()); m != nil {
-			real = m[1]
-		} else if time.Now().After(deadline) {
-			t.Fatalf("members never logged its address:\n%s", members.Logs())
-		} else {
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	real := listeningAddr(t, members)
 
 	impostor, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -124,8 +104,9 @@ func TestFleetKeyRegistration(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	deadline := time.Now().Add(startTimeout)
 	for len(f.dist.LogLines("registration refused: not signed")) < 2 {
-		if time.Now().After(deadline.Add(startTimeout)) {
+		if time.Now().After(deadline) {
 			t.Fatalf("the distributor never refused the unsigned and the forged registration:\n%s", f.dist.Logs())
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -145,6 +126,22 @@ func TestFleetKeyRegistration(t *testing.T) {
 	_, token := logIn(t, f, g, "erin")
 	if token == "" {
 		t.Fatal("no token from the real members service")
+	}
+}
+
+// listeningAddr waits for service p's "service listening … addr=A" line
+// and returns A.
+func listeningAddr(t *testing.T, p *proc) string {
+	t.Helper()
+	deadline := time.Now().Add(startTimeout)
+	for {
+		if m := listeningRE.FindStringSubmatch(p.Logs()); m != nil {
+			return m[1]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never logged its address:\n%s", p.Name, p.Logs())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
