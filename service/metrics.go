@@ -30,6 +30,15 @@ var (
 	}, []string{"outcome"})
 )
 
+// routerCallsBy holds routerCalls' children by outcome, resolved once.
+var routerCallsBy = func() map[string]prometheus.Counter {
+	m := map[string]prometheus.Counter{}
+	for _, o := range []string{"ok", "retried", "no_instance", "lost", "timeout", "error"} {
+		m[o] = routerCalls.WithLabelValues(o)
+	}
+	return m
+}()
+
 // LatencyBuckets are the bounds, in seconds, of microshop's latency
 // histograms: from half a millisecond (a cached read) to 10 s (past any
 // request timeout).

@@ -220,7 +220,7 @@ func (r *Router) Call(ctx context.Context, method, path string, params []byte) (
 // request's "auth" object (none when auth is nil). The gate calls with it.
 func (r *Router) CallAuth(ctx context.Context, auth *Auth, method, path string, params []byte) (*packet.Message, error) {
 	m, err := r.callAuth(ctx, auth, method, path, params)
-	routerCalls.WithLabelValues(callOutcome(err)).Inc()
+	routerCallsBy[callOutcome(err)].Inc()
 	return m, err
 }
 
@@ -289,7 +289,7 @@ func (r *Router) callAuth(ctx context.Context, auth *Auth, method, path string, 
 			return nil, ErrInstanceLost
 		}
 		retries--
-		routerCalls.WithLabelValues("retried").Inc()
+		routerCallsBy["retried"].Inc()
 		skip = c
 	}
 }
