@@ -52,6 +52,7 @@ type Proc struct {
 	done    chan struct{} // closed when the process has exited
 	waitErr error         // valid once done is closed
 	killed  atomic.Bool   // the test killed the process on purpose
+	frozen  atomic.Bool   // stopped by Freeze and not thawed since
 }
 
 // Start starts path with args, its environment that of the test without any
@@ -103,12 +104,37 @@ func (p *Proc) Kill(t testing.TB) {
 	t.Helper()
 	p.killed.Store(true)
 	p.cmd.Process.Signal(syscall.SIGKILL)
+	p.cmd.Process.Signal(syscall.SIGCONT) // the kill lands once a stopped process runs
 	select {
 	case <-p.done:
 	case <-time.After(killTimeout):
 		t.Fatalf("%s: still running %v after SIGKILL", p.Name, killTimeout)
 	}
 }
+
+// Freeze stops the process with SIGSTOP, as a hung process, a long pause or
+// a host whose scheduler stopped would: its sockets stay open and its kernel
+// still accepts connections and acknowledges data, but it answers nothing.
+// Stop and Kill thaw it first.
+func (p *Proc) Freeze(t testing.TB) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("%s: SIGSTOP: %v", p.Name, err)
+	}
+	p.frozen.Store(true)
+}
+
+// Thaw resumes a frozen process with SIGCONT.
+func (p *Proc) Thaw(t testing.TB) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGCONT); err != nil && !p.Exited() {
+		t.Fatalf("%s: SIGCONT: %v", p.Name, err)
+	}
+	p.frozen.Store(false)
+}
+
+// PID returns the process id.
+func (p *Proc) PID() int { return p.cmd.Process.Pid }
 
 // Stop asks the process to stop (SIGTERM) and kills it if it has not exited
 // after timeout. It returns an error unless the process exited cleanly
@@ -119,6 +145,9 @@ func (p *Proc) Stop(timeout time.Duration) error {
 			return nil
 		}
 		return fmt.Errorf("exited before the end of the test: %v", p.waitErr)
+	}
+	if p.frozen.Load() {
+		p.cmd.Process.Signal(syscall.SIGCONT) // a stopped process cannot handle SIGTERM
 	}
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
