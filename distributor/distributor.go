@@ -30,6 +30,11 @@ type Node struct {
 	Host string   `json:"host"`
 	Port int      `json:"port"`
 	URLs []string `json:"urls"`
+	// Heartbeat tells that the process heartbeats (packet.Options.Heartbeat)
+	// on the connections it accepts once its caller does: a microshop
+	// extension from its Registration, which the book's distributor passes
+	// on as it passes every field; a book process never sets it.
+	Heartbeat bool `json:"heartbeat,omitempty"`
 }
 
 // Addr returns the host:port to dial, with an IPv4-mapped IPv6 host (as a
@@ -44,7 +49,7 @@ func (n Node) Addr() string {
 
 // Equal reports whether two nodes are the same registration.
 func (n Node) Equal(o Node) bool {
-	return n.Name == o.Name && n.Host == o.Host && n.Port == o.Port && slices.Equal(n.URLs, o.URLs)
+	return n.Name == o.Name && n.Host == o.Host && n.Port == o.Port && n.Heartbeat == o.Heartbeat && slices.Equal(n.URLs, o.URLs)
 }
 
 // Registration is what a process tells the distributor about itself.
@@ -57,6 +62,11 @@ type Registration struct {
 	Host string   `json:"host,omitempty"`
 	Port int      `json:"port"`
 	URLs []string `json:"urls"`
+	// Heartbeat tells that the process heartbeats: on its connection to the
+	// distributor (a microshop distributor starts heartbeats on it when it
+	// reads the registration) and on the connections it accepts (see
+	// Node.Heartbeat). Another extension the book's distributor ignores.
+	Heartbeat bool `json:"heartbeat,omitempty"`
 	// Exp and Sig sign the registration when the fleet has a key (see
 	// ClientConfig.FleetKey and Server.FleetKey); another microshop
 	// extension the book's distributor ignores.

@@ -95,7 +95,7 @@ func TestEndSettle(t *testing.T) {
 	served := make(chan struct{})
 	go func() { defer close(served); s.Serve(ctx, ln) }()
 	lists := make(chan []Node, 16)
-	c := NewClient(ClientConfig{Addr: ln.Addr().String(), Logger: slog.New(slog.DiscardHandler),
+	c := NewClient(ClientConfig{Addrs: []string{ln.Addr().String()}, Logger: slog.New(slog.DiscardHandler),
 		Registration: &Registration{Name: "goods", Port: 9010, URLs: []string{"GET/goods"}},
 		OnChange:     func(n []Node) { lists <- n }})
 	go c.Run(ctx)

@@ -13,9 +13,17 @@ var (
 		Name: "microshop_distributor_broadcasts_total",
 		Help: "Times the distributor pushed the full list to every connection after a change.",
 	})
+	silentDropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "microshop_distributor_silent_dropped_total",
+		Help: "Processes the distributor dropped from the list because they sent nothing for longer than the heartbeat timeout (frozen, or their link cut).",
+	})
+	sessions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "microshop_distributor_client_sessions_total",
+		Help: "Sessions of a process with its distributors, by event: up (a distributor answered a new connection), lost (the connection closed), silent (the distributor sent nothing past the heartbeat timeout).",
+	}, []string{"event"})
 )
 
 // Collectors returns the distributor's metrics, for a Prometheus registry.
 func Collectors() []prometheus.Collector {
-	return []prometheus.Collector{registered, broadcasts}
+	return []prometheus.Collector{registered, broadcasts, silentDropped, sessions}
 }

@@ -33,6 +33,11 @@ type Server struct {
 	// that would receive logins. Connections may still watch the list.
 	FleetKey []byte
 
+	// Heartbeat, when set before Serve, is the heartbeat timeout of the
+	// connections whose registration says they heartbeat: one silent for
+	// longer is closed, and its process leaves the list.
+	Heartbeat time.Duration
+
 	log      *slog.Logger
 	maxSize  int
 	settled  bool // guarded by mu; lists are pushed only once settled
@@ -130,7 +135,7 @@ func (s *Server) add(nc net.Conn) {
 	// Hold the lock while the connection starts, so that a registration
 	// sent at once (onMessage takes the lock) finds the connection known.
 	s.mu.Lock()
-	c := packet.NewConn(nc, packet.Options{MaxSize: s.maxSize, Logger: s.log, OnMessage: s.onMessage})
+	c := packet.NewConn(nc, packet.Options{MaxSize: s.maxSize, Logger: s.log, OnMessage: s.onMessage, Heartbeat: s.Heartbeat})
 	s.conns[c] = &member{}
 	// A new connection gets the list at once (once the registry settled).
 	if s.settled {
@@ -145,7 +150,12 @@ func (s *Server) add(nc net.Conn) {
 		m := s.conns[c]
 		delete(s.conns, c)
 		if m != nil && m.node != nil {
-			s.log.Info("distributor: process left", "name", m.node.Name, "addr", m.node.Addr())
+			if errors.Is(c.Err(), packet.ErrSilent) {
+				silentDropped.Inc()
+				s.log.Warn("distributor: process silent past the heartbeat timeout; dropped from the list", "name", m.node.Name, "addr", m.node.Addr(), "timeout", s.Heartbeat)
+			} else {
+				s.log.Info("distributor: process left", "name", m.node.Name, "addr", m.node.Addr())
+			}
 			registered.Dec()
 			s.broadcastLocked()
 		}
@@ -175,7 +185,10 @@ func (s *Server) onMessage(c *packet.Conn, m *packet.Message) {
 	if reg.Host != "" {
 		host = reg.Host
 	}
-	n := &Node{Name: reg.Name, Host: host, Port: reg.Port, URLs: reg.URLs}
+	n := &Node{Name: reg.Name, Host: host, Port: reg.Port, URLs: reg.URLs, Heartbeat: reg.Heartbeat}
+	if reg.Heartbeat {
+		c.StartHeartbeat() // a no-op unless this server has Heartbeat set
+	}
 	if n.URLs == nil {
 		n.URLs = []string{}
 	}

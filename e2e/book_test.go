@@ -246,9 +246,11 @@ func testNodeService(t *testing.T, f *fleet) {
 	f.pollStatus("/deadsvc", http.StatusServiceUnavailable, startTimeout)
 	dead.Close()
 
-	// When the Node service leaves the distributor, its route goes.
+	// When the Node service leaves the distributor, its route has no
+	// instance: a 503, not the 404 of a route that was never listed.
 	reg.Close()
-	f.pollStatus("/nodesvc", http.StatusNotFound, startTimeout)
+	f.pollStatus("/nodesvc", http.StatusServiceUnavailable, startTimeout)
+	expect(t, "GET /nevernodesvc", f.get(t, "/nevernodesvc"), http.StatusNotFound)
 }
 
 // testBookGate: a fake book gate registers with our distributor, finds our

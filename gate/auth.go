@@ -135,7 +135,7 @@ func (g *Gate) session(ctx context.Context, hash string) (int64, error) {
 			}
 		}
 	}
-	m, err := g.router.CallAuth(ctx, &service.Auth{Session: hash}, "GET", "/sessions", nil)
+	m, err := g.client.CallAuth(ctx, &service.Auth{Session: hash}, "GET", "/sessions", nil)
 	if err != nil {
 		return 0, err
 	}

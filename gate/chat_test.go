@@ -250,11 +250,11 @@ func startChatFleet(t *testing.T, cfg ChatConfig, withCache bool) *chatFleet {
 	c := testenv.Cache(t)
 	svc := chat.New(testenv.DB(t), c, quiet)
 	run(func(ln net.Listener) {
-		service.NewServer(service.Config{Name: "chat", Routes: svc.Routes(), Distributor: dist, DrainTimeout: time.Second, Logger: quiet}).Serve(ctx, ln)
+		service.NewServer(service.Config{Name: "chat", Routes: svc.Routes(), Distributors: []string{dist}, DrainTimeout: time.Second, Logger: quiet}).Serve(ctx, ln)
 	})
 	// These tests are about chat mechanics, in the book's open mode;
 	// TestChatUser covers who a socket speaks as with authentication on.
-	gc := Config{Distributor: dist, RequestTimeout: 5 * time.Second, Chat: cfg, Logger: quiet}
+	gc := Config{Distributors: []string{dist}, RequestTimeout: 5 * time.Second, Chat: cfg, Logger: quiet}
 	gc.Security.AuthOff = true
 	if withCache {
 		gc.Cache = c
@@ -263,7 +263,7 @@ func startChatFleet(t *testing.T, cfg ChatConfig, withCache bool) *chatFleet {
 	addr := run(func(ln net.Listener) { g.Serve(ctx, ln) })
 	f := &chatFleet{gate: g, url: "ws://" + addr, http: "http://" + addr, cache: c}
 	deadline := time.Now().Add(10 * time.Second)
-	for !g.Router().Has("POST", "/chat") {
+	for !g.Client().Has("POST", "/chat") {
 		if time.Now().After(deadline) {
 			t.Fatal("the gate never learnt the chat routes")
 		}

@@ -131,9 +131,9 @@ func (g *Gate) chatHistory(ctx context.Context, room string) (h chatHistory, sta
 	params, _ := json.Marshal(map[string]any{"room": room, "limit": g.chat.cfg.History})
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
 	defer cancel()
-	m, err := g.router.Call(ctx, http.MethodGet, "/chat/history", params)
+	m, err := g.client.Call(ctx, http.MethodGet, "/chat/history", params)
 	if err != nil {
-		status, msg := callError(ctx, err)
+		status, msg := chatCallError(ctx, http.MethodGet, err)
 		return h, status, msg
 	}
 	if s := Status(m); s != http.StatusOK {
@@ -165,22 +165,17 @@ type chatHistory struct {
 	published bool
 }
 
-// callError maps a Router.Call error to an HTTP status and message, as the
-// gate's HTTP routing does.
-func callError(ctx context.Context, err error) (int, string) {
+// chatCallError maps a Client error of a call to the chat service to an
+// HTTP status and message: callError's, except that a chat service never
+// listed is a 503 too (chat sockets are the gate's route, not a service's).
+func chatCallError(ctx context.Context, method string, err error) (int, string) {
 	switch {
+	case ctx.Err() != nil && !errors.Is(err, packet.ErrTimeout):
+		return 499, "the client went away"
 	case errors.Is(err, service.ErrNoRoute):
 		return http.StatusServiceUnavailable, "no chat service is running"
-	case errors.Is(err, service.ErrNoInstance):
-		return http.StatusServiceUnavailable, "no instance of the chat service is available"
-	case errors.Is(err, service.ErrInstanceLost):
-		return http.StatusServiceUnavailable, "the chat service instance went away; retry"
-	case errors.Is(err, packet.ErrTimeout) || errors.Is(err, context.DeadlineExceeded):
-		return http.StatusGatewayTimeout, "the chat service did not answer in time"
-	case ctx.Err() != nil:
-		return 499, "the client went away"
 	}
-	return http.StatusBadGateway, "the chat service could not be reached"
+	return callError(method, err)
 }
 
 // chatReadLoop reads the client's messages until the socket closes and
@@ -224,9 +219,9 @@ func (g *Gate) chatPost(c *chatClient, text string) string {
 	}
 	ctx, cancel := context.WithTimeout(g.chat.ctx, g.cfg.RequestTimeout)
 	defer cancel()
-	m, err := g.router.CallAuth(ctx, c.auth, http.MethodPost, "/chat", params)
+	m, err := g.client.CallAuth(ctx, c.auth, http.MethodPost, "/chat", params)
 	if err != nil {
-		_, msg := callError(ctx, err)
+		_, msg := chatCallError(ctx, http.MethodPost, err)
 		return msg
 	}
 	if Status(m) != http.StatusOK {

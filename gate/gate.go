@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,8 +23,9 @@ import (
 
 // Config configures a Gate.
 type Config struct {
-	// Distributor is the registry's host:port.
-	Distributor string
+	// Distributors are the registries' host:port: the gate registers with
+	// and follows every one (see distributor.Client).
+	Distributors []string
 	// Advertise is the address the gate registers ("HOST" or "HOST:PORT",
 	// see distributor.Advertised); empty registers the host the
 	// distributor sees and the listening port.
@@ -44,14 +46,20 @@ type Config struct {
 	Security Security
 	// FleetKey signs the auth object of every request (service.FleetKey).
 	FleetKey service.FleetKey
-	Logger   *slog.Logger
+	// Heartbeat is the heartbeat timeout (service.ClientConfig.Heartbeat);
+	// zero turns heartbeats off.
+	Heartbeat time.Duration
+	// HedgeAfter is the least wait before a GET is hedged
+	// (service.ClientConfig.HedgeAfter); zero turns hedging off.
+	HedgeAfter time.Duration
+	Logger     *slog.Logger
 }
 
 // Gate routes HTTP requests to services.
 type Gate struct {
 	cfg    Config
 	log    *slog.Logger
-	router *service.Router
+	client *service.Client
 	dc     *distributor.Client
 	chat   *chatHub // nil without Cache
 	guard  *guard
@@ -69,7 +77,8 @@ func New(cfg Config) *Gate {
 		cfg.Logger = slog.Default()
 	}
 	g := &Gate{cfg: cfg, log: cfg.Logger.With("component", "gate")}
-	g.router = service.NewRouter(service.RouterConfig{RequestTimeout: cfg.RequestTimeout, MaxPacket: cfg.MaxPacket, FleetKey: cfg.FleetKey, Logger: g.log})
+	g.client = service.NewClient(service.ClientConfig{RequestTimeout: cfg.RequestTimeout, MaxPacket: cfg.MaxPacket, FleetKey: cfg.FleetKey,
+		Heartbeat: cfg.Heartbeat, HedgeAfter: cfg.HedgeAfter, Logger: g.log})
 	g.guard = newGuard(cfg, g.log)
 	if cfg.Cache != nil {
 		g.chat = newChatHub(cfg.Cache, cfg.Chat, g.log)
@@ -77,8 +86,9 @@ func New(cfg Config) *Gate {
 	return g
 }
 
-// Router returns the gate's router (for tests and embedding).
-func (g *Gate) Router() *service.Router { return g.router }
+// Client returns the client the gate calls services with (for tests and
+// embedding).
+func (g *Gate) Client() *service.Client { return g.client }
 
 // Serve registers the gate with the distributor (name "gate", no urls),
 // follows the list, and serves HTTP on ln until ctx is done; then it stops
@@ -89,10 +99,11 @@ func (g *Gate) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("gate: %w", err)
 	}
 	g.dc = distributor.NewClient(distributor.ClientConfig{
-		Addr:         g.cfg.Distributor,
+		Addrs:        g.cfg.Distributors,
+		Heartbeat:    g.cfg.Heartbeat,
 		Registration: &distributor.Registration{Name: "gate", Host: host, Port: port, URLs: []string{}},
 		FleetKey:     g.cfg.FleetKey,
-		OnChange:     g.router.Update,
+		OnChange:     g.client.Update,
 		MaxPacket:    g.cfg.MaxPacket,
 		Logger:       g.log,
 	})
@@ -102,7 +113,7 @@ func (g *Gate) Serve(ctx context.Context, ln net.Listener) error {
 	defer func() {
 		leave()
 		<-regDone
-		g.router.Close()
+		g.client.Close()
 	}()
 
 	// Serve once the first list has arrived (or after a short wait when the
@@ -133,7 +144,7 @@ func (g *Gate) Serve(ctx context.Context, ln net.Listener) error {
 			fresh.Delete(c)
 		}
 	}
-	g.log.Info("gate listening", "addr", ln.Addr().String(), "distributor", g.cfg.Distributor)
+	g.log.Info("gate listening", "addr", ln.Addr().String(), "distributors", strings.Join(g.cfg.Distributors, ","))
 	g.logSecurity()
 	if g.chat != nil {
 		g.chat.start()

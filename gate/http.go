@@ -16,6 +16,24 @@ import (
 	"github.com/microshop/microshop/service"
 )
 
+// callError maps a Client error to the HTTP status and message the client
+// gets; method tells whether a lost request may have been applied.
+func callError(method string, err error) (int, string) {
+	switch {
+	case errors.Is(err, service.ErrNoRoute):
+		return http.StatusNotFound, "unknown route"
+	case errors.Is(err, service.ErrNoInstance):
+		return http.StatusServiceUnavailable, "no instance of this route is available now; retry later"
+	case errors.Is(err, service.ErrInstanceLost) && method == http.MethodPost:
+		return http.StatusServiceUnavailable, "the instance serving this request stopped answering while it was in flight; it may or may not have been applied"
+	case errors.Is(err, service.ErrInstanceLost):
+		return http.StatusServiceUnavailable, "the instances serving this request went away; retry"
+	case errors.Is(err, packet.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout, "the service did not answer in time"
+	}
+	return http.StatusBadGateway, "the service could not be reached"
+}
+
 // Handler returns the gate's HTTP handler: every path is looked up in the
 // distributor's list as "METHOD/path".
 func (g *Gate) Handler() http.Handler {
@@ -28,7 +46,7 @@ func (g *Gate) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case isChatSocket(r):
 		label = chatRoute
-	case g.router.Has(r.Method, r.URL.Path):
+	case g.client.Known(r.Method, r.URL.Path):
 		label, known = r.Method+" "+r.URL.Path, true
 	}
 	status := g.route(w, r, known)
@@ -41,7 +59,7 @@ func (g *Gate) serveHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // route serves one request and returns the status written; known tells
-// whether the distributor lists its route.
+// whether the distributor lists its route or did.
 func (g *Gate) route(w http.ResponseWriter, r *http.Request, known bool) int {
 	auth, status := g.admit(w, r) // rate limits and token (auth.go)
 	if status != 0 {
@@ -67,22 +85,13 @@ func (g *Gate) route(w http.ResponseWriter, r *http.Request, known bool) int {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.RequestTimeout)
 	defer cancel()
-	m, err := g.router.CallAuth(ctx, auth, r.Method, r.URL.Path, body)
+	m, err := g.client.CallAuth(ctx, auth, r.Method, r.URL.Path, body)
 	if err != nil {
-		switch {
-		case errors.Is(err, service.ErrNoRoute):
-			return writeError(w, http.StatusNotFound, "unknown route "+r.Method+" "+r.URL.Path)
-		case errors.Is(err, service.ErrNoInstance):
-			return writeError(w, http.StatusServiceUnavailable, "no instance of this route is available")
-		case errors.Is(err, service.ErrInstanceLost):
-			return writeError(w, http.StatusServiceUnavailable, "the instance serving this request went away; retry")
-		case errors.Is(err, packet.ErrTimeout):
-			return writeError(w, http.StatusGatewayTimeout, "the service did not answer in time")
-		case r.Context().Err() != nil:
+		if r.Context().Err() != nil {
 			return 499 // client went away; nothing to write
-		default:
-			return writeError(w, http.StatusBadGateway, "the service could not be reached")
 		}
+		status, msg := callError(r.Method, err)
+		return writeError(w, status, msg)
 	}
 	status = Status(m)
 	if status == http.StatusTooManyRequests {

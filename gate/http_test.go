@@ -53,8 +53,8 @@ func TestParams(t *testing.T) {
 }
 
 func TestUnknownRouteIs404(t *testing.T) {
-	g := New(Config{Distributor: "127.0.0.1:1"})
-	defer g.Router().Close()
+	g := New(Config{Distributors: []string{"127.0.0.1:1"}})
+	defer g.Client().Close()
 	w := httptest.NewRecorder()
 	g.Handler().ServeHTTP(w, httptest.NewRequest("GET", "/nowhere", nil))
 	var body struct {

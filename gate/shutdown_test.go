@@ -33,7 +33,7 @@ func TestShutdownClosesFreshConnections(t *testing.T) {
 	started := make(chan struct{})
 	release := make(chan struct{})
 	sln := listen()
-	go service.NewServer(service.Config{Name: "slow", Distributor: dln.Addr().String(), Logger: quiet, DrainTimeout: time.Second,
+	go service.NewServer(service.Config{Name: "slow", Distributors: []string{dln.Addr().String()}, Logger: quiet, DrainTimeout: time.Second,
 		Routes: map[string]service.Handler{"GET/slow": func(ctx context.Context, r *service.Request) (service.Result, error) {
 			close(started)
 			<-release
@@ -41,7 +41,7 @@ func TestShutdownClosesFreshConnections(t *testing.T) {
 		}}}).Serve(bg, sln)
 
 	var logs testenv.SyncBuffer
-	gc := Config{Distributor: dln.Addr().String(), RequestTimeout: 10 * time.Second, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	gc := Config{Distributors: []string{dln.Addr().String()}, RequestTimeout: 10 * time.Second, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 	gc.Security.AuthOff = true
 	g := New(gc)
 	gctx, stopGate := context.WithCancel(bg)
@@ -49,7 +49,7 @@ func TestShutdownClosesFreshConnections(t *testing.T) {
 	served := make(chan error, 1)
 	go func() { served <- g.Serve(gctx, gln) }()
 	deadline := time.Now().Add(10 * time.Second)
-	for !g.Router().Has("GET", "/slow") {
+	for !g.Client().Has("GET", "/slow") {
 		if time.Now().After(deadline) {
 			t.Fatal("the gate never learnt the route")
 		}

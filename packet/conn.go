@@ -18,6 +18,12 @@ var ErrClosed = errors.New("packet: connection closed")
 // ErrTimeout is returned by Call when no answer came within the deadline.
 var ErrTimeout = errors.New("packet: request timed out")
 
+// ErrSilent is the reason a connection closed when its peer, which
+// heartbeats, sent nothing for longer than Options.Heartbeat: a frozen
+// process, a cut link or a partition, none of which TCP reports. It wraps
+// ErrClosed: a call pending on such a connection fails with it.
+var ErrSilent = fmt.Errorf("%w: the peer was silent past the heartbeat timeout", ErrClosed)
+
 // Options configure a Conn. The zero value is usable.
 type Options struct {
 	// MaxSize is the largest packet accepted (DefaultMaxSize when 0).
@@ -33,7 +39,32 @@ type Options struct {
 	QueueSize int
 	// Logger receives protocol errors (default slog.Default()).
 	Logger *slog.Logger
+
+	// Heartbeat, when positive, is how long the peer may stay silent once
+	// both ends heartbeat: past it the connection closes with ErrSilent.
+	// While heartbeating, a Conn sends a heartbeat packet whenever it has
+	// written nothing for a fifth of this, so a live peer is never silent
+	// that long. Heartbeats are a microshop extension that a book peer must
+	// never receive: they start only when HeartbeatNow is set (the side that
+	// knows its peer heartbeats, from the distributor's list or its
+	// registration) or once the peer sends one (the side that cannot tell).
+	// Zero turns them off: a heartbeat received is ignored.
+	Heartbeat time.Duration
+	// HeartbeatNow starts heartbeats at once (see Heartbeat).
+	HeartbeatNow bool
 }
+
+// heartbeatPacket is the body of the heartbeat packet. It is request-shaped,
+// so an older microshop peer that got one would answer "unknown route"
+// rather than log a malformed packet; a book peer never gets one.
+const heartbeatPacket = `{"uri":"/heartbeat","method":"HEARTBEAT","key":0}`
+
+var heartbeatFrame = []byte(heartbeatPacket + Separator)
+
+// epoch is the origin of the monotonic times kept in atomics.
+var epoch = time.Now()
+
+func now() int64 { return int64(time.Since(epoch)) }
 
 // Conn is a packet connection. Both sides may send requests: Call sends one
 // and waits for the answer with the same key, while responses may arrive in
@@ -56,7 +87,14 @@ type Conn struct {
 
 	nextKey atomic.Uint64
 	mu      sync.Mutex
-	pending map[uint64]chan *Message // guarded by mu
+	pending map[uint64]chan *Message // guarded by mu; closing closes under mu
+
+	lastRead  atomic.Int64  // monotonic ns (see now) of the last bytes read
+	lastWrite atomic.Int64  // monotonic ns of the last flush
+	heard     chan struct{} // closed once the first packet arrives
+	heardOnce sync.Once
+	beating   atomic.Bool // heartbeats started
+	loops     sync.WaitGroup
 }
 
 // NewConn wraps nc and starts its read and write loops.
@@ -82,13 +120,82 @@ func NewConn(nc net.Conn, opts Options) *Conn {
 		closing:  make(chan struct{}),
 		done:     make(chan struct{}),
 		pending:  make(map[uint64]chan *Message),
+		heard:    make(chan struct{}),
 	}
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); c.readLoop() }()
-	go func() { defer wg.Done(); c.writeLoop() }()
-	go func() { wg.Wait(); close(c.done) }()
+	c.lastRead.Store(now())
+	c.lastWrite.Store(now())
+	c.loops.Add(2)
+	go func() { defer c.loops.Done(); c.readLoop() }()
+	go func() { defer c.loops.Done(); c.writeLoop() }()
+	if opts.HeartbeatNow {
+		c.StartHeartbeat()
+	}
+	go func() { c.loops.Wait(); close(c.done) }()
 	return c
+}
+
+// Heard is closed once the first packet (of any kind, a heartbeat too) has
+// arrived from the peer: the peer is not only accepting bytes but answering.
+func (c *Conn) Heard() <-chan struct{} { return c.heard }
+
+// Heartbeating reports whether heartbeats run on the connection.
+func (c *Conn) Heartbeating() bool { return c.beating.Load() }
+
+// StartHeartbeat starts heartbeats (once), for a side that learns after
+// NewConn that its peer heartbeats (the distributor, from a registration).
+// A Conn without Options.Heartbeat never heartbeats.
+func (c *Conn) StartHeartbeat() {
+	if c.opts.Heartbeat <= 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	select {
+	case <-c.closing:
+		return // the loops are ending
+	default:
+	}
+	if !c.beating.CompareAndSwap(false, true) {
+		return
+	}
+	c.loops.Add(1)
+	go func() { defer c.loops.Done(); c.heartbeatLoop() }()
+}
+
+// heartbeatLoop sends a heartbeat whenever nothing was written for a fifth
+// of the timeout, and closes the connection with ErrSilent when nothing was
+// read for the whole timeout. It runs apart from the write loop, which a
+// peer that stopped reading can hold in a write for WriteTimeout.
+func (c *Conn) heartbeatLoop() {
+	timeout := c.opts.Heartbeat
+	every := timeout / 5
+	c.queueHeartbeat() // the first one at once: it answers the peer's
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.closing:
+			return
+		case <-t.C:
+		}
+		n := now()
+		if time.Duration(n-c.lastRead.Load()) > timeout {
+			c.shutdown(ErrSilent) // the owner, who knows the peer, logs it
+			return
+		}
+		if time.Duration(n-c.lastWrite.Load()) >= every {
+			c.queueHeartbeat()
+		}
+	}
+}
+
+// queueHeartbeat queues a heartbeat unless the queue is full (then packets
+// are on their way anyway).
+func (c *Conn) queueHeartbeat() {
+	select {
+	case c.out <- heartbeatFrame:
+	default:
+	}
 }
 
 // RemoteAddr returns the peer's address.
@@ -124,14 +231,16 @@ func (c *Conn) Abort() {
 func (c *Conn) shutdown(err error) {
 	c.once.Do(func() {
 		c.err.Store(err)
-		close(c.closing)
-		c.nc.Close()
+		// closing closes under mu: whoever holds mu and sees it open knows
+		// the loops are running (see StartHeartbeat).
 		c.mu.Lock()
+		close(c.closing)
 		for k, ch := range c.pending {
 			delete(c.pending, k)
 			close(ch)
 		}
 		c.mu.Unlock()
+		c.nc.Close()
 	})
 }
 
@@ -175,39 +284,79 @@ func (c *Conn) Send(ctx context.Context, v any) error {
 // ErrTimeout when ctx has no answer in time (a context without deadline gets
 // none from Call itself: pass one), and with ErrClosed when the connection
 // closes first.
-func (c *Conn) Call(ctx context.Context, uri, method string, params []byte) (*Message, error) {
-	return c.CallAuth(ctx, uri, method, params, nil)
+func (c *Conn) Call(ctx context.Context, method, uri string, params []byte) (*Message, error) {
+	return c.CallAuth(ctx, method, uri, params, nil)
 }
 
 // CallAuth is Call with an "auth" object in the request (see
 // AppendRequestAuth); nil auth sends none.
-func (c *Conn) CallAuth(ctx context.Context, uri, method string, params, auth []byte) (*Message, error) {
+func (c *Conn) CallAuth(ctx context.Context, method, uri string, params, auth []byte) (*Message, error) {
+	call, err := c.Go(ctx, method, uri, params, auth)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case m, ok := <-call.Done():
+		if !ok {
+			return nil, c.closedErr()
+		}
+		return m, nil
+	case <-ctx.Done():
+		call.Cancel()
+		return nil, callErr(ctx.Err())
+	}
+}
+
+// A Call is a request sent on a Conn whose answer has not been taken yet.
+type Call struct {
+	c   *Conn
+	key uint64
+	ch  chan *Message
+}
+
+// Go sends a request (with an "auth" object unless auth is nil) and returns
+// without waiting for the answer, which Call.Done delivers. ctx bounds only
+// the wait for room in the write queue.
+func (c *Conn) Go(ctx context.Context, method, uri string, params, auth []byte) (*Call, error) {
 	key := c.nextKey.Add(1)
-	ch := make(chan *Message, 1)
+	call := &Call{c: c, key: key, ch: make(chan *Message, 1)}
 	c.mu.Lock()
 	select {
 	case <-c.closing:
 		c.mu.Unlock()
-		return nil, ErrClosed
+		return nil, c.closedErr()
 	default:
 	}
-	c.pending[key] = ch
+	c.pending[key] = call.ch
 	c.mu.Unlock()
 
 	if err := c.Write(ctx, AppendRequestAuth(nil, uri, method, key, params, auth)); err != nil {
-		c.forget(key)
+		call.Cancel()
+		if errors.Is(err, ErrClosed) {
+			err = c.closedErr()
+		}
 		return nil, callErr(err)
 	}
-	select {
-	case m, ok := <-ch:
-		if !ok {
-			return nil, ErrClosed
-		}
-		return m, nil
-	case <-ctx.Done():
-		c.forget(key)
-		return nil, callErr(ctx.Err())
+	return call, nil
+}
+
+// Done delivers the answer. It is closed without one when the connection
+// closes first (Conn.Err then says why: ErrSilent for a silent peer).
+func (call *Call) Done() <-chan *Message { return call.ch }
+
+// Conn returns the connection the call was sent on.
+func (call *Call) Conn() *Conn { return call.c }
+
+// Cancel forgets the call: an answer that still comes is dropped.
+func (call *Call) Cancel() { call.c.forget(call.key) }
+
+// closedErr is the error of a call on, or pending on, a closed connection:
+// ErrSilent when the peer fell silent, else ErrClosed.
+func (c *Conn) closedErr() error {
+	if errors.Is(c.Err(), ErrSilent) {
+		return ErrSilent
 	}
+	return ErrClosed
 }
 
 func callErr(err error) error {
@@ -223,8 +372,22 @@ func (c *Conn) forget(key uint64) {
 	c.mu.Unlock()
 }
 
+// activity records the time of every read that returned bytes.
+type activity struct {
+	r    net.Conn
+	last *atomic.Int64
+}
+
+func (a activity) Read(b []byte) (int, error) {
+	n, err := a.r.Read(b)
+	if n > 0 {
+		a.last.Store(now())
+	}
+	return n, err
+}
+
 func (c *Conn) readLoop() {
-	dec := NewDecoder(c.nc, c.opts.MaxSize)
+	dec := NewDecoder(activity{c.nc, &c.lastRead}, c.opts.MaxSize)
 	for {
 		p, err := dec.Next()
 		if errors.Is(err, ErrTooLarge) {
@@ -234,6 +397,11 @@ func (c *Conn) readLoop() {
 		if err != nil {
 			c.shutdown(fmt.Errorf("packet: read: %w", err))
 			return
+		}
+		c.heardOnce.Do(func() { close(c.heard) })
+		if string(p) == heartbeatPacket {
+			c.StartHeartbeat() // the peer heartbeats: answer in kind
+			continue
 		}
 		m, err := Decode(p)
 		if err != nil {
@@ -296,6 +464,7 @@ func (c *Conn) writeLoop() {
 			c.shutdown(fmt.Errorf("packet: write: %w", err))
 			return
 		}
+		c.lastWrite.Store(now())
 	}
 }
 

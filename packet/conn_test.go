@@ -45,7 +45,7 @@ func TestCallsAreMatchedByKeyOutOfOrder(t *testing.T) {
 			params, _ := json.Marshal(map[string]any{"delay": (50 - i) % 7 * 5, "echo": want})
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			m, err := client.Call(ctx, "/echo", "GET", params)
+			m, err := client.Call(ctx, "GET", "/echo", params)
 			if err != nil {
 				t.Errorf("Call %d: %v", i, err)
 				return
@@ -64,7 +64,7 @@ func TestCallTimesOut(t *testing.T) {
 	client, _ := pipe(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	_, err := client.Call(ctx, "/echo", "GET", []byte(`{"delay":2000}`))
+	_, err := client.Call(ctx, "GET", "/echo", []byte(`{"delay":2000}`))
 	if !errors.Is(err, ErrTimeout) {
 		t.Fatalf("Call = %v; want ErrTimeout", err)
 	}
@@ -77,7 +77,7 @@ func TestPendingCallsFailWhenPeerCloses(t *testing.T) {
 	client, server := pipe(t)
 	errc := make(chan error, 1)
 	go func() {
-		_, err := client.Call(context.Background(), "/echo", "GET", []byte(`{"delay":10000}`))
+		_, err := client.Call(context.Background(), "GET", "/echo", []byte(`{"delay":10000}`))
 		errc <- err
 	}()
 	for client.Pending() == 0 {
@@ -92,7 +92,7 @@ func TestPendingCallsFailWhenPeerCloses(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("pending call still waiting 5s after the peer closed")
 	}
-	if _, err := client.Call(context.Background(), "/echo", "GET", nil); !errors.Is(err, ErrClosed) {
+	if _, err := client.Call(context.Background(), "GET", "/echo", nil); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Call on closed conn = %v; want ErrClosed", err)
 	}
 }
@@ -152,7 +152,7 @@ func BenchmarkCall(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			if _, err := c.Call(ctx, "/purchases", "POST", params); err != nil {
+			if _, err := c.Call(ctx, "POST", "/purchases", params); err != nil {
 				b.Error(err)
 			}
 			cancel()

@@ -1,7 +1,7 @@
 // Package service is the runtime that hosts microshop services: it listens
 // for packet connections, dispatches each request by "METHOD/path" to its
 // handler (many at once per connection), registers with the distributor and
-// drains in-flight requests on shutdown. Its Router lets any process call
+// drains in-flight requests on shutdown. Its Client lets any process call
 // the routes of other processes, as the gate does.
 package service
 

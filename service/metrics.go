@@ -24,17 +24,25 @@ var (
 		Name: "microshop_service_in_flight",
 		Help: "Requests a service is handling now.",
 	}, []string{"service"})
-	routerCalls = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "microshop_router_calls_total",
-		Help: "Calls a Router (in a gate, or in a service calling another) sent, by outcome: ok (an answer came), retried (a lost instance's GET or DELETE sent again), no_instance, lost, timeout, error.",
+	clientCalls = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "microshop_client_calls_total",
+		Help: "Calls a Client (in a gate, or in a service calling another) made, by outcome: ok (an answer came), retried (a GET or DELETE sent again after its instance was lost), no_instance, lost (the instance was lost with the call in flight and it could not be sent again), timeout, error.",
 	}, []string{"outcome"})
+	hedgeEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "microshop_client_hedges_total",
+		Help: "Hedged GETs, by result: sent (a slow GET was also sent to another instance) and won (the hedge's answer came first).",
+	}, []string{"result"})
+	instanceEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "microshop_client_instance_events_total",
+		Help: "What a Client saw of its instances, by event: silent (sent nothing past the heartbeat timeout: marked down), back (answering again after that), ejected (calls in a row timed out), readmitted (answered a probe after an ejection).",
+	}, []string{"event"})
 )
 
-// routerCallsBy holds routerCalls' children by outcome, resolved once.
-var routerCallsBy = func() map[string]prometheus.Counter {
+// clientCallsBy holds clientCalls' children by outcome, resolved once.
+var clientCallsBy = func() map[string]prometheus.Counter {
 	m := map[string]prometheus.Counter{}
 	for _, o := range []string{"ok", "retried", "no_instance", "lost", "timeout", "error"} {
-		m[o] = routerCalls.WithLabelValues(o)
+		m[o] = clientCalls.WithLabelValues(o)
 	}
 	return m
 }()
@@ -46,7 +54,7 @@ var LatencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25
 
 // Collectors returns the package's metrics, for a Prometheus registry.
 func Collectors() []prometheus.Collector {
-	return []prometheus.Collector{requestsTotal, requestSeconds, inFlight, routerCalls}
+	return []prometheus.Collector{requestsTotal, requestSeconds, inFlight, clientCalls, hedgeEvents, instanceEvents}
 }
 
 // serverMetrics holds a Server's metric children, resolved once per route

@@ -24,10 +24,11 @@ type Config struct {
 	Name string
 	// Routes maps "METHOD/path" (e.g. "GET/goods") to handlers.
 	Routes map[string]Handler
-	// Distributor is the registry's host:port; empty runs without one.
-	Distributor string
-	// OnNodes, when set, receives every list the distributor pushes (a
-	// service that calls others feeds it to a Router).
+	// Distributors are the registries' host:port: the server registers with
+	// every one (see distributor.Client); none runs without a registry.
+	Distributors []string
+	// OnNodes, when set, receives every list the distributors push (a
+	// service that calls others feeds it to a Client).
 	OnNodes func([]distributor.Node)
 	// HandlerTimeout bounds each request (default 30s).
 	HandlerTimeout time.Duration
@@ -43,7 +44,15 @@ type Config struct {
 	// FleetKey, when set, makes the server accept only auth objects signed
 	// with it and treat a request without one as anonymous (see FleetKey).
 	FleetKey FleetKey
-	Logger   *slog.Logger
+	// Heartbeat, when positive, is the heartbeat timeout: the registration
+	// says the server heartbeats, so microshop callers and distributors
+	// heartbeat with it, and a caller silent for longer is disconnected
+	// (see packet.Options.Heartbeat). Zero turns heartbeats off.
+	Heartbeat time.Duration
+	// AnswerDelay delays every answer by this long: a test hook, to see how
+	// callers treat a slow instance.
+	AnswerDelay time.Duration
+	Logger      *slog.Logger
 }
 
 // Server hosts a service: it serves its routes on every connection, many
@@ -105,14 +114,15 @@ func (s *Server) Distributor() *distributor.Client {
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	regCtx, leave := context.WithCancel(context.WithoutCancel(ctx))
 	var regDone chan struct{}
-	if s.cfg.Distributor != "" {
+	if len(s.cfg.Distributors) > 0 {
 		host, port, err := distributor.Advertised(s.cfg.Advertise, ln.Addr().(*net.TCPAddr).Port)
 		if err != nil {
 			leave()
 			return err
 		}
 		dc := distributor.NewClient(distributor.ClientConfig{
-			Addr:         s.cfg.Distributor,
+			Addrs:        s.cfg.Distributors,
+			Heartbeat:    s.cfg.Heartbeat,
 			Registration: &distributor.Registration{Name: s.cfg.Name, Host: host, Port: port, URLs: s.URLs()},
 			FleetKey:     s.cfg.FleetKey,
 			OnChange:     s.cfg.OnNodes,
@@ -176,7 +186,7 @@ func (s *Server) accept(ctx context.Context, ln net.Listener) error {
 			tc.SetKeepAlive(true)
 			tc.SetKeepAlivePeriod(15 * time.Second)
 		}
-		c := packet.NewConn(nc, packet.Options{MaxSize: s.cfg.MaxPacket, Logger: s.log, OnMessage: s.onMessage})
+		c := packet.NewConn(nc, packet.Options{MaxSize: s.cfg.MaxPacket, Logger: s.log, OnMessage: s.onMessage, Heartbeat: s.cfg.Heartbeat})
 		s.mu.Lock()
 		s.conns[c] = struct{}{}
 		s.mu.Unlock()
@@ -184,6 +194,9 @@ func (s *Server) accept(ctx context.Context, ln net.Listener) error {
 		go func() {
 			defer s.connW.Done()
 			<-c.Done()
+			if errors.Is(c.Err(), packet.ErrSilent) {
+				s.log.Warn("caller silent past the heartbeat timeout; connection closed", "remote", c.RemoteAddr().String(), "timeout", s.cfg.Heartbeat)
+			}
 			s.mu.Lock()
 			delete(s.conns, c)
 			s.mu.Unlock()
@@ -259,6 +272,9 @@ func (s *Server) serve(c *packet.Conn, m *packet.Message) {
 		s.log.Error("request failed", "method", m.Method, "uri", m.URI, "code", code, "err", err, "took", time.Since(start))
 	} else {
 		s.log.Debug("request", "method", m.Method, "uri", m.URI, "code", code, "took", time.Since(start))
+	}
+	if s.cfg.AnswerDelay > 0 {
+		time.Sleep(s.cfg.AnswerDelay)
 	}
 	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer wcancel()

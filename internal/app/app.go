@@ -11,8 +11,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
-
+	"strings"
 	"sync"
 	"time"
 
@@ -33,7 +34,7 @@ const (
 // options are the parsed flags of one command.
 type options struct {
 	addr           string
-	distributor    string
+	distributors   []string // --distributor, split at commas
 	db             string
 	redis          string
 	redisPrefix    string
@@ -45,6 +46,9 @@ type options struct {
 	maxPacket      int
 	maxBody        int64
 	requestTimeout time.Duration
+	heartbeat      time.Duration
+	hedgeAfter     time.Duration
+	answerDelay    time.Duration
 	randomPorts    bool
 	chat           gate.ChatConfig
 	sec            securityOptions
@@ -121,7 +125,8 @@ func parseFlags(name string, args []string, getenv func(string) string, stdout, 
 		defRedis = "" // embedded
 	}
 	fs.StringVar(&o.addr, "addr", env("MICROSHOP_ADDR", defAddr), "listen address of this component (all: of the gate) [MICROSHOP_ADDR]")
-	fs.StringVar(&o.distributor, "distributor", env("MICROSHOP_DISTRIBUTOR", defaultDistributor), "the distributor's host:port (all: where it listens) [MICROSHOP_DISTRIBUTOR]")
+	var distributors string
+	fs.StringVar(&distributors, "distributor", env("MICROSHOP_DISTRIBUTOR", defaultDistributor), "the distributors' host:port, comma-separated: the process registers with and follows every one, so any one may be down (all: the first is where its own distributor listens) [MICROSHOP_DISTRIBUTOR]")
 	fs.StringVar(&o.db, "db", env("MICROSHOP_DB", defaultDB), "database: sqlite:PATH or mysql://user:pass@tcp(host:3306)/db [MICROSHOP_DB]")
 	fs.StringVar(&o.redis, "redis", env("MICROSHOP_REDIS", defRedis), "Redis: redis://[:pass@]host:port/db, or host:port,host:port,... for a cluster (all: empty = embedded) [MICROSHOP_REDIS]")
 	fs.StringVar(&o.redisPrefix, "redis-prefix", env("MICROSHOP_REDIS_PREFIX", cache.DefaultPrefix), "prefix of every Redis key [MICROSHOP_REDIS_PREFIX]")
@@ -168,6 +173,9 @@ func parseFlags(name string, args []string, getenv func(string) string, stdout, 
 	fs.Int64Var(&maxPacket, "max-packet", envInt("MICROSHOP_MAX_PACKET", 1<<20), "largest packet in bytes [MICROSHOP_MAX_PACKET]")
 	fs.Int64Var(&o.maxBody, "max-body", envInt("MICROSHOP_MAX_BODY", 1<<20), "gate: largest request body in bytes [MICROSHOP_MAX_BODY]")
 	fs.DurationVar(&o.requestTimeout, "request-timeout", envDuration("MICROSHOP_REQUEST_TIMEOUT", 10*time.Second), "gate and callers: how long to wait for a service's answer [MICROSHOP_REQUEST_TIMEOUT]")
+	fs.DurationVar(&o.heartbeat, "heartbeat-timeout", envDuration("MICROSHOP_HEARTBEAT_TIMEOUT", defaultHeartbeat), "how long a microshop peer (instance, caller, distributor) may stay silent before it is marked down: its calls fail over and its connection is redialled; peers heartbeat 5 times as often; 0 = off [MICROSHOP_HEARTBEAT_TIMEOUT]")
+	fs.DurationVar(&o.hedgeAfter, "hedge-after", envDuration("MICROSHOP_HEDGE_AFTER", defaultHedgeAfter), "gate and callers: the least wait before a GET with no answer is also sent to another instance (the wait is the route's usual latency plus 4 deviations when that is longer; hedges are capped at 10% of calls); 0 = off [MICROSHOP_HEDGE_AFTER]")
+	fs.DurationVar(&o.answerDelay, "answer-delay", envDuration("MICROSHOP_ANSWER_DELAY", 0), "services, for testing: delay every answer by this long, to see the fleet route around a slow instance [MICROSHOP_ANSWER_DELAY]")
 	fs.BoolVar(&o.randomPorts, "random-ports", envBool("MICROSHOP_RANDOM_PORTS", false), "all: services (and the distributor, unless --distributor is given) listen on free loopback ports instead of 9000, 9010, ... [MICROSHOP_RANDOM_PORTS]")
 	checkChat := chatFlags(fs, &o.chat, getenv)
 	checkSec := securityFlags(fs, name, &o.sec, getenv)
@@ -185,13 +193,14 @@ func parseFlags(name string, args []string, getenv func(string) string, stdout, 
 		fs.PrintDefaults()
 		fs.SetOutput(stderr)
 	}
-	if err := fs.Parse(args); err != nil {
+	err := fs.Parse(args)
+	if err != nil {
 		return nil, err
 	}
-	if err := checkChat(); err != nil {
+	if err = checkChat(); err != nil {
 		return nil, err
 	}
-	if err := checkSec(); err != nil {
+	if err = checkSec(); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
@@ -207,12 +216,56 @@ func parseFlags(name string, args []string, getenv func(string) string, stdout, 
 	if o.requestTimeout <= 0 {
 		return nil, fmt.Errorf("--request-timeout: want a positive duration, got %v", o.requestTimeout)
 	}
+	if o.heartbeat != 0 && (o.heartbeat < 50*time.Millisecond || o.heartbeat > time.Hour) {
+		return nil, fmt.Errorf("--heartbeat-timeout: want 0 (off) or a duration from 50ms to 1h, got %v", o.heartbeat)
+	}
+	if o.hedgeAfter < 0 {
+		return nil, fmt.Errorf("--hedge-after: want 0 (off) or a positive duration, got %v", o.hedgeAfter)
+	}
+	if o.answerDelay < 0 {
+		return nil, fmt.Errorf("--answer-delay: want 0 or a positive duration, got %v", o.answerDelay)
+	}
+	if o.distributors, err = parseDistributors(distributors); err != nil {
+		return nil, fmt.Errorf("--distributor: %w", err)
+	}
 	if _, port, err := distributor.Advertised(o.advertise, 0); err != nil {
 		return nil, fmt.Errorf("--advertise: %w", err)
 	} else if name == "all" && port != 0 {
 		return nil, fmt.Errorf("--advertise: all runs every component on a port of its own; give a HOST only, got %q", o.advertise)
 	}
 	return o, nil
+}
+
+// Defaults of the fault flags (README "When things fail").
+const (
+	defaultHeartbeat  = 1500 * time.Millisecond
+	defaultHedgeAfter = 50 * time.Millisecond
+)
+
+// parseDistributors splits a comma-separated list of host:port.
+func parseDistributors(list string) ([]string, error) {
+	var addrs []string
+	for _, a := range strings.Split(list, ",") {
+		a = strings.TrimSpace(a)
+		if a == "" {
+			continue
+		}
+		_, port, err := net.SplitHostPort(a)
+		if err != nil {
+			return nil, fmt.Errorf("want host:port[,host:port...], got %q", a)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			return nil, fmt.Errorf("bad port in %q", a)
+		}
+		if slices.Contains(addrs, a) {
+			return nil, fmt.Errorf("%q is listed twice", a)
+		}
+		addrs = append(addrs, a)
+	}
+	if len(addrs) == 0 {
+		return nil, errors.New("want at least one host:port")
+	}
+	return addrs, nil
 }
 
 func newLogger(o *options, w io.Writer) (*slog.Logger, error) {
@@ -294,7 +347,8 @@ func start(ctx context.Context, c component, ln net.Listener, o *options, res *r
 	case kindDistributor:
 		return newDistributor(o, log).Serve(ctx, ln)
 	case kindGate:
-		cfg := gate.Config{Distributor: o.distributor, Advertise: o.advertise, RequestTimeout: o.requestTimeout, MaxBody: o.maxBody, MaxPacket: o.maxPacket, Chat: o.chat, Security: o.sec.gate, FleetKey: service.FleetKey(o.sec.fleetKey), Logger: log}
+		cfg := gate.Config{Distributors: o.distributors, Advertise: o.advertise, RequestTimeout: o.requestTimeout, MaxBody: o.maxBody, MaxPacket: o.maxPacket,
+			Chat: o.chat, Security: o.sec.gate, FleetKey: service.FleetKey(o.sec.fleetKey), Heartbeat: o.heartbeat, HedgeAfter: o.hedgeAfter, Logger: log}
 		if res != nil {
 			cfg.Cache = res.cache
 		}
@@ -303,9 +357,11 @@ func start(ctx context.Context, c component, ln net.Listener, o *options, res *r
 	}
 	slog := log.With("component", c.name)
 	d := deps{db: res.db, cache: res.cache, log: slog, sec: &o.sec}
-	cfg := service.Config{Name: c.name, Distributor: o.distributor, Advertise: o.advertise, MaxPacket: o.maxPacket, FleetKey: service.FleetKey(o.sec.fleetKey), Logger: log}
+	cfg := service.Config{Name: c.name, Distributors: o.distributors, Advertise: o.advertise, MaxPacket: o.maxPacket, FleetKey: service.FleetKey(o.sec.fleetKey),
+		Heartbeat: o.heartbeat, AnswerDelay: o.answerDelay, Logger: log}
 	if c.calls {
-		d.caller = service.NewRouter(service.RouterConfig{RequestTimeout: o.requestTimeout, MaxPacket: o.maxPacket, FleetKey: service.FleetKey(o.sec.fleetKey), Logger: slog})
+		d.caller = service.NewClient(service.ClientConfig{RequestTimeout: o.requestTimeout, MaxPacket: o.maxPacket, FleetKey: service.FleetKey(o.sec.fleetKey),
+			Heartbeat: o.heartbeat, HedgeAfter: o.hedgeAfter, Logger: slog})
 		defer d.caller.Close()
 		cfg.OnNodes = d.caller.Update
 	}
@@ -316,6 +372,7 @@ func start(ctx context.Context, c component, ln net.Listener, o *options, res *r
 func newDistributor(o *options, log *slog.Logger) *distributor.Server {
 	d := distributor.NewServer(log.With("component", "distributor"), o.maxPacket)
 	d.FleetKey = []byte(o.sec.fleetKey)
+	d.Heartbeat = o.heartbeat
 	return d
 }
 
@@ -401,8 +458,8 @@ func runAll(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		case c.kind == kindGate:
 			addr = o.addr
 		case c.kind == kindDistributor:
-			addr = o.distributor
-			if o.randomPorts && o.distributor == defaultDistributor {
+			addr = o.distributors[0]
+			if o.randomPorts && addr == defaultDistributor {
 				addr = "127.0.0.1:0" // an explicit --distributor is honoured
 			}
 		case o.randomPorts:
@@ -415,7 +472,7 @@ func runAll(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		}
 		run := func(ctx context.Context) error { return start(ctx, c, ln, o, res, log) }
 		if c.kind == kindDistributor {
-			o.distributor = ln.Addr().String()
+			o.distributors[0] = ln.Addr().String()
 			reg = newDistributor(o, log)
 			run = func(ctx context.Context) error { return reg.Serve(ctx, ln) }
 		}
@@ -445,7 +502,7 @@ func runAll(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		}()
 		fleet = append(fleet, r)
 		if c.kind == kindGate {
-			log.Info("microshop is up", "gate", ln.Addr().String(), "distributor", o.distributor)
+			log.Info("microshop is up", "gate", ln.Addr().String(), "distributor", o.distributors[0])
 			printAdminKey(stdout, &o.sec, ln.Addr().String())
 		}
 	}

@@ -27,7 +27,7 @@ const (
 type deps struct {
 	db     *store.DB
 	cache  *cache.Cache
-	caller *service.Router // calls other services; nil unless component.calls
+	caller *service.Client // calls other services; nil unless component.calls
 	log    *slog.Logger
 	sec    *securityOptions // session and lockout flags
 }
@@ -39,7 +39,7 @@ type component struct {
 	port  int // the book's default port
 	kind  kind
 	help  string
-	calls bool // needs a Router to call other services
+	calls bool // needs a Client to call other services
 	// routes builds the service's handlers (kindService only).
 	routes func(d deps) map[string]service.Handler
 }

@@ -1,0 +1,239 @@
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/microshop/microshop/distributor"
+	"github.com/microshop/microshop/packet"
+)
+
+// Errors returned by Client.Call besides packet.ErrTimeout.
+var (
+	// ErrNoRoute means no process in the list serves the route, and none
+	// ever did.
+	ErrNoRoute = errors.New("service: no such route")
+	// ErrNoInstance means the route is or was listed but no instance of it
+	// can take a call now.
+	ErrNoInstance = errors.New("service: no instance available")
+	// ErrInstanceLost means the instance's connection closed, or the
+	// instance fell silent, while the request was in flight, and the
+	// request could not be sent again elsewhere (a POST, which is never
+	// re-sent: it may or may not have been applied).
+	ErrInstanceLost = errors.New("service: instance lost with the request in flight")
+)
+
+// ClientConfig configures a Client.
+type ClientConfig struct {
+	// RequestTimeout bounds a call whose context has no earlier deadline
+	// (default 10s).
+	RequestTimeout time.Duration
+	// MaxPacket limits packet size (packet.DefaultMaxSize when 0).
+	MaxPacket int
+	// Heartbeat, when positive, is the heartbeat timeout on connections to
+	// instances that heartbeat (distributor.Node.Heartbeat): one silent for
+	// longer is marked down, its calls in flight fail over, and it comes
+	// back once it answers again. Zero turns heartbeats off.
+	Heartbeat time.Duration
+	// HedgeAfter is the least time a GET waits for its answer before it is
+	// also sent to another instance (see hedge.go); zero turns hedging off.
+	HedgeAfter time.Duration
+	// FleetKey, when set, signs the auth object of every CallAuth.
+	FleetKey FleetKey
+	Logger   *slog.Logger
+}
+
+// Client calls the routes of other processes, as net/http's Client calls
+// HTTP servers. Fed with the distributor's list (Update), it keeps one
+// connection to every listed instance (instance.go), sends each call to the
+// least loaded of two random instances of its route (balance.go), ejects
+// instances whose calls time out (eject.go), hedges slow GETs (hedge.go),
+// and fails calls over when an instance's connection closes or it falls
+// silent: a GET or DELETE is sent again to another instance at once, a POST
+// fails with ErrInstanceLost.
+type Client struct {
+	cfg    ClientConfig
+	log    *slog.Logger
+	keeper *keeper
+	budget *hedgeBudget
+
+	mu        sync.RWMutex
+	routes    map[string]*route    // "GET/goods" → instances
+	instances map[string]*instance // by host:port
+	known     map[string]bool      // every route ever listed
+	closed    bool
+}
+
+// route is one "METHOD/path" and the instances that serve it.
+type route struct {
+	instances []*instance
+	rtt       *rtt // shared by the route's successive lists
+}
+
+// NewClient returns a client with no instances.
+func NewClient(cfg ClientConfig) *Client {
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	c := &Client{cfg: cfg, log: cfg.Logger, budget: newHedgeBudget(), routes: map[string]*route{}, instances: map[string]*instance{}, known: map[string]bool{}}
+	c.keeper = &keeper{cfg: &c.cfg, log: c.log}
+	return c
+}
+
+// Update replaces the set of instances with those in nodes. Entries named
+// "gate" are skipped: gates serve HTTP, not routes.
+func (c *Client) Update(nodes []distributor.Node) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	want := map[string]distributor.Node{}
+	for _, n := range nodes {
+		if n.Name == "gate" || len(n.URLs) == 0 {
+			continue
+		}
+		want[n.Addr()] = n
+	}
+	for addr, in := range c.instances {
+		if n, ok := want[addr]; !ok || n.Heartbeat != in.heartbeat || n.Name != in.name {
+			delete(c.instances, addr)
+			close(in.stop)
+		}
+	}
+	routes := map[string]*route{}
+	for addr, n := range want {
+		in, ok := c.instances[addr]
+		if !ok {
+			in = newInstance(n)
+			c.instances[addr] = in
+			c.keeper.wg.Add(1)
+			go c.keeper.keep(in)
+		}
+		for _, u := range n.URLs {
+			rt := routes[u]
+			if rt == nil {
+				rt = &route{rtt: &rtt{}}
+				if old := c.routes[u]; old != nil {
+					rt.rtt = old.rtt
+				}
+				routes[u] = rt
+				c.known[u] = true
+			}
+			rt.instances = append(rt.instances, in)
+		}
+	}
+	c.routes = routes
+}
+
+// Has reports whether some listed process serves "METHOD/path" now.
+func (c *Client) Has(method, path string) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.routes[method+path] != nil
+}
+
+// Known reports whether "METHOD/path" is or was listed: a route that
+// lost its last instance is known (its calls fail with ErrNoInstance, a
+// 503), one never listed is not (ErrNoRoute, a 404).
+func (c *Client) Known(method, path string) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.known[method+path]
+}
+
+// Call sends a request for "METHOD path" to an instance and returns its
+// answer. params is a JSON object (or nil). Errors: ErrNoRoute,
+// ErrNoInstance, ErrInstanceLost, packet.ErrTimeout, or ctx's error.
+func (c *Client) Call(ctx context.Context, method, path string, params []byte) (*packet.Message, error) {
+	return c.CallAuth(ctx, nil, method, path, params)
+}
+
+// CallAuth is Call with the identity the caller vouches for, sent as the
+// request's "auth" object (none when auth is nil). The gate calls with it.
+func (c *Client) CallAuth(ctx context.Context, auth *Auth, method, path string, params []byte) (*packet.Message, error) {
+	m, err := c.callAuth(ctx, auth, method, path, params)
+	clientCallsBy[callOutcome(err)].Inc()
+	return m, err
+}
+
+// callOutcome names err for the client's metric.
+func callOutcome(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, ErrNoRoute), errors.Is(err, ErrNoInstance):
+		return "no_instance"
+	case errors.Is(err, ErrInstanceLost):
+		return "lost"
+	case errors.Is(err, packet.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	default:
+		return "error"
+	}
+}
+
+func (c *Client) callAuth(ctx context.Context, auth *Auth, method, path string, params []byte) (*packet.Message, error) {
+	var authJSON []byte
+	if auth != nil {
+		if len(c.cfg.FleetKey) > 0 {
+			auth = c.cfg.FleetKey.sign(auth, method, path, time.Now())
+		}
+		var err error
+		if authJSON, err = json.Marshal(auth); err != nil {
+			return nil, err
+		}
+	}
+	key := method + path
+	c.mu.RLock()
+	rt, known := c.routes[key], c.known[key]
+	c.mu.RUnlock()
+	if rt == nil {
+		if known {
+			return nil, ErrNoInstance
+		}
+		return nil, ErrNoRoute
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.RequestTimeout)
+		defer cancel()
+	}
+	x := &exchange{c: c, rt: rt, ctx: ctx, method: method, path: path, params: params, auth: authJSON}
+	return x.run()
+}
+
+// Close drops every instance, closes its connection and waits for the
+// goroutines that kept them.
+func (c *Client) Close() {
+	c.mu.Lock()
+	c.closed = true
+	for addr, in := range c.instances {
+		delete(c.instances, addr)
+		close(in.stop)
+	}
+	c.routes = map[string]*route{}
+	c.mu.Unlock()
+	c.keeper.wg.Wait()
+}
+
+// eject starts in's ejection unless the client is closed.
+func (c *Client) eject(in *instance, d time.Duration) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if !c.closed {
+		c.keeper.eject(in, d)
+	}
+}
+
+// epoch is the origin of the monotonic times the client keeps in atomics.
+var epoch = time.Now()
+
+func monotonic() int64 { return int64(time.Since(epoch)) }

@@ -1,0 +1,246 @@
+package service_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/microshop/microshop/distributor"
+	"github.com/microshop/microshop/internal/faultnet"
+	"github.com/microshop/microshop/service"
+)
+
+// hb is the heartbeat timeout of these tests.
+const hb = 300 * time.Millisecond
+
+// instance is a who service on a listener that the test can freeze, as
+// SIGSTOP freezes a process; posts counts the POST /who it handled.
+type instance struct {
+	ln    *faultnet.Listener
+	posts atomic.Int64
+}
+
+func startFreezable(t *testing.T, dist, id string, heartbeat time.Duration) *instance {
+	t.Helper()
+	ln, err := faultnet.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := &instance{ln: ln}
+	routes := map[string]service.Handler{
+		"GET/who": func(ctx context.Context, r *service.Request) (service.Result, error) {
+			if d, _ := r.Params.IntDefault("sleep", 0); d > 0 {
+				time.Sleep(time.Duration(d) * time.Millisecond)
+			}
+			return service.Result{"id": id}, nil
+		},
+		"POST/who": func(ctx context.Context, r *service.Request) (service.Result, error) {
+			in.posts.Add(1)
+			return service.Result{"id": id}, nil
+		},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	srv := service.NewServer(service.Config{Name: "who", Routes: routes, Distributors: []string{dist}, DrainTimeout: time.Second, Heartbeat: heartbeat})
+	go func() { defer close(done); srv.Serve(ctx, ln) }()
+	t.Cleanup(func() { ln.Thaw(); cancel(); <-done })
+	return in
+}
+
+// newFaultClient follows dist's list with heartbeats, hedging after hedge
+// (0: off).
+func newFaultClient(t *testing.T, dist string, hedge time.Duration) *service.Client {
+	t.Helper()
+	c := service.NewClient(service.ClientConfig{RequestTimeout: 5 * time.Second, Heartbeat: hb, HedgeAfter: hedge})
+	ctx, cancel := context.WithCancel(context.Background())
+	dc := distributor.NewClient(distributor.ClientConfig{Addrs: []string{dist}, OnChange: c.Update, RetryInterval: 50 * time.Millisecond, Heartbeat: hb})
+	done := make(chan struct{})
+	go func() { defer close(done); dc.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; c.Close() })
+	return c
+}
+
+// callWho calls "METHOD /who", bounded by the client's RequestTimeout.
+func callWho(c *service.Client, method, params string) (string, error) {
+	m, err := c.Call(context.Background(), method, "/who", []byte(params))
+	if err != nil {
+		return "", err
+	}
+	var body struct {
+		ID string `json:"id"`
+	}
+	json.Unmarshal(m.Raw, &body)
+	return body.ID, nil
+}
+
+// startedDistributor is startDistributor with no settle period.
+func startedDistributor(t *testing.T) string {
+	t.Helper()
+	ln := listen(t, "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	d := distributor.NewServer(nil, 0)
+	d.Settle = 0
+	d.Heartbeat = hb
+	go func() { defer close(done); d.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return ln.Addr().String()
+}
+
+// A frozen instance that heartbeats is marked down within the heartbeat
+// timeout: its GETs in flight are sent again to the other instance, its
+// POSTs fail with ErrInstanceLost and are not sent again, and it is out of
+// rotation until it answers again.
+func TestFrozenInstanceFailsOver(t *testing.T) {
+	dist := startedDistributor(t)
+	a := startFreezable(t, dist, "a", hb)
+	b := startFreezable(t, dist, "b", hb)
+	c := newFaultClient(t, dist, 0) // no hedging: the failover alone
+	waitFor(t, 5*time.Second, "both instances answer", func() bool { return len(distinct(t, c, 8)) == 2 })
+
+	b.ln.Freeze()
+	frozen := time.Now()
+	type result struct {
+		method, id string
+		err        error
+		took       time.Duration
+	}
+	results := make(chan result, 40)
+	var wg sync.WaitGroup
+	for i := range 40 {
+		method := "GET"
+		if i%4 == 0 {
+			method = "POST"
+		}
+		wg.Go(func() {
+			start := time.Now()
+			id, err := callWho(c, method, `{"sleep":5}`)
+			results <- result{method, id, err, time.Since(start)}
+		})
+	}
+	wg.Wait()
+	close(results)
+	lostPosts := 0
+	for r := range results {
+		switch {
+		case r.method == "GET" && (r.err != nil || r.id != "a"):
+			t.Errorf("GET during the freeze: %q, %v; want answered by a", r.id, r.err)
+		case r.method == "POST" && r.err != nil:
+			if !errors.Is(r.err, service.ErrInstanceLost) {
+				t.Errorf("POST during the freeze: %v; want ErrInstanceLost or an answer", r.err)
+			}
+			lostPosts++
+		}
+		if r.took > 3*hb {
+			t.Errorf("a %s took %v; want it answered or failed within about the heartbeat timeout %v", r.method, r.took, hb)
+		}
+	}
+	detected := time.Since(frozen)
+	t.Logf("freeze noticed, and every call answered or failed over, %v after it began; %d POSTs failed as lost", detected.Round(time.Millisecond), lostPosts)
+	if posts := b.posts.Load(); posts != 0 {
+		t.Fatalf("the frozen instance handled %d POSTs", posts)
+	}
+	// Marked down: calls no longer go to b at all.
+	for range 20 {
+		if id, err := callWho(c, "GET", ""); err != nil || id != "a" {
+			t.Fatalf("GET after the freeze was noticed: %q, %v; want a", id, err)
+		}
+	}
+	// The POSTs lost with b were never applied twice: after the thaw, b
+	// reads them from its socket but can no longer answer, and a never got
+	// them.
+	b.ln.Thaw()
+	waitFor(t, 10*time.Second, "the thawed instance serves again", func() bool { return distinct(t, c, 8)["b"] > 0 })
+	if got, want := a.posts.Load()+b.posts.Load(), int64(10-lostPosts); got > 10 || got < want {
+		t.Fatalf("%d POSTs were handled; want %d to 10 (each at most once)", got, want)
+	}
+}
+
+// A GET to a frozen instance is hedged: the other instance's answer comes
+// long before the freeze is noticed.
+func TestHedgedGetBeatsAFrozenInstance(t *testing.T) {
+	dist := startedDistributor(t)
+	startFreezable(t, dist, "a", hb)
+	b := startFreezable(t, dist, "b", hb)
+	c := service.NewClient(service.ClientConfig{RequestTimeout: 5 * time.Second, Heartbeat: 10 * time.Second, HedgeAfter: 20 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	dc := distributor.NewClient(distributor.ClientConfig{Addrs: []string{dist}, OnChange: c.Update, RetryInterval: 50 * time.Millisecond})
+	done := make(chan struct{})
+	go func() { defer close(done); dc.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; c.Close() })
+	waitFor(t, 5*time.Second, "both instances answer", func() bool { return len(distinct(t, c, 8)) == 2 })
+	b.ln.Freeze()
+	for i := range 10 {
+		start := time.Now()
+		id, err := callWho(c, "GET", "")
+		if err != nil || id != "a" {
+			t.Fatalf("GET %d with b frozen: %q, %v; want a's answer", i, id, err)
+		}
+		if took := time.Since(start); took > time.Second {
+			t.Fatalf("GET %d took %v; a hedge after 20ms should have been answered long before the 10s heartbeat timeout", i, took)
+		}
+	}
+}
+
+// A process that never heartbeats (a book peer) and stops answering is
+// ejected after calls in a row time out, and re-admitted once a probe is
+// answered. Meanwhile hedges answer every GET.
+func TestSilentBookPeerIsEjectedAndReadmitted(t *testing.T) {
+	dist := startedDistributor(t)
+	startFreezable(t, dist, "a", 0)
+	b := startFreezable(t, dist, "b", 0) // no heartbeat: judged by its answers
+	c := service.NewClient(service.ClientConfig{RequestTimeout: 200 * time.Millisecond, HedgeAfter: 20 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	dc := distributor.NewClient(distributor.ClientConfig{Addrs: []string{dist}, OnChange: c.Update, RetryInterval: 50 * time.Millisecond})
+	done := make(chan struct{})
+	go func() { defer close(done); dc.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; c.Close() })
+	waitFor(t, 5*time.Second, "both instances answer", func() bool { return len(distinct(t, c, 8)) == 2 })
+	var bAddr string
+	for _, n := range dc.Nodes() {
+		if n.Port == b.ln.Addr().(*net.TCPAddr).Port {
+			bAddr = n.Addr()
+		}
+	}
+
+	b.ln.Freeze()
+	frozen := time.Now()
+	// GETs go on; once a second one explores b (its answer would refresh
+	// what the balancer knows), is hedged to a, and times out on b.
+	for !c.Ejected(bAddr) {
+		if id, err := callWho(c, "GET", ""); err != nil || id != "a" {
+			t.Fatalf("GET with b frozen: %q, %v; want a's answer (hedged)", id, err)
+		}
+		if time.Since(frozen) > 20*time.Second {
+			t.Fatal("b was not ejected within 20s of its freeze")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("b ejected %v after its freeze", time.Since(frozen).Round(time.Millisecond))
+	b.ln.Thaw()
+	waitFor(t, 10*time.Second, "b is probed and re-admitted", func() bool { return !c.Ejected(bAddr) })
+	waitFor(t, 5*time.Second, "b answers again", func() bool { return distinct(t, c, 8)["b"] > 0 })
+}
+
+// A route that was listed and lost its last instance fails with
+// ErrNoInstance (the gate's 503); one never listed with ErrNoRoute (404).
+func TestKnownRouteWithoutInstance(t *testing.T) {
+	c := service.NewClient(service.ClientConfig{RequestTimeout: time.Second})
+	defer c.Close()
+	c.Update([]distributor.Node{{Name: "who", Host: "127.0.0.1", Port: 1, URLs: []string{"GET/who"}}})
+	c.Update(nil)
+	if _, err := c.Call(context.Background(), "GET", "/who", nil); !errors.Is(err, service.ErrNoInstance) {
+		t.Fatalf("Call to a route that lost its instances = %v; want ErrNoInstance", err)
+	}
+	if _, err := c.Call(context.Background(), "GET", "/never", nil); !errors.Is(err, service.ErrNoRoute) {
+		t.Fatalf("Call to a route never listed = %v; want ErrNoRoute", err)
+	}
+	if !c.Known("GET", "/who") || c.Has("GET", "/who") || c.Known("GET", "/never") {
+		t.Fatalf("Known/Has wrong: Known(/who)=%v Has(/who)=%v Known(/never)=%v", c.Known("GET", "/who"), c.Has("GET", "/who"), c.Known("GET", "/never"))
+	}
+}
