@@ -1,0 +1,200 @@
+package distributor
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/microshop/microshop/internal/faultnet"
+)
+
+const testHeartbeat = 300 * time.Millisecond
+
+var quiet = slog.New(slog.DiscardHandler)
+
+// runServer serves a registry with heartbeats and no settle period on a
+// freezable listener until the test ends (or stop is called).
+func runServer(t *testing.T, addr string) (*faultnet.Listener, func()) {
+	t.Helper()
+	ln, err := faultnet.Listen(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewServer(quiet, 0)
+	s.Settle = 0
+	s.Heartbeat = testHeartbeat
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.Serve(ctx, ln) }()
+	var once sync.Once
+	stop := func() { once.Do(func() { ln.Thaw(); cancel(); <-done }) }
+	t.Cleanup(stop)
+	return ln, stop
+}
+
+// watcher is a registered client whose reported lists the test reads.
+type watcher struct {
+	c     *Client
+	mu    sync.Mutex
+	lists [][]Node
+}
+
+func runClient(t *testing.T, name string, port int, settle time.Duration, addrs ...string) *watcher {
+	t.Helper()
+	w := &watcher{}
+	w.c = NewClient(ClientConfig{Addrs: addrs, Logger: quiet, RetryInterval: 50 * time.Millisecond, Heartbeat: testHeartbeat, Settle: settle,
+		Registration: &Registration{Name: name, Port: port, URLs: []string{"GET/" + name}},
+		OnChange: func(n []Node) {
+			w.mu.Lock()
+			w.lists = append(w.lists, n)
+			w.mu.Unlock()
+		}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return w
+}
+
+func names(nodes []Node) []string {
+	var out []string
+	for _, n := range nodes {
+		out = append(out, n.Name)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// waitNames waits until w reports exactly want (sorted names).
+func (w *watcher) waitNames(t *testing.T, d time.Duration, want ...string) {
+	t.Helper()
+	slices.Sort(want)
+	deadline := time.Now().Add(d)
+	for !slices.Equal(names(w.c.Nodes()), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("list %v after %v; want %v", names(w.c.Nodes()), d, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A process following two distributors lists what either lists; a frozen
+// one changes nothing: a process that registers afterwards is listed
+// through the other, and one that leaves is dropped.
+func TestClientFollowsSeveralDistributors(t *testing.T) {
+	a, _ := runServer(t, "127.0.0.1:0")
+	b, _ := runServer(t, "127.0.0.1:0")
+	A, B := a.Addr().String(), b.Addr().String()
+	gate := runClient(t, "gate", 8000, time.Millisecond, A, B)
+	runClient(t, "onlya", 9001, time.Millisecond, A)
+	runClient(t, "onlyb", 9002, time.Millisecond, B)
+	gate.waitNames(t, 5*time.Second, "gate", "onlya", "onlyb")
+
+	a.Freeze()
+	frozen := time.Now()
+	late := runClient(t, "late", 9003, time.Millisecond, A, B)
+	// onlya was listed only by A, which no longer answers: once the gate's
+	// heartbeat notices, A's list leaves the union.
+	gate.waitNames(t, 5*time.Second, "gate", "late", "onlyb")
+	if took := time.Since(frozen); took < testHeartbeat {
+		t.Fatalf("A's list left after %v, before the heartbeat timeout %v", took, testHeartbeat)
+	}
+	if !late.c.Connected() {
+		t.Fatal("a client with one distributor frozen and one answering reports not connected")
+	}
+	a.Thaw()
+	gate.waitNames(t, 5*time.Second, "gate", "late", "onlya", "onlyb")
+}
+
+// A distributor drops a process that registered with heartbeats and then
+// fell silent; one that registered without (a book process) stays listed
+// however quiet it is.
+func TestServerDropsSilentProcess(t *testing.T) {
+	ln, _ := runServer(t, "127.0.0.1:0")
+	addr := ln.Addr().String()
+	dial := func(reg string) net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := io.WriteString(c, reg); err != nil {
+			t.Fatal(err)
+		}
+		go io.Copy(io.Discard, c) // read, as a frozen process's kernel does
+		return c
+	}
+	dial(`{"uri":"/distributes","method":"POST","key":0,"params":{"name":"silent","port":9001,"urls":[],"heartbeat":true}}¶`)
+	dial(`{"uri":"/distributes","method":"POST","key":0,"params":{"name":"book","port":9002,"urls":[]}}¶`)
+	w := runClient(t, "gate", 8000, time.Millisecond, addr)
+	w.waitNames(t, 5*time.Second, "book", "gate", "silent")
+	start := time.Now()
+	w.waitNames(t, 5*time.Second, "book", "gate")
+	took := time.Since(start)
+	if took > 3*testHeartbeat {
+		t.Errorf("the silent process was dropped %v after it was seen listed; want within about %v", took, testHeartbeat)
+	}
+	time.Sleep(3 * testHeartbeat)
+	if got := names(w.c.Nodes()); !slices.Contains(got, "book") {
+		t.Fatalf("list %v: the quiet book process, which never heartbeats, was dropped", got)
+	}
+}
+
+// After a distributor comes back (restarted, thawed, healed), its lists
+// may only add for the settle period: processes that have not registered
+// with it again yet stay listed, and leave once the period is over unless
+// they have.
+func TestClientSettleKeepsProcessesAfterReconnect(t *testing.T) {
+	testSettle(t, 600*time.Millisecond, true)
+}
+
+// The same with no settle period shows the list the rule guards against.
+func TestClientWithoutSettleDropsProcessesAfterReconnect(t *testing.T) {
+	testSettle(t, time.Millisecond, false)
+}
+
+func testSettle(t *testing.T, settle time.Duration, wantKept bool) {
+	ln, stop := runServer(t, "127.0.0.1:0")
+	addr := ln.Addr().String()
+	register := func() {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		io.WriteString(c, `{"uri":"/distributes","method":"POST","key":0,"params":{"name":"goods","port":9010,"urls":["GET/goods"]}}¶`)
+		go io.Copy(io.Discard, c)
+	}
+	w := runClient(t, "gate", 8000, settle, addr)
+	register()
+	w.waitNames(t, 5*time.Second, "gate", "goods")
+	time.Sleep(settle) // past the first session's settle period
+	w.mu.Lock()
+	before := len(w.lists)
+	w.mu.Unlock()
+	stop()
+	runServer(t, addr) // empty: every process must register again
+	back := time.Now()
+	// The gate reconnects within 50 ms; goods registers again only after
+	// 300 ms, within the settle period.
+	time.Sleep(300 * time.Millisecond)
+	register()
+	w.waitNames(t, 5*time.Second, "gate", "goods")
+	time.Sleep(2 * settle)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	dropped := false
+	for _, l := range w.lists[before:] {
+		if !slices.Contains(names(l), "goods") {
+			dropped = true
+		}
+	}
+	if dropped == wantKept {
+		t.Fatalf("settle %v: lists reported after the registry came back %v ago: %v; want goods in every one: %v", settle, time.Since(back), w.lists[before:], wantKept)
+	}
+}
