@@ -101,8 +101,10 @@ func TestClientFollowsSeveralDistributors(t *testing.T) {
 	// onlya was listed only by A, which no longer answers: once the gate's
 	// heartbeat notices, A's list leaves the union.
 	gate.waitNames(t, 5*time.Second, "gate", "late", "onlyb")
-	if took := time.Since(frozen); took < testHeartbeat {
-		t.Fatalf("A's list left after %v, before the heartbeat timeout %v", took, testHeartbeat)
+	// Silence counts from A's last heartbeat, up to a fifth of the timeout
+	// before the freeze.
+	if took := time.Since(frozen); took < testHeartbeat*4/5 {
+		t.Fatalf("A's list left after %v, before the heartbeat timeout %v could have passed", took, testHeartbeat)
 	}
 	if !late.c.Connected() {
 		t.Fatal("a client with one distributor frozen and one answering reports not connected")

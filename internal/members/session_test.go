@@ -163,7 +163,9 @@ func TestBookLoginAnswersToken(t *testing.T) {
 
 func TestLockout(t *testing.T) {
 	f := newSessionFixture(t)
-	f.svc.LockoutWindow = 1500 * time.Millisecond
+	// The window must outlast six password checks, which take up to half a
+	// second each under the race detector on a busy machine (CI).
+	f.svc.LockoutWindow = 4 * time.Second
 	right := map[string]any{"username": "kim", "password": "correct horse"}
 	wrong := map[string]any{"username": "kim", "password": "wrong horse"}
 	f.call(t, "POST/members", nil, right)
