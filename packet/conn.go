@@ -308,6 +308,7 @@ func (c *Conn) CallAuth(ctx context.Context, method, uri string, params, auth []
 }
 
 // A Call is a request sent on a Conn whose answer has not been taken yet.
+// It is a small value: copy it freely.
 type Call struct {
 	c   *Conn
 	key uint64
@@ -317,14 +318,14 @@ type Call struct {
 // Go sends a request (with an "auth" object unless auth is nil) and returns
 // without waiting for the answer, which Call.Done delivers. ctx bounds only
 // the wait for room in the write queue.
-func (c *Conn) Go(ctx context.Context, method, uri string, params, auth []byte) (*Call, error) {
+func (c *Conn) Go(ctx context.Context, method, uri string, params, auth []byte) (Call, error) {
 	key := c.nextKey.Add(1)
-	call := &Call{c: c, key: key, ch: make(chan *Message, 1)}
+	call := Call{c: c, key: key, ch: make(chan *Message, 1)}
 	c.mu.Lock()
 	select {
 	case <-c.closing:
 		c.mu.Unlock()
-		return nil, c.closedErr()
+		return Call{}, c.closedErr()
 	default:
 	}
 	c.pending[key] = call.ch
@@ -335,20 +336,20 @@ func (c *Conn) Go(ctx context.Context, method, uri string, params, auth []byte) 
 		if errors.Is(err, ErrClosed) {
 			err = c.closedErr()
 		}
-		return nil, callErr(err)
+		return Call{}, callErr(err)
 	}
 	return call, nil
 }
 
 // Done delivers the answer. It is closed without one when the connection
 // closes first (Conn.Err then says why: ErrSilent for a silent peer).
-func (call *Call) Done() <-chan *Message { return call.ch }
+func (call Call) Done() <-chan *Message { return call.ch }
 
 // Conn returns the connection the call was sent on.
-func (call *Call) Conn() *Conn { return call.c }
+func (call Call) Conn() *Conn { return call.c }
 
 // Cancel forgets the call: an answer that still comes is dropped.
-func (call *Call) Cancel() { call.c.forget(call.key) }
+func (call Call) Cancel() { call.c.forget(call.key) }
 
 // closedErr is the error of a call on, or pending on, a closed connection:
 // ErrSilent when the peer fell silent, else ErrClosed.

@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -45,33 +46,33 @@ const (
 // peakEWMA is a moving average of latency that jumps to a sample above it
 // at once and decays towards lower ones with time constant latencyDecay: a
 // sample after a long quiet spell weighs much, a sample among many little.
-// Without samples it fades with idleDecay.
+// Without samples it fades with idleDecay. Readers never wait; a sample
+// that arrives while another is being folded in is dropped, which an
+// average of thousands of samples does not miss.
 type peakEWMA struct {
-	mu    sync.Mutex
-	value float64 // nanoseconds; 0 before the first sample
-	at    int64   // monotonic ns of the last sample
+	mu    sync.Mutex    // serializes observe
+	value atomic.Uint64 // math.Float64bits of the average in ns; 0 before the first sample
+	at    atomic.Int64  // monotonic ns of the last sample
 }
 
 func (e *peakEWMA) observe(d time.Duration, now int64) {
-	s := float64(d)
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	switch {
-	case e.value == 0 || s > e.value:
-		e.value = s
-	default:
-		w := math.Exp(-float64(now-e.at) / float64(latencyDecay))
-		e.value = e.value*w + s*(1-w)
+	if !e.mu.TryLock() {
+		return
 	}
-	e.at = now
+	defer e.mu.Unlock()
+	s, v := float64(d), math.Float64frombits(e.value.Load())
+	if v != 0 && s < v {
+		w := math.Exp(-float64(now-e.at.Load()) / float64(latencyDecay))
+		s = v*w + s*(1-w)
+	}
+	e.value.Store(math.Float64bits(s))
+	e.at.Store(now)
 }
 
 // get returns the average as of now.
 func (e *peakEWMA) get(now int64) float64 {
-	e.mu.Lock()
-	v, at := e.value, e.at
-	e.mu.Unlock()
-	if idle := now - at; idle > int64(forcePick) {
+	v := math.Float64frombits(e.value.Load())
+	if idle := now - e.at.Load(); idle > int64(forcePick) {
 		v *= math.Exp(-float64(idle) / float64(idleDecay))
 	}
 	return v

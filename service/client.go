@@ -175,6 +175,8 @@ func callOutcome(err error) string {
 		return "lost"
 	case errors.Is(err, packet.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
 	default:
 		return "error"
 	}
@@ -206,7 +208,7 @@ func (c *Client) callAuth(ctx context.Context, auth *Auth, method, path string, 
 		ctx, cancel = context.WithTimeout(ctx, c.cfg.RequestTimeout)
 		defer cancel()
 	}
-	x := &exchange{c: c, rt: rt, ctx: ctx, method: method, path: path, params: params, auth: authJSON}
+	x := exchange{c: c, rt: rt, ctx: ctx, method: method, path: path, params: params, auth: authJSON}
 	return x.run()
 }
 

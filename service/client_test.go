@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -201,12 +200,7 @@ func TestSilentBookPeerIsEjectedAndReadmitted(t *testing.T) {
 	go func() { defer close(done); dc.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done; c.Close() })
 	waitFor(t, 5*time.Second, "both instances answer", func() bool { return len(distinct(t, c, 8)) == 2 })
-	var bAddr string
-	for _, n := range dc.Nodes() {
-		if n.Port == b.ln.Addr().(*net.TCPAddr).Port {
-			bAddr = n.Addr()
-		}
-	}
+	bAddr := b.ln.Addr().String() // as the distributor lists it: the address it sees
 
 	b.ln.Freeze()
 	frozen := time.Now()
@@ -242,5 +236,25 @@ func TestKnownRouteWithoutInstance(t *testing.T) {
 	}
 	if !c.Known("GET", "/who") || c.Has("GET", "/who") || c.Known("GET", "/never") {
 		t.Fatalf("Known/Has wrong: Known(/who)=%v Has(/who)=%v Known(/never)=%v", c.Known("GET", "/who"), c.Has("GET", "/who"), c.Known("GET", "/never"))
+	}
+}
+
+// Calls whose caller gives up (an HTTP client that went away) say nothing
+// about the instance: however many, they never eject it.
+func TestCanceledCallsDoNotEject(t *testing.T) {
+	dist := startedDistributor(t)
+	a := startFreezable(t, dist, "a", hb)
+	c := newFaultClient(t, dist, 0)
+	waitFor(t, 5*time.Second, "the instance answers", func() bool { return len(distinct(t, c, 2)) == 1 })
+	addr := a.ln.Addr().String() // as the distributor lists it: the address it sees
+	for range 10 {
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() { time.Sleep(5 * time.Millisecond); cancel() }()
+		if _, err := c.Call(ctx, "GET", "/who", []byte(`{"sleep":200}`)); !errors.Is(err, context.Canceled) {
+			t.Fatalf("canceled call = %v; want context.Canceled", err)
+		}
+	}
+	if c.Ejected(addr) {
+		t.Fatal("the instance was ejected for calls its callers canceled")
 	}
 }

@@ -25,7 +25,8 @@ const (
 
 // outlier is an instance's ejection state.
 type outlier struct {
-	out atomic.Bool // ejected now: skipped by the balancer
+	out   atomic.Bool // ejected now: skipped by the balancer
+	clean atomic.Bool // no failure or ejection to forget: success has nothing to do
 
 	mu        sync.Mutex
 	failures  int // calls in a row that timed out
@@ -35,10 +36,15 @@ type outlier struct {
 
 func (o *outlier) ejected() bool { return o.out.Load() }
 
-// success records an answered call.
+// success records an answered call. On a healthy instance it only reads an
+// atomic: answers take no lock.
 func (o *outlier) success() {
+	if o.clean.Load() {
+		return
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	defer func() { o.clean.Store(o.failures == 0 && o.ejections == 0 && !o.out.Load()) }()
 	o.failures = 0
 	if o.ejections > 0 && !o.out.Load() {
 		if o.oks++; o.oks >= healAfterOKs {
@@ -52,6 +58,7 @@ func (o *outlier) success() {
 func (o *outlier) failure() (eject bool, d time.Duration) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.clean.Store(false)
 	if o.out.Load() {
 		return false, 0
 	}

@@ -9,34 +9,39 @@ import (
 )
 
 // maxAttempts bounds how many instances one idempotent call is sent to
-// after connections were lost under it (hedges not counted).
-const maxAttempts = 3
+// after connections were lost under it (hedges not counted); maxTried, how
+// many instances one call tries, counting those whose connection closed
+// just as it was picked.
+const (
+	maxAttempts = 3
+	maxTried    = 8
+)
 
 // exchange is one call through a Client: the attempts it sends, at most two
-// in flight at once (the first and a hedge), until one is answered.
+// in flight at once (the first and a hedge), until one is answered. It
+// lives on its caller's stack.
 type exchange struct {
-	c                  *Client
-	rt                 *route
-	ctx                context.Context
-	method, path       string
-	params, auth       []byte
-	tried              []*instance // instances sent to (or that failed to take it)
-	attempts           int
-	first, second      *attempt // in flight; second is the hedge
-	deadline           time.Time
-	hedgeTimer         *time.Timer
-	idempotent, hedges bool
+	c             *Client
+	rt            *route
+	ctx           context.Context
+	method, path  string
+	params, auth  []byte
+	tried         [maxTried]*instance // instances sent to (or that failed to take it)
+	nTried        int
+	attempts      int
+	first, second attempt // in flight when in is set; second is the hedge
+	idempotent    bool
+	hedges        bool
 }
 
-// attempt is the request sent to one instance.
+// attempt is the request sent to one instance; in is nil for none.
 type attempt struct {
 	in    *instance
-	call  *packet.Call
+	call  packet.Call
 	start time.Time
 }
 
 func (x *exchange) run() (*packet.Message, error) {
-	x.deadline, _ = x.ctx.Deadline()
 	x.idempotent = x.method == "GET" || x.method == "DELETE"
 	x.hedges = x.method == "GET" && x.c.cfg.HedgeAfter > 0
 	x.c.budget.earn()
@@ -47,49 +52,53 @@ func (x *exchange) run() (*packet.Message, error) {
 	x.first = a
 	var hedgeC <-chan time.Time
 	if x.hedges && len(x.rt.instances) > 1 {
-		x.hedgeTimer = time.NewTimer(x.rt.rtt.hedgeDelay(x.c.cfg.HedgeAfter, x.c.cfg.RequestTimeout/2))
-		defer x.hedgeTimer.Stop()
-		hedgeC = x.hedgeTimer.C
+		t := time.NewTimer(x.rt.rtt.hedgeDelay(x.c.cfg.HedgeAfter, x.c.cfg.RequestTimeout/2))
+		defer t.Stop()
+		hedgeC = t.C
 	}
 	for {
 		var c1, c2 <-chan *packet.Message
-		if x.first != nil {
+		if x.first.in != nil {
 			c1 = x.first.call.Done()
 		}
-		if x.second != nil {
+		if x.second.in != nil {
 			c2 = x.second.call.Done()
 		}
 		select {
 		case m, ok := <-c1:
 			if ok {
-				x.answered(x.first)
+				answered(x.rt, x.first)
 				x.abandon(x.second)
 				return m, nil
 			}
-			x.lost(x.first)
-			x.first = nil
+			lost(x.first)
+			x.first = attempt{}
 		case m, ok := <-c2:
 			if ok {
 				hedgeEvents.WithLabelValues("won").Inc()
-				x.answered(x.second)
+				answered(x.rt, x.second)
 				x.abandon(x.first)
 				return m, nil
 			}
-			x.lost(x.second)
-			x.second = nil
+			lost(x.second)
+			x.second = attempt{}
 		case <-hedgeC:
 			hedgeC = nil
 			x.hedge()
 			continue
 		case <-x.ctx.Done():
-			x.timedOut(x.first)
-			x.timedOut(x.second)
-			if errors.Is(x.ctx.Err(), context.DeadlineExceeded) {
-				return nil, packet.ErrTimeout
+			if !errors.Is(x.ctx.Err(), context.DeadlineExceeded) {
+				// The caller gave up (its client went away): that says
+				// nothing about the instances.
+				dropped(x.first)
+				dropped(x.second)
+				return nil, x.ctx.Err()
 			}
-			return nil, x.ctx.Err()
+			timedOut(x.c, x.first)
+			timedOut(x.c, x.second)
+			return nil, packet.ErrTimeout
 		}
-		if x.first != nil || x.second != nil {
+		if x.first.in != nil || x.second.in != nil {
 			continue // the other attempt may still be answered
 		}
 		// Every attempt lost its connection. A POST may have been applied:
@@ -109,24 +118,28 @@ func (x *exchange) run() (*packet.Message, error) {
 // send picks an instance not tried yet and sends it the request. An
 // instance whose connection refuses the write (closed just now) did not get
 // it, so another is tried whatever the method.
-func (x *exchange) send() (*attempt, error) {
+func (x *exchange) send() (attempt, error) {
 	waited := false
 	for {
 		now := monotonic()
-		in := pick(x.rt.instances, x.tried, now, x.hedges)
-		if in == nil && len(x.tried) == 0 && !waited {
+		var in *instance
+		if x.nTried < maxTried {
+			in = pick(x.rt.instances, x.tried[:x.nTried], now, x.hedges)
+		}
+		if in == nil && x.nTried == 0 && !waited {
 			waited = true
 			if waitFirstAttempt(x.ctx, x.rt) {
 				continue
 			}
 		}
 		if in == nil {
-			if len(x.tried) > 0 {
-				return nil, ErrInstanceLost
+			if x.nTried > 0 {
+				return attempt{}, ErrInstanceLost
 			}
-			return nil, ErrNoInstance
+			return attempt{}, ErrNoInstance
 		}
-		x.tried = append(x.tried, in)
+		x.tried[x.nTried] = in
+		x.nTried++
 		c := in.conn.Load()
 		if c == nil {
 			continue
@@ -138,16 +151,16 @@ func (x *exchange) send() (*attempt, error) {
 			if errors.Is(err, packet.ErrClosed) {
 				continue
 			}
-			return nil, err
+			return attempt{}, err
 		}
 		x.attempts++
-		return &attempt{in: in, call: call, start: time.Now()}, nil
+		return attempt{in: in, call: call, start: time.Now()}, nil
 	}
 }
 
 // hedge sends the request to a second instance, if the budget allows.
 func (x *exchange) hedge() {
-	if x.first == nil || x.second != nil || !x.c.budget.take() {
+	if x.first.in == nil || x.second.in != nil || !x.c.budget.take() {
 		return
 	}
 	// The first instance has taken at least this long: let the balancer know.
@@ -160,26 +173,61 @@ func (x *exchange) hedge() {
 	x.second = a
 }
 
+// abandon lets the attempt that lost the race run on in the background
+// until it is answered or the call's deadline passes, so that its instance
+// is judged by what really happened to it (a frozen instance's hedged calls
+// time out and get it ejected).
+func (x *exchange) abandon(a attempt) {
+	if a.in == nil {
+		return
+	}
+	c, rt := x.c, x.rt
+	deadline, _ := x.ctx.Deadline()
+	go func() {
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		select {
+		case m, ok := <-a.call.Done():
+			if ok && m != nil {
+				answered(rt, a)
+			} else {
+				lost(a)
+			}
+		case <-t.C:
+			timedOut(c, a)
+		}
+	}()
+}
+
 // answered records an answer.
-func (x *exchange) answered(a *attempt) {
+func answered(rt *route, a attempt) {
 	took := time.Since(a.start)
 	now := monotonic()
 	a.in.end(now, true)
 	a.in.latency.observe(took, now)
 	a.in.health.success()
-	x.rt.rtt.observe(took)
+	rt.rtt.observe(took)
 }
 
 // lost records an attempt whose connection closed under it. That is not an
 // outlier failure: the connection's keeper already takes the instance out
 // of rotation until it answers again.
-func (x *exchange) lost(a *attempt) {
+func lost(a attempt) {
+	a.in.end(monotonic(), false)
+}
+
+// dropped forgets an attempt whose caller gave up.
+func dropped(a attempt) {
+	if a.in == nil {
+		return
+	}
+	a.call.Cancel()
 	a.in.end(monotonic(), false)
 }
 
 // timedOut records an attempt that got no answer before the deadline.
-func (x *exchange) timedOut(a *attempt) {
-	if a == nil {
+func timedOut(c *Client, a attempt) {
+	if a.in == nil {
 		return
 	}
 	a.call.Cancel()
@@ -187,33 +235,8 @@ func (x *exchange) timedOut(a *attempt) {
 	a.in.end(now, false)
 	a.in.latency.observe(time.Since(a.start), now)
 	if eject, d := a.in.health.failure(); eject {
-		x.c.eject(a.in, d)
+		c.eject(a.in, d)
 	}
-}
-
-// abandon lets the attempt that lost the race run on in the background
-// until it is answered or the call's deadline passes, so that its instance
-// is judged by what really happened to it (a frozen instance's hedged calls
-// time out and get it ejected).
-func (x *exchange) abandon(a *attempt) {
-	if a == nil {
-		return
-	}
-	rest := time.Until(x.deadline)
-	go func() {
-		t := time.NewTimer(rest)
-		defer t.Stop()
-		select {
-		case m, ok := <-a.call.Done():
-			if ok && m != nil {
-				x.answered(a)
-			} else {
-				x.lost(a)
-			}
-		case <-t.C:
-			x.timedOut(a)
-		}
-	}()
 }
 
 // waitFirstAttempt waits (at most a second) for instances of rt that were

@@ -57,8 +57,13 @@ type rtt struct {
 	rttvar time.Duration
 }
 
+// observe folds in a sample; one that arrives while another is being
+// folded in is dropped (the estimate does not miss it, the caller does not
+// wait).
 func (r *rtt) observe(d time.Duration) {
-	r.mu.Lock()
+	if !r.mu.TryLock() {
+		return
+	}
 	defer r.mu.Unlock()
 	if r.srtt == 0 {
 		r.srtt, r.rttvar = d, d/2

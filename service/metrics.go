@@ -26,7 +26,7 @@ var (
 	}, []string{"service"})
 	clientCalls = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "microshop_client_calls_total",
-		Help: "Calls a Client (in a gate, or in a service calling another) made, by outcome: ok (an answer came), retried (a GET or DELETE sent again after its instance was lost), no_instance, lost (the instance was lost with the call in flight and it could not be sent again), timeout, error.",
+		Help: "Calls a Client (in a gate, or in a service calling another) made, by outcome: ok (an answer came), retried (a GET or DELETE sent again after its instance was lost), no_instance, lost (the instance was lost with the call in flight and it could not be sent again), timeout, canceled (the caller gave up first: its HTTP client went away), error.",
 	}, []string{"outcome"})
 	hedgeEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "microshop_client_hedges_total",
@@ -41,7 +41,7 @@ var (
 // clientCallsBy holds clientCalls' children by outcome, resolved once.
 var clientCallsBy = func() map[string]prometheus.Counter {
 	m := map[string]prometheus.Counter{}
-	for _, o := range []string{"ok", "retried", "no_instance", "lost", "timeout", "error"} {
+	for _, o := range []string{"ok", "retried", "no_instance", "lost", "timeout", "canceled", "error"} {
 		m[o] = clientCalls.WithLabelValues(o)
 	}
 	return m
