@@ -5,13 +5,16 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/microshop/microshop/distributor"
 	"github.com/microshop/microshop/internal/testenv"
 )
 
@@ -165,4 +168,67 @@ func BenchmarkGateGoodsRedis(b *testing.B) {
 			}
 		}
 	})
+}
+
+// microshop all keeps its own distributor and registers every component
+// with the other distributors it is given too.
+func TestAllRegistersWithExtraDistributors(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := distributor.NewServer(slog.New(slog.DiscardHandler), 0)
+	other.Settle = 0
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan struct{})
+	go func() { defer close(served); other.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-served })
+
+	fleet(t, "--distributor", "127.0.0.1:0,"+ln.Addr().String())
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		listed := map[string]bool{}
+		for _, n := range other.Nodes() {
+			listed[n.Name] = true
+		}
+		missing := []string{}
+		for _, c := range components() {
+			if c.kind != kindDistributor && !listed[c.name] {
+				missing = append(missing, c.name)
+			}
+		}
+		if len(missing) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the other distributor does not list %v after 10s", missing)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestParseDistributors(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string
+		err  bool
+	}{
+		{"127.0.0.1:9000", []string{"127.0.0.1:9000"}, false},
+		{"10.0.0.1:9000, 10.0.0.2:9000", []string{"10.0.0.1:9000", "10.0.0.2:9000"}, false},
+		{"[::1]:9000,", []string{"[::1]:9000"}, false},
+		{"", nil, true},
+		{"10.0.0.1", nil, true},
+		{"10.0.0.1:x", nil, true},
+		{"10.0.0.1:9000,10.0.0.1:9000", nil, true},
+	} {
+		got, err := parseDistributors(tc.in)
+		if (err != nil) != tc.err || !slices.Equal(got, tc.want) {
+			t.Errorf("parseDistributors(%q) = %v, %v; want %v (error: %v)", tc.in, got, err, tc.want, tc.err)
+		}
+	}
+	// The flag's error names it.
+	err := Run(context.Background(), []string{"goods", "--distributor", "nowhere"}, func(string) string { return "" }, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "--distributor") {
+		t.Fatalf("goods --distributor nowhere = %v; want an error naming --distributor", err)
+	}
 }
