@@ -83,7 +83,7 @@ func NewClient(cfg ClientConfig) *Client {
 		cfg.Logger = slog.Default()
 	}
 	c := &Client{cfg: cfg, log: cfg.Logger, budget: newHedgeBudget(), routes: map[string]*route{}, instances: map[string]*instance{}, known: map[string]bool{}}
-	c.keeper = &keeper{cfg: &c.cfg, log: c.log}
+	c.keeper = &keeper{cfg: &c.cfg, log: c.log, closing: make(chan struct{})}
 	return c
 }
 
@@ -216,6 +216,9 @@ func (c *Client) callAuth(ctx context.Context, auth *Auth, method, path string, 
 // goroutines that kept them.
 func (c *Client) Close() {
 	c.mu.Lock()
+	if !c.closed {
+		close(c.keeper.closing)
+	}
 	c.closed = true
 	for addr, in := range c.instances {
 		delete(c.instances, addr)

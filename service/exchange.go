@@ -195,6 +195,8 @@ func (x *exchange) abandon(a attempt) {
 			}
 		case <-t.C:
 			timedOut(c, a)
+		case <-c.keeper.closing:
+			dropped(a)
 		}
 	}()
 }

@@ -65,9 +65,10 @@ func (in *instance) usable() bool {
 
 // keeper holds the connections of a Client's instances.
 type keeper struct {
-	cfg *ClientConfig
-	log *slog.Logger
-	wg  sync.WaitGroup // keep and probe goroutines
+	cfg     *ClientConfig
+	log     *slog.Logger
+	wg      sync.WaitGroup // keep and probe goroutines
+	closing chan struct{}  // closed by Client.Close: retire without waiting
 }
 
 // keep holds a connection to in until it leaves the list, redialling with
@@ -162,12 +163,16 @@ func (k *keeper) connect(in *instance) *packet.Conn {
 }
 
 // retire closes a connection to an instance that left the list once its
-// calls in flight have been answered (or the request timeout has passed).
+// calls in flight have been answered (or the request timeout has passed, or
+// the client is closing).
 func (k *keeper) retire(c *packet.Conn) {
 	deadline := time.Now().Add(k.cfg.RequestTimeout)
 	for c.Pending() > 0 && time.Now().Before(deadline) {
 		select {
 		case <-c.Closed():
+			return
+		case <-k.closing:
+			c.Close()
 			return
 		case <-time.After(20 * time.Millisecond):
 		}
