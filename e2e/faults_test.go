@@ -118,7 +118,10 @@ func TestFrozenGoodsPurchase(t *testing.T) {
 	f.startGate()
 	m1, m2 := freeAddr(t), freeAddr(t)
 	goods1 := f.startService("goods", "--metrics-addr", m1)
-	f.startService("goods", "--metrics-addr", m2)
+	// purchases' balancer prefers the faster instance; goods#2 answers 20 ms
+	// late, so that the lookups sent right after the freeze go to goods#1,
+	// the frozen one.
+	f.startService("goods", "--metrics-addr", m2, "--answer-delay", "20ms")
 	f.startService("members")
 	f.startService("purchases")
 	f.waitNodes(map[string]int{"gate": 1, "goods": 2, "members": 1, "purchases": 1})
@@ -253,17 +256,23 @@ func TestFrozenInstancePost(t *testing.T) {
 	f.startGate()
 	m1, m2 := freeAddr(t), freeAddr(t)
 	goods1 := f.startService("goods", "--metrics-addr", m1)
-	f.startService("goods", "--metrics-addr", m2)
+	// The gate's balancer prefers the faster instance; goods#2 answers 20 ms
+	// late, so that the POSTs sent at once after the freeze go to goods#1,
+	// the frozen one, until its stall shows.
+	f.startService("goods", "--metrics-addr", m2, "--answer-delay", "20ms")
 	f.waitNodes(map[string]int{"gate": 1, "goods": 2})
 	f.pollStatus("/goods", http.StatusOK, startTimeout)
-	// Both instances take POSTs from the gate.
-	c1, c2 := mustServed(t, m1, "POST/goods"), mustServed(t, m2, "POST/goods")
+	// The gate is connected to both instances: each has answered it (GETs:
+	// the balancer sends one to an instance left alone for a second).
+	f.addGood(t, good{Name: "warm-up", Category: "c", Price: 1})
+	c1, c2 := mustServed(t, m1, "GET/goods"), mustServed(t, m2, "GET/goods")
 	deadline := time.Now().Add(10 * time.Second)
-	for i := 0; mustServed(t, m1, "POST/goods") <= c1 || mustServed(t, m2, "POST/goods") <= c2; i++ {
-		f.addGood(t, good{Name: "warm-up " + strconv.Itoa(i), Category: "c", Price: 1})
+	for i := 0; mustServed(t, m1, "GET/goods") <= c1 || mustServed(t, m2, "GET/goods") <= c2; i++ {
+		f.get(t, "/goods?id=1")
 		if time.Now().After(deadline) {
-			t.Fatalf("after %d POST /goods, the gate had not sent one to each goods instance", i+1)
+			t.Fatalf("after %d GET /goods, the gate had not sent one to each goods instance", i+1)
 		}
+		time.Sleep(50 * time.Millisecond)
 	}
 
 	before1 := mustServedAll(t, m1, "POST/goods")
