@@ -130,7 +130,7 @@ func (f *fleet) dropKeys() {
 	if !f.realRedis {
 		return // an embedded or private Redis goes away with the test
 	}
-	c, err := cache.Open(f.redis, f.prefix)
+	c, err := cache.Open(f.redis, f.prefix, nil)
 	if err != nil {
 		return
 	}
@@ -597,7 +597,7 @@ func (f *fleet) purchases(t testing.TB, userid int64) []purchase {
 // single server's or a cluster's.
 func (f *fleet) redisClient() redis.UniversalClient {
 	f.t.Helper()
-	c, err := cache.Open(f.redis, "")
+	c, err := cache.Open(f.redis, "", nil)
 	if err != nil {
 		f.t.Fatal(err)
 	}

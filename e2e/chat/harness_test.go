@@ -88,7 +88,7 @@ func (r *redisServer) kill() {
 }
 
 func (r *redisServer) client() *cache.Cache {
-	c, err := cache.Open(r.url, r.prefix)
+	c, err := cache.Open(r.url, r.prefix, nil)
 	if err != nil {
 		r.t.Fatal(err)
 	}

@@ -215,9 +215,11 @@ func TestPartitionedDistributorHost(t *testing.T) {
 
 // TestPartitionedDBAndRedisHosts cuts the Redis host's link for 3 s, then
 // the database host's, under load. GETs of goods must keep succeeding:
-// without Redis the goods service reads the database (each Redis call
-// gives up after about a second: internal/cache bounds dial, read and write
-// by 1 s, with one retry), without the database it reads the goods it has
+// without Redis the goods service reads the database (the calls in flight
+// at the cut give up after about two seconds: internal/cache bounds dial,
+// read and write by 1 s, with one retry; after that failure its breaker
+// fails Redis calls at once, trying one a second), without the database it
+// reads the goods it has
 // cached in Redis (every seeded good was cached when it was created). How
 // long GETs take meanwhile is logged, not asserted: the code promises
 // slower, never wrong.

@@ -150,7 +150,7 @@ func (f *fleet) stop() {
 }
 
 func (f *fleet) dropKeys() {
-	c, err := cache.Open(f.redis, f.prefix)
+	c, err := cache.Open(f.redis, f.prefix, nil)
 	if err != nil {
 		return
 	}

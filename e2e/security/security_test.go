@@ -104,7 +104,7 @@ func TestAuthorization(t *testing.T) {
 	want(t, "DELETE /sessions", f.do(g1, "DELETE", "/sessions", aToken, "", nil), 200)
 	want(t, "revoked token on gate 1", f.do(g1, "GET", "/purchases", aToken, "", nil), 401)
 	want(t, "revoked token on gate 2", f.do(g2, "GET", "/sessions", aToken, "", nil), 401)
-	c, err := cache.Open(f.redis, f.prefix)
+	c, err := cache.Open(f.redis, f.prefix, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -320,7 +320,7 @@ func openResources(ctx context.Context, o *options, log *slog.Logger) (*resource
 		url = e.URL()
 		log.Info("embedded Redis started", "addr", e.Addr())
 	}
-	c, err := cache.Open(url, o.redisPrefix)
+	c, err := cache.Open(url, o.redisPrefix, log)
 	if err != nil {
 		r.close()
 		return nil, err

@@ -84,7 +84,7 @@ func openGateCache(ctx context.Context, o *options, log *slog.Logger) (*resource
 		log.Info("no --redis: chat sockets are disabled on this gate")
 		return &resources{}, nil
 	}
-	c, err := cache.Open(o.redis, o.redisPrefix)
+	c, err := cache.Open(o.redis, o.redisPrefix, log)
 	if err != nil {
 		return nil, err
 	}

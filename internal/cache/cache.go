@@ -7,6 +7,7 @@ package cache
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -38,8 +39,13 @@ func options() (dial, rw, pool time.Duration) {
 // Open connects to the Redis named by spec: "redis://[:pass@]host:port/db"
 // (or rediss://) for one server, or "host:port,host:port,..." (optionally
 // "redis-cluster://" in front) for a Redis Cluster. It does not fail when
-// Redis is down: microshop keeps working without it, only slower.
-func Open(spec, prefix string) (*Cache, error) {
+// Redis is down: microshop keeps working without it, only slower. While
+// Redis does not answer, commands fail at once after the first failure
+// (see breaker); log (nil: discarded) hears of it.
+func Open(spec, prefix string, log *slog.Logger) (*Cache, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	dial, rw, pool := options()
 	var c redis.UniversalClient
 	switch {
@@ -68,6 +74,7 @@ func Open(spec, prefix string) (*Cache, error) {
 	default:
 		return nil, fmt.Errorf("cache: no Redis given: want redis://host:port/db or host:port,host:port for a cluster")
 	}
+	c.AddHook(&breaker{log: log})
 	return &Cache{UniversalClient: c, Prefix: prefix}, nil
 }
 

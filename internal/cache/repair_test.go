@@ -12,7 +12,7 @@ import (
 // a key replaces an earlier one.
 func TestRepairs(t *testing.T) {
 	m := miniredis.RunT(t)
-	c, err := Open("redis://"+m.Addr()+"/0", "t:")
+	c, err := Open("redis://"+m.Addr()+"/0", "t:", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

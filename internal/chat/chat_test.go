@@ -235,7 +235,7 @@ func TestHistorySource(t *testing.T) {
 	if s := source(f); s != "window" {
 		t.Fatalf("source once rebuilt = %v; want window", s)
 	}
-	down, err := cache.Open("redis://127.0.0.1:1/0", "x:")
+	down, err := cache.Open("redis://127.0.0.1:1/0", "x:", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +260,7 @@ func TestRedisDown(t *testing.T) {
 	db := testenv.DB(t)
 	f := withCache(t, db, testenv.Cache(t))
 	a := f.post(t, "r", "u", "before")
-	down, err := cache.Open("redis://127.0.0.1:1/0", "x:")
+	down, err := cache.Open("redis://127.0.0.1:1/0", "x:", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -305,7 +305,7 @@ func TestDelete(t *testing.T) {
 
 // TestRedisDown shows that the database alone serves every route.
 func TestRedisDown(t *testing.T) {
-	down, err := cache.Open("redis://127.0.0.1:1/0", "down:")
+	down, err := cache.Open("redis://127.0.0.1:1/0", "down:", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,7 +356,7 @@ func BenchmarkGetGoodCached(b *testing.B) {
 // does not stay cached (and buyable) until the entry expires.
 func TestDeleteDuringRedisBlip(t *testing.T) {
 	m := miniredis.RunT(t)
-	c, err := cache.Open("redis://"+m.Addr()+"/0", "blip:")
+	c, err := cache.Open("redis://"+m.Addr()+"/0", "blip:", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

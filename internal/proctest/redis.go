@@ -60,7 +60,7 @@ func StartRedis(t *testing.T, port int, child bool) *Redis {
 		r.URL = e.URL()
 		t.Cleanup(func() { r.Kill(t) })
 	}
-	c, err := cache.Open(r.URL, "")
+	c, err := cache.Open(r.URL, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -88,7 +88,7 @@ func newFixture(t testing.TB, c *cache.Cache) *fixture {
 // downCache is a Redis client for a port where nothing listens.
 func downCache(t testing.TB) *cache.Cache {
 	t.Helper()
-	c, err := cache.Open("redis://127.0.0.1:1/0", "down:")
+	c, err := cache.Open("redis://127.0.0.1:1/0", "down:", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

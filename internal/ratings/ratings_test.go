@@ -249,7 +249,7 @@ func TestSelfHealing(t *testing.T) {
 
 func TestRedisDown(t *testing.T) {
 	db := testenv.DB(t)
-	down, err := cache.Open("redis://127.0.0.1:1/0", "x:")
+	down, err := cache.Open("redis://127.0.0.1:1/0", "x:", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -294,7 +294,7 @@ func TestSelfHealing(t *testing.T) {
 
 func TestRedisDown(t *testing.T) {
 	db := testenv.DB(t)
-	down, err := cache.Open("redis://127.0.0.1:1/0", "x:")
+	down, err := cache.Open("redis://127.0.0.1:1/0", "x:", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,7 +316,7 @@ func TestRedisDown(t *testing.T) {
 // once Redis answers, instead of when the view expires.
 func TestRedisBlip(t *testing.T) {
 	m := miniredis.RunT(t)
-	c, err := cache.Open("redis://"+m.Addr()+"/0", "blip:")
+	c, err := cache.Open("redis://"+m.Addr()+"/0", "blip:", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

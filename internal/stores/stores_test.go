@@ -304,7 +304,7 @@ func TestConcurrentWritesAndRebuilds(t *testing.T) {
 }
 
 func deadCache(t testing.TB) *cache.Cache {
-	c, err := cache.Open("redis://127.0.0.1:1/0", "x:")
+	c, err := cache.Open("redis://127.0.0.1:1/0", "x:", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

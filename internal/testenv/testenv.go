@@ -108,7 +108,7 @@ func DB(t testing.TB) *store.DB {
 func RedisURL(t testing.TB) (url string, real bool) {
 	t.Helper()
 	if u := os.Getenv(EnvRedis); u != "" {
-		c, err := cache.Open(u, "")
+		c, err := cache.Open(u, "", nil)
 		if err != nil {
 			t.Fatalf("%s: %v", EnvRedis, err)
 		}
@@ -131,7 +131,7 @@ func RedisURL(t testing.TB) (url string, real bool) {
 func Cache(t testing.TB) *cache.Cache {
 	t.Helper()
 	url, _ := RedisURL(t)
-	c, err := cache.Open(url, RandomName("mstest:")+":")
+	c, err := cache.Open(url, RandomName("mstest:")+":", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
