@@ -392,17 +392,34 @@ func testBadPackets(t *testing.T, f *fleet, goods *proc, addr string) {
 		}
 	}
 
+	// answered reads the error answer to a rejected request whose key could
+	// be read: the caller is told at once rather than left to its timeout.
+	answered := func(c *rawPeer, key string, code int, what string) {
+		t.Helper()
+		var r response
+		if p := c.read(t, 5*time.Second); json.Unmarshal(p, &r) != nil || string(r.Key) != key || r.ErrorCode == nil || *r.ErrorCode != code {
+			t.Errorf("the %s with key %s: got %q; want an answer with errorcode %d", what, key, p, code)
+		}
+	}
+
 	n := warns()
 	c1 := dialRaw(t, addr)
 	c1.write(t, `{"uri":"/goods","method":"GET","params":{"key":1}¶`)
 	waitWarns(n+1, "malformed packet")
+	answered(c1, "1", http.StatusBadRequest, "malformed packet")
 	servedOrClosed(c1, "2", "malformed packet")
 
+	// An oversize packet whose key comes after the limit's first bytes
+	// cannot be answered (the book's gate puts it last): it is dropped.
 	n = warns()
 	c2 := dialRaw(t, addr)
 	c2.write(t, `{"uri":"/goods","method":"GET","params":{"pad":"`+strings.Repeat("x", 2*goodsMaxPacket)+`","key":3}}¶`)
 	waitWarns(n+1, "oversize packet")
 	servedOrClosed(c2, "4", "oversize packet")
+	// One with its key first (as microshop's gate sends it) gets a 413.
+	c2.write(t, `{"uri":"/goods","method":"GET","key":5,"params":{"pad":"`+strings.Repeat("x", 2*goodsMaxPacket)+`","key":5}}¶`)
+	answered(c2, "5", http.StatusRequestEntityTooLarge, "oversize packet")
+	servedOrClosed(c2, "6", "oversize packet")
 
 	// Not JSON at all, and JSON that is no request object.
 	c3 := dialRaw(t, addr)

@@ -63,10 +63,25 @@ type Decoder struct {
 	r          io.Reader
 	max        int
 	buf        []byte
-	start, end int   // unread data is buf[start:end]
-	scan       int   // buf[start:scan] holds no separator
-	discarding bool  // skipping the rest of an oversize packet
-	err        error // sticky read error
+	start, end int    // unread data is buf[start:end]
+	scan       int    // buf[start:scan] holds no separator
+	discarding bool   // skipping the rest of an oversize packet
+	head       []byte // the first bytes of the last oversize packet
+	err        error  // sticky read error
+}
+
+// headSize is how much of an oversize packet the decoder keeps (Head): enough
+// to read the key of a request or an answer that puts it first, as
+// microshop's and the book's do.
+const headSize = 512
+
+// Head returns the first bytes (at most 512) of the packet that the last
+// ErrTooLarge was about, so that its key can be read and its call answered
+// (see KeyOf). It is valid until the next call of Next.
+func (d *Decoder) Head() []byte { return d.head }
+
+func (d *Decoder) keepHead(p []byte) {
+	d.head = append(d.head[:0], p[:min(len(p), headSize)]...)
 }
 
 // NewDecoder returns a decoder reading from r that rejects packets larger
@@ -94,6 +109,7 @@ func (d *Decoder) Next() ([]byte, error) {
 				return nil, ErrTooLarge
 			}
 			if len(p) > d.max {
+				d.keepHead(p)
 				return nil, ErrTooLarge
 			}
 			return p, nil
@@ -104,6 +120,9 @@ func (d *Decoder) Next() ([]byte, error) {
 		}
 		if d.end-d.start > d.max {
 			// Oversize: drop what we have except a possible half separator.
+			if !d.discarding {
+				d.keepHead(d.buf[d.start:d.end])
+			}
 			d.discarding = true
 			d.start = d.scan
 		}
@@ -188,6 +207,102 @@ func Decode(p []byte) (*Message, error) {
 		m.Key = nil
 	}
 	return m, nil
+}
+
+// KeyOf reads the key of a packet from its first bytes (the whole packet or
+// Decoder.Head of an oversize one): the top-level "key", or, in a request
+// without one, "key" inside "params" (as the book's gate sends it) when it
+// comes within those bytes. request tells whether the packet is a request
+// (it has a "uri" before its key). ok is false when no key could be read.
+func KeyOf(head []byte) (key json.RawMessage, request, ok bool) {
+	dec := json.NewDecoder(bytes.NewReader(head))
+	dec.UseNumber()
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, false, false
+	}
+	return keyIn(dec, 0, &request)
+}
+
+// keyIn walks the members of the object dec is in, looking for "key".
+func keyIn(dec *json.Decoder, depth int, request *bool) (json.RawMessage, bool, bool) {
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil, *request, false
+		}
+		name, _ := t.(string)
+		switch {
+		case name == "key":
+			v, err := dec.Token()
+			if err != nil {
+				return nil, *request, false
+			}
+			switch v := v.(type) {
+			case json.Number:
+				return json.RawMessage(v), *request, true
+			case string:
+				b, _ := json.Marshal(v)
+				return b, *request, true
+			}
+			return nil, *request, false
+		case name == "uri" && depth == 0:
+			*request = true
+			if skipValue(dec) != nil {
+				return nil, *request, false
+			}
+		case name == "params" && depth == 0:
+			t, err := dec.Token()
+			if err != nil {
+				return nil, *request, false
+			}
+			if t == json.Delim('{') {
+				if k, _, ok := keyIn(dec, 1, request); ok {
+					return k, *request, true
+				}
+				return nil, *request, false
+			}
+			if d, ok := t.(json.Delim); ok && d == '[' {
+				if skipRest(dec, 1) != nil {
+					return nil, *request, false
+				}
+			}
+		default:
+			if skipValue(dec) != nil {
+				return nil, *request, false
+			}
+		}
+	}
+	return nil, *request, false
+}
+
+// skipValue reads past one value.
+func skipValue(dec *json.Decoder) error {
+	t, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if d, ok := t.(json.Delim); ok && (d == '{' || d == '[') {
+		return skipRest(dec, 1)
+	}
+	return nil
+}
+
+// skipRest reads past the end of depth open objects or arrays.
+func skipRest(dec *json.Decoder, depth int) error {
+	for depth > 0 {
+		t, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		if d, ok := t.(json.Delim); ok {
+			if d == '{' || d == '[' {
+				depth++
+			} else {
+				depth--
+			}
+		}
+	}
+	return nil
 }
 
 func isNull(b json.RawMessage) bool {

@@ -227,3 +227,31 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	}
 }
+
+func TestKeyOf(t *testing.T) {
+	for _, tc := range []struct {
+		head    string
+		key     string
+		request bool
+		ok      bool
+	}{
+		{`{"key":8,"errorcode":0,"results":[{"id":1,"name":"`, "8", false, true},
+		{`{"uri":"/goods","method":"POST","key":12,"params":{"name":"` + strings.Repeat("x", 600), "12", true, true},
+		{`{"uri":"/goods","method":"GET","params":{"id":"1","key":9}}`, "9", true, true},
+		{`{"uri":"/goods","method":"GET","params":{"id":"1","description":"` + strings.Repeat("y", 600), "", true, false},
+		{`{"key":"31","errorcode":0}`, `"31"`, false, true},
+		{`{"results":[{"key":5}],"key":6}`, "6", false, true},
+		{`{"uri":"/x","method":"GET","params":[{"key":1}],"key":2}`, "2", true, true},
+		{`not json`, "", false, false},
+		{`[1,2]`, "", false, false},
+	} {
+		head := tc.head
+		if len(head) > headSize {
+			head = head[:headSize]
+		}
+		key, request, ok := KeyOf([]byte(head))
+		if string(key) != tc.key || request != tc.request || ok != tc.ok {
+			t.Errorf("KeyOf(%.60q…) = %s, %v, %v; want %s, %v, %v", tc.head, key, request, ok, tc.key, tc.request, tc.ok)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -392,7 +393,8 @@ func (c *Conn) readLoop() {
 	for {
 		p, err := dec.Next()
 		if errors.Is(err, ErrTooLarge) {
-			c.log.Warn("packet over size limit dropped", "remote", c.nc.RemoteAddr().String(), "limit", c.opts.MaxSize)
+			c.reject(dec.Head(), http.StatusRequestEntityTooLarge, fmt.Sprintf("request over the packet limit of %d bytes", c.opts.MaxSize),
+				fmt.Sprintf("the answer was over the packet limit of %d bytes: ask for fewer results", c.opts.MaxSize))
 			continue
 		}
 		if err != nil {
@@ -406,7 +408,7 @@ func (c *Conn) readLoop() {
 		}
 		m, err := Decode(p)
 		if err != nil {
-			c.log.Warn("malformed packet dropped", "remote", c.nc.RemoteAddr().String(), "err", err)
+			c.reject(p, http.StatusBadRequest, "malformed packet: not a JSON object", "the answer was not a readable JSON object")
 			continue
 		}
 		if m.IsRequest() {
@@ -425,6 +427,42 @@ func (c *Conn) readLoop() {
 		delete(c.pending, key)
 		c.mu.Unlock()
 		if ch != nil {
+			ch <- m
+		}
+	}
+}
+
+// reject deals with a packet that cannot be handled (over the size limit,
+// or not JSON) from its first bytes: a request whose key can be read gets
+// an error answer (status, toRequest) at once, instead of none; a call
+// whose answer it is fails at once with a 502 answer (toCall), instead of
+// waiting for its deadline. Either way it is logged.
+func (c *Conn) reject(head []byte, status int, toRequest, toCall string) {
+	key, request, ok := KeyOf(head)
+	c.log.Warn("packet dropped", "remote", c.nc.RemoteAddr().String(), "why", toRequest, "request", request, "key", string(key))
+	if !ok {
+		return
+	}
+	if request {
+		if c.opts.OnMessage != nil {
+			select {
+			case c.out <- AppendResponse(nil, key, status, toRequest, nil):
+			default: // the queue is full: the peer is not reading anyway
+			}
+		}
+		return
+	}
+	k, ok := (&Message{Key: key}).KeyUint()
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	ch := c.pending[k]
+	delete(c.pending, k)
+	c.mu.Unlock()
+	if ch != nil {
+		raw := AppendResponse(nil, key, http.StatusBadGateway, toCall, nil)
+		if m, err := Decode(raw[:len(raw)-len(sep)]); err == nil {
 			ch <- m
 		}
 	}

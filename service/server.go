@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -244,6 +245,13 @@ func (s *Server) onMessage(c *packet.Conn, m *packet.Message) {
 	}()
 }
 
+func (s *Server) maxPacket() int {
+	if s.cfg.MaxPacket > 0 {
+		return s.cfg.MaxPacket
+	}
+	return packet.DefaultMaxSize
+}
+
 func isDistributorList(m *packet.Message) bool {
 	return strings.TrimPrefix(m.URI, "/") == "distributes" && len(m.Params) > 0 && m.Params[0] == '['
 }
@@ -276,9 +284,16 @@ func (s *Server) serve(c *packet.Conn, m *packet.Message) {
 	if s.cfg.AnswerDelay > 0 {
 		time.Sleep(s.cfg.AnswerDelay)
 	}
+	answer := packet.AppendResponse(nil, m.Key, code, msg, body)
+	if limit := s.maxPacket(); len(answer)-len(packet.Separator) > limit {
+		// The caller would drop it and wait for its deadline: tell it now.
+		s.log.Warn("answer over the packet limit; sent an error instead", "method", m.Method, "uri", m.URI, "bytes", len(answer), "limit", limit)
+		code = http.StatusInternalServerError
+		answer = packet.AppendResponse(nil, m.Key, code, fmt.Sprintf("the answer would be %d bytes, over the packet limit of %d: ask for fewer results", len(answer), limit), nil)
+	}
 	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer wcancel()
-	if err := c.Write(wctx, packet.AppendResponse(nil, m.Key, code, msg, body)); err != nil {
+	if err := c.Write(wctx, answer); err != nil {
 		s.log.Debug("response not sent", "method", m.Method, "uri", m.URI, "err", err)
 	}
 	s.metrics.done(m.Method+m.URI, code, time.Since(start))
