@@ -38,6 +38,11 @@ type Server struct {
 	// longer is closed, and its process leaves the list.
 	Heartbeat time.Duration
 
+	// Conns, when set before Serve, caps the connections in all and per
+	// remote host (packet's defaults for zero fields): one over a cap is
+	// closed at once.
+	Conns packet.Limits
+
 	log      *slog.Logger
 	maxSize  int
 	settled  bool // guarded by mu; lists are pushed only once settled
@@ -83,6 +88,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer stop()
 	settle := time.AfterFunc(s.Settle, s.EndSettle)
 	defer settle.Stop()
+	admit := packet.NewConnCounter(s.Conns)
+	var refusedAt time.Time
 	var delay time.Duration
 	for {
 		nc, err := ln.Accept()
@@ -103,7 +110,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			return fmt.Errorf("distributor: accept: %w", err)
 		}
 		delay = 0
-		s.add(nc)
+		release, ok := admit.Admit(nc.RemoteAddr())
+		if !ok {
+			nc.Close()
+			if time.Since(refusedAt) > time.Second {
+				refusedAt = time.Now()
+				s.log.Warn("distributor: connection refused: too many connections (in all, or from its host)", "remote", nc.RemoteAddr().String())
+			}
+			continue
+		}
+		s.add(nc, release)
 	}
 	settle.Stop()
 	s.mu.Lock()
@@ -127,7 +143,7 @@ func backoff(d time.Duration) time.Duration {
 	return d
 }
 
-func (s *Server) add(nc net.Conn) {
+func (s *Server) add(nc net.Conn, release func()) {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetKeepAlive(true)
 		tc.SetKeepAlivePeriod(15 * time.Second)
@@ -145,6 +161,7 @@ func (s *Server) add(nc net.Conn) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		defer release()
 		<-c.Done()
 		s.mu.Lock()
 		m := s.conns[c]

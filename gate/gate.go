@@ -12,12 +12,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/microshop/microshop/distributor"
 	"github.com/microshop/microshop/internal/cache"
+	"github.com/microshop/microshop/packet"
 	"github.com/microshop/microshop/service"
 )
 
@@ -52,8 +55,20 @@ type Config struct {
 	// HedgeAfter is the least wait before a GET is hedged
 	// (service.ClientConfig.HedgeAfter); zero turns hedging off.
 	HedgeAfter time.Duration
-	Logger     *slog.Logger
+	// Conns caps the HTTP connections, in all and per client address
+	// (DefaultMaxConns and DefaultMaxConnsPerHost for zero fields); the
+	// TrustedProxies are exempt from the per-address cap. A connection over
+	// a cap is closed at once.
+	Conns  packet.Limits
+	Logger *slog.Logger
 }
+
+// Defaults of the gate's HTTP connection caps: a front door takes many
+// clients, each with a few connections (a browser opens six).
+const (
+	DefaultMaxConns        = 16384
+	DefaultMaxConnsPerHost = 256
+)
 
 // Gate routes HTTP requests to services.
 type Gate struct {
@@ -144,6 +159,25 @@ func (g *Gate) Serve(ctx context.Context, ln net.Listener) error {
 			fresh.Delete(c)
 		}
 	}
+	limits := g.cfg.Conns
+	if limits.Max == 0 {
+		limits.Max = DefaultMaxConns
+	}
+	if limits.PerHost == 0 {
+		limits.PerHost = DefaultMaxConnsPerHost
+	}
+	limits.Exempt = func(host string) bool {
+		a, err := netip.ParseAddr(host)
+		return err == nil && trusted(a.Unmap(), g.cfg.Security.TrustedProxies)
+	}
+	var refusedAt atomic.Int64
+	ln = packet.LimitListener(ln, packet.NewConnCounter(limits), func(addr net.Addr) {
+		connsRefused.Inc()
+		now := time.Now().UnixNano()
+		if last := refusedAt.Load(); now-last > int64(time.Second) && refusedAt.CompareAndSwap(last, now) {
+			g.log.Warn("HTTP connection refused: too many connections (in all, or from its address)", "remote", addr.String(), "max", limits.Max, "per_address", limits.PerHost)
+		}
+	})
 	g.log.Info("gate listening", "addr", ln.Addr().String(), "distributors", strings.Join(g.cfg.Distributors, ","))
 	g.logSecurity()
 	if g.chat != nil {

@@ -37,11 +37,15 @@ var (
 		Name: "microshop_gate_chat_disconnects_total",
 		Help: "Chat sockets the gate closed, by reason: slow (send queue overflowed), shutdown.",
 	}, []string{"reason"})
+	connsRefused = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "microshop_gate_conns_refused_total",
+		Help: "HTTP connections the gate closed at once because it had too many, in all or from their address (see --max-conns).",
+	})
 )
 
 // Collectors returns the gate's metrics, for a Prometheus registry.
 func Collectors() []prometheus.Collector {
-	return []prometheus.Collector{httpRequests, httpSeconds, rateLimited, chatClients, chatReceived, chatDropped}
+	return []prometheus.Collector{httpRequests, httpSeconds, rateLimited, chatClients, chatReceived, chatDropped, connsRefused}
 }
 
 // observe records one answered HTTP request; route is its metric label

@@ -31,13 +31,19 @@ type Options struct {
 	MaxSize int
 	// OnMessage receives every request or push (a packet with a URI) read
 	// from the connection. It runs on the read loop: hand long work to a
-	// goroutine. Nil drops such packets.
+	// goroutine, and block only to push back (nothing more is read from the
+	// connection meanwhile, and the time spent there does not count as the
+	// peer's silence). Nil drops such packets.
 	OnMessage func(c *Conn, m *Message)
 	// WriteTimeout bounds each write to the socket (default 10s).
 	WriteTimeout time.Duration
 	// QueueSize is the number of packets that may wait to be written
 	// (default 1024).
 	QueueSize int
+	// MaxQueuedBytes bounds the bytes waiting to be written (default twice
+	// MaxSize): past it, Write waits for the peer to read. One packet is
+	// always let in, however large.
+	MaxQueuedBytes int
 	// Logger receives protocol errors (default slog.Default()).
 	Logger *slog.Logger
 
@@ -90,6 +96,9 @@ type Conn struct {
 	mu      sync.Mutex
 	pending map[uint64]chan *Message // guarded by mu; closing closes under mu
 
+	queued    atomic.Int64  // bytes in out (see MaxQueuedBytes)
+	room      chan struct{} // a token after each flush, for writers waiting for room
+	inMessage atomic.Bool   // the read loop is in OnMessage: not reading, on purpose
 	lastRead  atomic.Int64  // monotonic ns (see now) of the last bytes read
 	lastWrite atomic.Int64  // monotonic ns of the last flush
 	heard     chan struct{} // closed once the first packet arrives
@@ -109,6 +118,9 @@ func NewConn(nc net.Conn, opts Options) *Conn {
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = 1024
 	}
+	if opts.MaxQueuedBytes <= 0 {
+		opts.MaxQueuedBytes = 2 * opts.MaxSize
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -122,6 +134,7 @@ func NewConn(nc net.Conn, opts Options) *Conn {
 		done:     make(chan struct{}),
 		pending:  make(map[uint64]chan *Message),
 		heard:    make(chan struct{}),
+		room:     make(chan struct{}, 1),
 	}
 	c.lastRead.Store(now())
 	c.lastWrite.Store(now())
@@ -180,7 +193,7 @@ func (c *Conn) heartbeatLoop() {
 		case <-t.C:
 		}
 		n := now()
-		if time.Duration(n-c.lastRead.Load()) > timeout {
+		if !c.inMessage.Load() && time.Duration(n-c.lastRead.Load()) > timeout {
 			c.shutdown(ErrSilent) // the owner, who knows the peer, logs it
 			return
 		}
@@ -192,10 +205,17 @@ func (c *Conn) heartbeatLoop() {
 
 // queueHeartbeat queues a heartbeat unless the queue is full (then packets
 // are on their way anyway).
-func (c *Conn) queueHeartbeat() {
+func (c *Conn) queueHeartbeat() { c.tryQueue(heartbeatFrame) }
+
+// tryQueue queues b if there is room now, and reports whether it did.
+func (c *Conn) tryQueue(b []byte) bool {
+	c.queued.Add(int64(len(b)))
 	select {
-	case c.out <- heartbeatFrame:
+	case c.out <- b:
+		return true
 	default:
+		c.queued.Add(-int64(len(b)))
+		return false
 	}
 }
 
@@ -253,23 +273,44 @@ func (c *Conn) Pending() int {
 }
 
 // Write queues one framed packet for sending. It blocks while the queue is
-// full, until ctx is done or the connection closes.
+// full (in packets, or in bytes: see Options.MaxQueuedBytes), until ctx is
+// done or the connection closes.
 func (c *Conn) Write(ctx context.Context, framed []byte) error {
 	select {
 	case <-c.closing:
 		return ErrClosed
 	default:
 	}
+	n := int64(len(framed))
+	for {
+		q := c.queued.Load()
+		if q == 0 || q+n <= int64(c.opts.MaxQueuedBytes) {
+			if c.queued.CompareAndSwap(q, q+n) {
+				break
+			}
+			continue
+		}
+		select {
+		case <-c.room:
+		case <-c.stopping:
+			return ErrClosed
+		case <-c.closing:
+			return ErrClosed
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	select {
 	case c.out <- framed:
 		return nil
 	case <-c.stopping:
-		return ErrClosed
 	case <-c.closing:
-		return ErrClosed
 	case <-ctx.Done():
+		c.queued.Add(-n)
 		return ctx.Err()
 	}
+	c.queued.Add(-n)
+	return ErrClosed
 }
 
 // Send encodes v as JSON and queues it as one packet.
@@ -413,7 +454,10 @@ func (c *Conn) readLoop() {
 		}
 		if m.IsRequest() {
 			if c.opts.OnMessage != nil {
+				c.inMessage.Store(true)
 				c.opts.OnMessage(c, m)
+				c.inMessage.Store(false)
+				c.lastRead.Store(now()) // the peer was not silent while we pushed back
 			}
 			continue
 		}
@@ -445,10 +489,7 @@ func (c *Conn) reject(head []byte, status int, toRequest, toCall string) {
 	}
 	if request {
 		if c.opts.OnMessage != nil {
-			select {
-			case c.out <- AppendResponse(nil, key, status, toRequest, nil):
-			default: // the queue is full: the peer is not reading anyway
-			}
+			c.tryQueue(AppendResponse(nil, key, status, toRequest, nil)) // dropped when full: the peer is not reading anyway
 		}
 		return
 	}
@@ -486,12 +527,14 @@ func (c *Conn) writeLoop() {
 		}
 		c.nc.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
 		_, err := w.Write(b)
+		written := len(b)
 		// Batch whatever else is already queued into the same flush.
 	drain:
 		for err == nil {
 			select {
 			case b = <-c.out:
 				_, err = w.Write(b)
+				written += len(b)
 			default:
 				break drain
 			}
@@ -502,6 +545,11 @@ func (c *Conn) writeLoop() {
 		if err != nil {
 			c.shutdown(fmt.Errorf("packet: write: %w", err))
 			return
+		}
+		c.queued.Add(-int64(written))
+		select {
+		case c.room <- struct{}{}:
+		default:
 		}
 		c.lastWrite.Store(now())
 	}

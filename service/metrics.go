@@ -20,6 +20,10 @@ var (
 		Help:    "Time a service took to answer a request, from its arrival to the answer being written, by service and route.",
 		Buckets: LatencyBuckets,
 	}, []string{"service", "route"})
+	connsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "microshop_service_conns_refused_total",
+		Help: "Connections a service closed at once because it had too many, in all or from their host (see --max-conns).",
+	}, []string{"service"})
 	inFlight = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "microshop_service_in_flight",
 		Help: "Requests a service is handling now.",
@@ -54,7 +58,7 @@ var LatencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25
 
 // Collectors returns the package's metrics, for a Prometheus registry.
 func Collectors() []prometheus.Collector {
-	return []prometheus.Collector{requestsTotal, requestSeconds, inFlight, clientCalls, hedgeEvents, instanceEvents}
+	return []prometheus.Collector{requestsTotal, requestSeconds, inFlight, connsRefused, clientCalls, hedgeEvents, instanceEvents}
 }
 
 // serverMetrics holds a Server's metric children, resolved once per route

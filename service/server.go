@@ -53,8 +53,29 @@ type Config struct {
 	// AnswerDelay delays every answer by this long: a test hook, to see how
 	// callers treat a slow instance.
 	AnswerDelay time.Duration
+	// Conns caps the connections the server keeps, in all and per remote
+	// host (the zero value: packet.DefaultMaxConns and
+	// packet.DefaultMaxConnsPerHost). One over a limit is closed at once.
+	Conns packet.Limits
+	// MaxInFlight bounds the requests handled at once from one connection
+	// (DefaultMaxInFlight when 0); MaxInFlightAll, from all of them
+	// (DefaultMaxInFlightAll when 0). A connection at its bound is not read
+	// until a request is done: the peer's writes wait (back-pressure).
+	MaxInFlight, MaxInFlightAll int
+	// FirstPacket bounds how long a new connection may stay open without
+	// sending a packet (DefaultFirstPacket when 0). Once it has, it stays
+	// open however quiet (a book gate may go hours without a request); a
+	// silent peer that heartbeats is closed by the heartbeat timeout.
+	FirstPacket time.Duration
 	Logger      *slog.Logger
 }
+
+// Defaults of the server's bounds (see Config).
+const (
+	DefaultMaxInFlight    = 128
+	DefaultMaxInFlightAll = 1024
+	DefaultFirstPacket    = 30 * time.Second
+)
 
 // Server hosts a service: it serves its routes on every connection, many
 // requests at once, and keeps it registered with the distributor.
@@ -64,7 +85,10 @@ type Server struct {
 	metrics *serverMetrics
 
 	active      atomic.Int64
-	lastRequest atomic.Int64 // unix nanos
+	lastRequest atomic.Int64  // unix nanos
+	inFlight    chan struct{} // a token per request handled, MaxInFlightAll of them
+	refusedAt   atomic.Int64  // unix nanos of the last warning about a refused connection
+	admit       *packet.ConnCounter
 
 	mu    sync.Mutex
 	conns map[*packet.Conn]struct{}
@@ -83,11 +107,22 @@ func NewServer(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	if cfg.MaxInFlightAll <= 0 {
+		cfg.MaxInFlightAll = DefaultMaxInFlightAll
+	}
+	if cfg.FirstPacket <= 0 {
+		cfg.FirstPacket = DefaultFirstPacket
+	}
 	return &Server{
-		cfg:     cfg,
-		log:     cfg.Logger.With("service", cfg.Name),
-		metrics: newServerMetrics(cfg.Name, cfg.Routes),
-		conns:   make(map[*packet.Conn]struct{}),
+		inFlight: make(chan struct{}, cfg.MaxInFlightAll),
+		admit:    packet.NewConnCounter(cfg.Conns),
+		cfg:      cfg,
+		log:      cfg.Logger.With("service", cfg.Name),
+		metrics:  newServerMetrics(cfg.Name, cfg.Routes),
+		conns:    make(map[*packet.Conn]struct{}),
 	}
 }
 
@@ -183,18 +218,36 @@ func (s *Server) accept(ctx context.Context, ln net.Listener) error {
 			continue
 		}
 		delay = 0
+		release, ok := s.admit.Admit(nc.RemoteAddr())
+		if !ok {
+			nc.Close()
+			s.refused(nc.RemoteAddr())
+			continue
+		}
 		if tc, ok := nc.(*net.TCPConn); ok {
 			tc.SetKeepAlive(true)
 			tc.SetKeepAlivePeriod(15 * time.Second)
 		}
-		c := packet.NewConn(nc, packet.Options{MaxSize: s.cfg.MaxPacket, Logger: s.log, OnMessage: s.onMessage, Heartbeat: s.cfg.Heartbeat})
+		slots := make(chan struct{}, s.cfg.MaxInFlight)
+		c := packet.NewConn(nc, packet.Options{MaxSize: s.cfg.MaxPacket, Logger: s.log, Heartbeat: s.cfg.Heartbeat,
+			OnMessage: func(c *packet.Conn, m *packet.Message) { s.onMessage(c, m, slots) }})
 		s.mu.Lock()
 		s.conns[c] = struct{}{}
 		s.mu.Unlock()
 		s.connW.Add(1)
+		first := time.AfterFunc(s.cfg.FirstPacket, func() {
+			select {
+			case <-c.Heard():
+			default:
+				s.log.Debug("closing a connection that sent nothing", "remote", c.RemoteAddr().String(), "after", s.cfg.FirstPacket)
+				c.Abort()
+			}
+		})
 		go func() {
 			defer s.connW.Done()
+			defer release()
 			<-c.Done()
+			first.Stop()
 			if errors.Is(c.Err(), packet.ErrSilent) {
 				s.log.Warn("caller silent past the heartbeat timeout; connection closed", "remote", c.RemoteAddr().String(), "timeout", s.cfg.Heartbeat)
 			}
@@ -229,16 +282,42 @@ func (s *Server) closeConns() {
 	s.connW.Wait()
 }
 
+// refused logs a connection closed for the limits, at most once a second.
+func (s *Server) refused(addr net.Addr) {
+	connsRefused.WithLabelValues(s.cfg.Name).Inc()
+	now := time.Now().UnixNano()
+	if last := s.refusedAt.Load(); now-last > int64(time.Second) && s.refusedAt.CompareAndSwap(last, now) {
+		s.log.Warn("connection refused: too many connections (in all, or from its host)", "remote", addr.String(),
+			"max", s.cfg.Conns.Max, "per_host", s.cfg.Conns.PerHost)
+	}
+}
+
 // onMessage dispatches one request on its own goroutine, so a slow request
-// never blocks the others on the connection.
-func (s *Server) onMessage(c *packet.Conn, m *packet.Message) {
+// never blocks the others on the connection. It takes one of the
+// connection's slots and one of the server's first, waiting (and so not
+// reading the connection) while there is none: a connection cannot make
+// the server take on more than MaxInFlight of its requests, nor all of them
+// more than MaxInFlightAll.
+func (s *Server) onMessage(c *packet.Conn, m *packet.Message, slots chan struct{}) {
 	if isDistributorList(m) {
 		return // a list pushed on a service connection; not a request
+	}
+	select {
+	case slots <- struct{}{}:
+	case <-c.Closed():
+		return
+	}
+	select {
+	case s.inFlight <- struct{}{}:
+	case <-c.Closed():
+		<-slots
+		return
 	}
 	s.lastRequest.Store(time.Now().UnixNano())
 	s.active.Add(1)
 	s.metrics.inFlight.Inc()
 	go func() {
+		defer func() { <-s.inFlight; <-slots }()
 		defer s.active.Add(-1)
 		defer s.metrics.inFlight.Dec()
 		s.serve(c, m)

@@ -21,6 +21,7 @@ import (
 	"github.com/microshop/microshop/gate"
 	"github.com/microshop/microshop/internal/cache"
 	"github.com/microshop/microshop/internal/store"
+	"github.com/microshop/microshop/packet"
 	"github.com/microshop/microshop/service"
 )
 
@@ -49,6 +50,8 @@ type options struct {
 	heartbeat      time.Duration
 	hedgeAfter     time.Duration
 	answerDelay    time.Duration
+	all            bool          // the command is all
+	conns          packet.Limits // --max-conns, --max-conns-per-host
 	randomPorts    bool
 	chat           gate.ChatConfig
 	sec            securityOptions
@@ -108,7 +111,7 @@ func IsHelp(err error) bool { return errors.Is(err, errHelp) }
 func parseFlags(name string, args []string, getenv func(string) string, stdout, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("microshop "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	o := &options{}
+	o := &options{all: name == "all"}
 	env := func(key, def string) string {
 		if v := getenv(key); v != "" {
 			return v
@@ -176,6 +179,13 @@ func parseFlags(name string, args []string, getenv func(string) string, stdout, 
 	fs.DurationVar(&o.heartbeat, "heartbeat-timeout", envDuration("MICROSHOP_HEARTBEAT_TIMEOUT", defaultHeartbeat), "how long a microshop peer (instance, caller, distributor) may stay silent before it is marked down: its calls fail over and its connection is redialled; peers heartbeat 5 times as often; 0 = off [MICROSHOP_HEARTBEAT_TIMEOUT]")
 	fs.DurationVar(&o.hedgeAfter, "hedge-after", envDuration("MICROSHOP_HEDGE_AFTER", defaultHedgeAfter), "gate and callers: the least wait before a GET with no answer is also sent to another instance (the wait is the route's usual latency plus 4 deviations when that is longer; hedges are capped at 10% of calls); 0 = off [MICROSHOP_HEDGE_AFTER]")
 	fs.DurationVar(&o.answerDelay, "answer-delay", envDuration("MICROSHOP_ANSWER_DELAY", 0), "services, for testing: delay every answer by this long, to see the fleet route around a slow instance [MICROSHOP_ANSWER_DELAY]")
+	defConns, defPerHost := packet.DefaultMaxConns, packet.DefaultMaxConnsPerHost
+	if name == "gate" || name == "all" {
+		defConns, defPerHost = gate.DefaultMaxConns, gate.DefaultMaxConnsPerHost
+	}
+	var maxConns, maxPerHost int64
+	fs.Int64Var(&maxConns, "max-conns", envInt("MICROSHOP_MAX_CONNS", int64(defConns)), "connections this component keeps open at once (the gate: HTTP connections; all: the gate's); one more is closed at once; -1 = no limit [MICROSHOP_MAX_CONNS]")
+	fs.Int64Var(&maxPerHost, "max-conns-per-host", envInt("MICROSHOP_MAX_CONNS_PER_HOST", int64(defPerHost)), "connections from one IP address (the gate: --trusted-proxies exempt); -1 = no limit [MICROSHOP_MAX_CONNS_PER_HOST]")
 	fs.BoolVar(&o.randomPorts, "random-ports", envBool("MICROSHOP_RANDOM_PORTS", false), "all: services (and the distributor, unless --distributor is given) listen on free loopback ports instead of 9000, 9010, ... [MICROSHOP_RANDOM_PORTS]")
 	checkChat := chatFlags(fs, &o.chat, getenv)
 	checkSec := securityFlags(fs, name, &o.sec, getenv)
@@ -228,6 +238,13 @@ func parseFlags(name string, args []string, getenv func(string) string, stdout, 
 	if o.distributors, err = parseDistributors(distributors); err != nil {
 		return nil, fmt.Errorf("--distributor: %w", err)
 	}
+	if maxConns == 0 || maxConns < -1 || maxConns > 1<<20 {
+		return nil, fmt.Errorf("--max-conns: want a count from 1 to 1048576, or -1 for no limit; got %d", maxConns)
+	}
+	if maxPerHost == 0 || maxPerHost < -1 || maxPerHost > 1<<20 {
+		return nil, fmt.Errorf("--max-conns-per-host: want a count from 1 to 1048576, or -1 for no limit; got %d", maxPerHost)
+	}
+	o.conns = packet.Limits{Max: int(maxConns), PerHost: int(maxPerHost)}
 	if _, port, err := distributor.Advertised(o.advertise, 0); err != nil {
 		return nil, fmt.Errorf("--advertise: %w", err)
 	} else if name == "all" && port != 0 {
@@ -348,7 +365,7 @@ func start(ctx context.Context, c component, ln net.Listener, o *options, res *r
 		return newDistributor(o, log).Serve(ctx, ln)
 	case kindGate:
 		cfg := gate.Config{Distributors: o.distributors, Advertise: o.advertise, RequestTimeout: o.requestTimeout, MaxBody: o.maxBody, MaxPacket: o.maxPacket,
-			Chat: o.chat, Security: o.sec.gate, FleetKey: service.FleetKey(o.sec.fleetKey), Heartbeat: o.heartbeat, HedgeAfter: o.hedgeAfter, Logger: log}
+			Chat: o.chat, Security: o.sec.gate, FleetKey: service.FleetKey(o.sec.fleetKey), Heartbeat: o.heartbeat, HedgeAfter: o.hedgeAfter, Conns: o.conns, Logger: log}
 		if res != nil {
 			cfg.Cache = res.cache
 		}
@@ -359,6 +376,9 @@ func start(ctx context.Context, c component, ln net.Listener, o *options, res *r
 	d := deps{db: res.db, cache: res.cache, log: slog, sec: &o.sec}
 	cfg := service.Config{Name: c.name, Distributors: o.distributors, Advertise: o.advertise, MaxPacket: o.maxPacket, FleetKey: service.FleetKey(o.sec.fleetKey),
 		Heartbeat: o.heartbeat, AnswerDelay: o.answerDelay, Logger: log}
+	if !o.all {
+		cfg.Conns = o.conns // in all, the flags are the gate's; its services take loopback peers only
+	}
 	if c.calls {
 		d.caller = service.NewClient(service.ClientConfig{RequestTimeout: o.requestTimeout, MaxPacket: o.maxPacket, FleetKey: service.FleetKey(o.sec.fleetKey),
 			Heartbeat: o.heartbeat, HedgeAfter: o.hedgeAfter, Logger: slog})
@@ -373,6 +393,9 @@ func newDistributor(o *options, log *slog.Logger) *distributor.Server {
 	d := distributor.NewServer(log.With("component", "distributor"), o.maxPacket)
 	d.FleetKey = []byte(o.sec.fleetKey)
 	d.Heartbeat = o.heartbeat
+	if !o.all {
+		d.Conns = o.conns
+	}
 	return d
 }
 
