@@ -2,6 +2,7 @@ package distributor
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
@@ -165,6 +166,7 @@ func (c *Client) session(ctx context.Context, s *source, nc net.Conn) {
 		}
 		reg.Heartbeat = c.cfg.Heartbeat > 0
 		if len(c.cfg.FleetKey) > 0 {
+			reg.Nonce = c.challenge(ctx, conn, s)
 			sign(c.cfg.FleetKey, &reg, time.Now())
 		}
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -208,6 +210,27 @@ func (c *Client) session(ctx context.Context, s *source, nc net.Conn) {
 		conn.Close()
 		<-conn.Done()
 	}
+}
+
+// challengeTimeout bounds the wait for a distributor's challenge. The book's
+// distributor never answers one (nor checks signatures): the registration
+// then goes without.
+const challengeTimeout = 2 * time.Second
+
+// challenge asks the distributor for the nonce this connection's signed
+// registration must carry; "" when it gives none.
+func (c *Client) challenge(ctx context.Context, conn *packet.Conn, s *source) string {
+	cctx, cancel := context.WithTimeout(ctx, challengeTimeout)
+	defer cancel()
+	m, err := conn.Call(cctx, challengeMethod, challengeURI, nil)
+	var ans struct {
+		Nonce string `json:"nonce"`
+	}
+	if err != nil || json.Unmarshal(m.Raw, &ans) != nil || ans.Nonce == "" {
+		c.log.Debug("distributor gave no challenge; registering without", "addr", s.addr, "err", err)
+		return ""
+	}
+	return ans.Nonce
 }
 
 // setLive marks s connected or not; a source that goes away takes its list

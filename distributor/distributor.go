@@ -67,11 +67,14 @@ type Registration struct {
 	// reads the registration) and on the connections it accepts (see
 	// Node.Heartbeat). Another extension the book's distributor ignores.
 	Heartbeat bool `json:"heartbeat,omitempty"`
-	// Exp and Sig sign the registration when the fleet has a key (see
-	// ClientConfig.FleetKey and Server.FleetKey); another microshop
-	// extension the book's distributor ignores.
-	Exp int64  `json:"exp,omitempty"`
-	Sig string `json:"sig,omitempty"`
+	// Nonce, Exp and Sig sign the registration when the fleet has a key
+	// (see ClientConfig.FleetKey and Server.FleetKey): Nonce is the one the
+	// distributor gave this connection (so a captured registration is worth
+	// nothing on another), Exp a Unix time after which it is refused. More
+	// microshop extensions the book's distributor ignores.
+	Nonce string `json:"nonce,omitempty"`
+	Exp   int64  `json:"exp,omitempty"`
+	Sig   string `json:"sig,omitempty"`
 }
 
 // Limits on a registration, so one bad peer cannot bloat every list.

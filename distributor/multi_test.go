@@ -2,6 +2,7 @@ package distributor
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/microshop/microshop/internal/faultnet"
+	"github.com/microshop/microshop/packet"
 )
 
 const testHeartbeat = 300 * time.Millisecond
@@ -198,5 +200,104 @@ func testSettle(t *testing.T, settle time.Duration, wantKept bool) {
 	}
 	if dropped == wantKept {
 		t.Fatalf("settle %v: lists reported after the registry came back %v ago: %v; want goods in every one: %v", settle, time.Since(back), w.lists[before:], wantKept)
+	}
+}
+
+// A signed registration is bound to the connection it was made for: the
+// same bytes sent on another connection (a replay from elsewhere) are
+// refused, whether that connection asked a challenge of its own or not.
+func TestRegistrationBoundToConnection(t *testing.T) {
+	key := []byte("a-fleet-key-0123456789")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewServer(quiet, 0)
+	s.Settle = 0
+	s.FleetKey = key
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done })
+	addr := ln.Addr().String()
+
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	challenge := func(c net.Conn) string {
+		t.Helper()
+		io.WriteString(c, `{"uri":"/distributes","method":"CHALLENGE","key":1}¶`)
+		d := packet.NewDecoder(c, 0)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for {
+			p, err := d.Next()
+			if err != nil {
+				t.Fatalf("no challenge: %v", err)
+			}
+			var ans struct {
+				Key   int    `json:"key"`
+				Nonce string `json:"nonce"`
+			}
+			if json.Unmarshal(p, &ans) == nil && ans.Key == 1 && ans.Nonce != "" {
+				return ans.Nonce
+			}
+		}
+	}
+	register := func(c net.Conn, r Registration) {
+		b, _ := packet.Marshal(registerPacket{URI: "/distributes", Method: "POST", Params: r})
+		c.Write(b)
+	}
+	listed := func(name string) bool {
+		for _, n := range s.Nodes() {
+			if n.Name == name {
+				return true
+			}
+		}
+		return false
+	}
+
+	c1 := dial()
+	reg := Registration{Name: "members", Port: 9020, URLs: []string{"POST/sessions"}, Nonce: challenge(c1)}
+	sign(key, &reg, time.Now())
+	// The replay first: on a connection that asked its own challenge, and
+	// on one that asked none.
+	c2 := dial()
+	challenge(c2)
+	register(c2, reg)
+	c3 := dial()
+	register(c3, reg)
+	// Then the real one, which must be listed; the replays must not be.
+	register(c1, reg)
+	deadline := time.Now().Add(5 * time.Second)
+	for !listed("members") {
+		if time.Now().After(deadline) {
+			t.Fatal("the registration made for its connection was not listed")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// A packet is handled after the ones sent before it on its connection:
+	// once c2 and c3 answer a challenge, their registrations were handled.
+	challenge(c2)
+	challenge(c3)
+	if n := len(s.Nodes()); n != 1 {
+		t.Fatalf("%d processes listed: %+v; want only the real one (the replays refused)", n, s.Nodes())
+	}
+	// And a client does all this by itself.
+	w := NewClient(ClientConfig{Addrs: []string{addr}, Logger: quiet, RetryInterval: 50 * time.Millisecond, FleetKey: key,
+		Registration: &Registration{Name: "goods", Port: 9010, URLs: []string{"GET/goods"}}})
+	wctx, wcancel := context.WithCancel(context.Background())
+	wdone := make(chan struct{})
+	go func() { defer close(wdone); w.Run(wctx) }()
+	defer func() { wcancel(); <-wdone }()
+	for !listed("goods") {
+		if time.Now().After(deadline) {
+			t.Fatal("a keyed client's registration was not listed")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -2,6 +2,8 @@ package distributor
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -55,9 +57,18 @@ type Server struct {
 }
 
 type member struct {
-	node *Node  // nil until the connection registers
-	seq  uint64 // registration order, to keep the list stable
+	node  *Node  // nil until the connection registers
+	seq   uint64 // registration order, to keep the list stable
+	nonce string // the challenge given to the connection, if it asked
 }
+
+// The request with which a client asks for the nonce its signed
+// registration must carry (Registration.Nonce); the book's distributor
+// ignores it, as it ignores every packet but a registration.
+const (
+	challengeMethod = "CHALLENGE"
+	challengeURI    = "/distributes"
+)
 
 // NewServer returns a registry server. maxPacket limits packet size
 // (packet.DefaultMaxSize when 0).
@@ -181,6 +192,10 @@ func (s *Server) add(nc net.Conn, release func()) {
 }
 
 func (s *Server) onMessage(c *packet.Conn, m *packet.Message) {
+	if m.Method == challengeMethod && m.URI == challengeURI {
+		s.challenge(c, m)
+		return
+	}
 	if !isListURI(m.URI) || m.Method != "POST" {
 		s.log.Debug("distributor: ignored packet", "uri", m.URI, "method", m.Method)
 		return
@@ -196,6 +211,10 @@ func (s *Server) onMessage(c *packet.Conn, m *packet.Message) {
 	}
 	if len(s.FleetKey) > 0 && !verifySig(s.FleetKey, &reg, time.Now()) {
 		s.log.Warn("distributor: registration refused: not signed with this fleet's key (--fleet-key)", "remote", c.RemoteAddr().String(), "name", reg.Name)
+		return
+	}
+	if len(s.FleetKey) > 0 && (reg.Nonce == "" || reg.Nonce != s.nonceOf(c)) {
+		s.log.Warn("distributor: registration refused: not made for this connection (a replay, or a client that did not ask its challenge)", "remote", c.RemoteAddr().String(), "name", reg.Name)
 		return
 	}
 	host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
@@ -223,6 +242,38 @@ func (s *Server) onMessage(c *packet.Conn, m *packet.Message) {
 	mem.node = n
 	s.log.Info("distributor: process registered", "name", n.Name, "addr", n.Addr(), "urls", len(n.URLs))
 	s.broadcastLocked()
+}
+
+// challenge answers a client's request for its connection's nonce.
+func (s *Server) challenge(c *packet.Conn, m *packet.Message) {
+	b := make([]byte, 16)
+	rand.Read(b)
+	nonce := hex.EncodeToString(b)
+	s.mu.Lock()
+	mem, ok := s.conns[c]
+	if ok && mem.nonce == "" {
+		mem.nonce = nonce
+	} else if ok {
+		nonce = mem.nonce
+	}
+	s.mu.Unlock()
+	if !ok {
+		return
+	}
+	body, _ := json.Marshal(map[string]string{"nonce": nonce})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	c.Write(ctx, packet.AppendResponse(nil, m.Key, 0, "success", body))
+}
+
+// nonceOf returns the nonce given to c, or "".
+func (s *Server) nonceOf(c *packet.Conn) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if mem, ok := s.conns[c]; ok {
+		return mem.nonce
+	}
+	return ""
 }
 
 // ValidHost reports whether h is an IP address or a host name (letters,

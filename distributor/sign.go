@@ -39,6 +39,10 @@ func registrationMAC(key []byte, r *Registration) string {
 	b.WriteString(strconv.Itoa(r.Port))
 	b.WriteByte('|')
 	b.WriteString(strconv.FormatInt(r.Exp, 10))
+	if r.Nonce != "" {
+		b.WriteString("|nonce=")
+		b.WriteString(r.Nonce)
+	}
 	for _, u := range r.URLs {
 		b.WriteByte('|')
 		b.WriteString(u)

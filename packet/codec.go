@@ -354,23 +354,7 @@ func AppendRequestAuth(dst []byte, uri, method string, key uint64, params, auth 
 }
 
 func appendParams(dst []byte, params json.RawMessage, key uint64) []byte {
-	p := bytes.TrimSpace(params)
-	if len(p) < 2 || p[0] != '{' {
-		dst = append(dst, `{"key":`...)
-		dst = strconv.AppendUint(dst, key, 10)
-		return append(dst, '}')
-	}
-	if bytes.Contains(p, []byte(`"key"`)) {
-		// Drop a caller's own "key" so the packet has exactly one.
-		var m map[string]json.RawMessage
-		if json.Unmarshal(p, &m) == nil {
-			delete(m, "key")
-			if b, err := json.Marshal(m); err == nil {
-				p = b
-			}
-		}
-	}
-	body := bytes.TrimSpace(p[1 : len(p)-1])
+	body := paramsBody(params)
 	dst = append(dst, '{')
 	if len(body) > 0 {
 		dst = append(dst, body...)
@@ -379,6 +363,65 @@ func appendParams(dst []byte, params json.RawMessage, key uint64) []byte {
 	dst = append(dst, `"key":`...)
 	dst = strconv.AppendUint(dst, key, 10)
 	return append(dst, '}')
+}
+
+// paramsBody returns the members of the params object a request carries,
+// before its key: params trimmed, without its braces and without a caller's
+// own "key" (so the packet has exactly one). Not an object: none.
+func paramsBody(params json.RawMessage) []byte {
+	p := bytes.TrimSpace(params)
+	if len(p) < 2 || p[0] != '{' {
+		return nil
+	}
+	if bytes.Contains(p, []byte(`"key"`)) {
+		var m map[string]json.RawMessage
+		if json.Unmarshal(p, &m) == nil {
+			delete(m, "key")
+			if b, err := json.Marshal(m); err == nil {
+				p = b
+			}
+		}
+	}
+	return bytes.TrimSpace(p[1 : len(p)-1])
+}
+
+// SignedParams returns the bytes of params that a request sent with
+// AppendRequestAuth carries, its key left out (and escaped as on the wire):
+// what a signature over a request's parameters covers. ReceivedParams
+// returns the same bytes from the params of the request as received.
+func SignedParams(params json.RawMessage) []byte {
+	body := paramsBody(params)
+	b := make([]byte, 0, len(body)+2)
+	b = append(b, '{')
+	b = append(b, body...)
+	return Escape(append(b, '}'))
+}
+
+// ReceivedParams returns a received request's params without the key that
+// AppendRequestAuth appends last: SignedParams of what the sender passed.
+// It returns nil when params do not end with such a key (a request not
+// written by AppendRequestAuth).
+func ReceivedParams(params json.RawMessage) []byte {
+	p := bytes.TrimSpace(params)
+	if len(p) < 2 || p[len(p)-1] != '}' {
+		return nil
+	}
+	i := bytes.LastIndex(p, []byte(`"key":`))
+	if i < 1 {
+		return nil
+	}
+	for _, c := range p[i+len(`"key":`) : len(p)-1] {
+		if c < '0' || c > '9' {
+			return nil // not our trailing key
+		}
+	}
+	head := bytes.TrimSpace(p[:i])
+	if head[len(head)-1] == ',' {
+		head = head[:len(head)-1]
+	}
+	b := make([]byte, 0, len(head)+1)
+	b = append(b, head...)
+	return Escape(append(b, '}'))
 }
 
 func appendString(dst []byte, s string) []byte {

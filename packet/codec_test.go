@@ -255,3 +255,25 @@ func TestKeyOf(t *testing.T) {
 		}
 	}
 }
+
+// What a request's signature covers is the same on both sides, whatever
+// the parameters: no key, a caller's own key, a ¶ (escaped on the wire),
+// spaces, none at all.
+func TestSignedParamsMatchReceived(t *testing.T) {
+	for _, params := range []string{
+		``, `{}`, ` { } `, `{"goodsid":7}`, `{"key":99,"goodsid":7}`, `{"text":"a¶b","n":[1,{"key":2}]}`,
+		`{ "a" : 1 , "b":"key" }`, `[1,2]`, `{"keys":"x"}`,
+	} {
+		wire := AppendRequestAuth(nil, "/purchases", "POST", 42, []byte(params), []byte(`{"member":1}`))
+		m, err := Decode(wire[:len(wire)-len(sep)])
+		if err != nil {
+			t.Fatalf("params %q: %v", params, err)
+		}
+		if got, want := ReceivedParams(m.Params), SignedParams([]byte(params)); !bytes.Equal(got, want) {
+			t.Errorf("params %q: received %q, signed %q", params, got, want)
+		}
+	}
+	if ReceivedParams([]byte(`{"goodsid":7}`)) != nil {
+		t.Error("ReceivedParams of params without a trailing key is not nil")
+	}
+}

@@ -26,9 +26,11 @@ type Auth struct {
 	// proxies; an IPv6 client's /64), for the members service's per-address
 	// login lockout.
 	Addr string `json:"addr,omitempty"`
-	// Exp and Sig sign the object when the fleet has a FleetKey: Exp is a
-	// Unix time after which it is refused, Sig the HMAC (see FleetKey).
+	// Exp, Seq and Sig sign the object when the fleet has a FleetKey: Exp
+	// is a Unix time after which it is refused, Seq its number on the
+	// connection (accepted once), Sig the HMAC (see FleetKey).
 	Exp int64  `json:"exp,omitempty"`
+	Seq uint64 `json:"seq,omitempty"`
 	Sig string `json:"sig,omitempty"`
 }
 

@@ -183,14 +183,15 @@ func callOutcome(err error) string {
 }
 
 func (c *Client) callAuth(ctx context.Context, auth *Auth, method, path string, params []byte) (*packet.Message, error) {
-	var authJSON []byte
+	var authJSON, signed []byte
 	if auth != nil {
 		if len(c.cfg.FleetKey) > 0 {
-			auth = c.cfg.FleetKey.sign(auth, method, path, time.Now())
-		}
-		var err error
-		if authJSON, err = json.Marshal(auth); err != nil {
-			return nil, err
+			signed = packet.SignedParams(params) // signed per attempt, for its connection
+		} else {
+			var err error
+			if authJSON, err = json.Marshal(auth); err != nil {
+				return nil, err
+			}
 		}
 	}
 	key := method + path
@@ -208,7 +209,7 @@ func (c *Client) callAuth(ctx context.Context, auth *Auth, method, path string, 
 		ctx, cancel = context.WithTimeout(ctx, c.cfg.RequestTimeout)
 		defer cancel()
 	}
-	x := exchange{c: c, rt: rt, ctx: ctx, method: method, path: path, params: params, auth: authJSON}
+	x := exchange{c: c, rt: rt, ctx: ctx, method: method, path: path, params: params, auth: authJSON, identity: auth, signed: signed}
 	return x.run()
 }
 

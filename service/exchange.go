@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 
@@ -25,7 +26,9 @@ type exchange struct {
 	rt            *route
 	ctx           context.Context
 	method, path  string
-	params, auth  []byte
+	params, auth  []byte // auth: the auth object as sent, unless signed per attempt
+	identity      *Auth  // the identity to sign per attempt (with a FleetKey)
+	signed        []byte // packet.SignedParams of params, for those signatures
 	tried         [maxTried]*instance // instances sent to (or that failed to take it)
 	nTried        int
 	attempts      int
@@ -144,8 +147,12 @@ func (x *exchange) send() (attempt, error) {
 		if c == nil {
 			continue
 		}
+		auth, err := x.authFor(in, c)
+		if err != nil {
+			return attempt{}, err
+		}
 		in.begin(now)
-		call, err := c.Go(x.ctx, x.method, x.path, x.params, x.auth)
+		call, err := c.Go(x.ctx, x.method, x.path, x.params, auth)
 		if err != nil {
 			in.end(monotonic(), false)
 			if errors.Is(err, packet.ErrClosed) {
@@ -156,6 +163,20 @@ func (x *exchange) send() (attempt, error) {
 		x.attempts++
 		return attempt{in: in, call: call, start: time.Now()}, nil
 	}
+}
+
+// authFor returns the auth object to send on connection c of in: with a
+// FleetKey, signed for this request and, where the instance gave c a nonce,
+// bound to c with the next sequence number.
+func (x *exchange) authFor(in *instance, c *packet.Conn) ([]byte, error) {
+	if x.identity == nil || len(x.c.cfg.FleetKey) == 0 {
+		return x.auth, nil
+	}
+	b := binding{params: x.signed}
+	if ca := in.auth.Load(); ca != nil && ca.conn == c {
+		b.nonce, b.seq = ca.nonce, ca.seq.Add(1)
+	}
+	return json.Marshal(x.c.cfg.FleetKey.sign(x.identity, x.method, x.path, b, time.Now()))
 }
 
 // hedge sends the request to a second instance, if the budget allows.

@@ -2,46 +2,65 @@ package service
 
 import (
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"strconv"
+	"sync"
 	"time"
 )
 
 // FleetKey is a secret shared by the gates and services of one fleet. With
-// it, a gate signs the auth object of every request (HMAC-SHA256 over the
-// identity, the route and a short expiry), and a service refuses an auth
-// object it cannot verify and treats a request without one as anonymous
-// rather than with the book's open behaviour. So nobody who merely reaches a
-// service's port can act as a member or as the admin. An empty key turns
-// signing off (the book's trust-the-network behaviour).
+// it, a gate signs the auth object of every request, and a service refuses
+// an auth object it cannot verify and treats a request without one as
+// anonymous rather than with the book's open behaviour. So nobody who
+// merely reaches a service's port can act as a member or as the admin. An
+// empty key turns signing off (the book's trust-the-network behaviour).
+//
+// The signature (HMAC-SHA256) covers the identity, the route, a digest of
+// the request's parameters and a short expiry, and, towards a service that
+// heartbeats (a microshop one), the connection's nonce — which the service
+// gives each connection that asks (see connNonce) — and a sequence number
+// it accepts once. So a captured auth object is worth nothing elsewhere: not
+// with other parameters, not on another connection, not twice.
 type FleetKey []byte
 
-// signedFor is how long a signed auth object stays valid: a captured one
-// cannot be replayed for long.
+// signedFor is how long a signed auth object stays valid.
 const signedFor = 2 * time.Minute
 
-// sign returns a copy of a with Exp and Sig set for method and uri.
-func (k FleetKey) sign(a *Auth, method, uri string, now time.Time) *Auth {
+// binding is what ties a signature to one request on one connection: the
+// parameters as sent (packet.SignedParams), the connection's nonce and the
+// request's sequence number on it. A zero binding (no nonce) ties it to the
+// route and parameters only, for a service that does not heartbeat.
+type binding struct {
+	params []byte
+	nonce  string
+	seq    uint64
+}
+
+// sign returns a copy of a with Exp, Seq and Sig set for the request.
+func (k FleetKey) sign(a *Auth, method, uri string, b binding, now time.Time) *Auth {
 	s := *a
 	s.Exp = now.Add(signedFor).Unix()
-	s.Sig = k.mac(&s, method, uri)
+	s.Seq = b.seq
+	s.Sig = k.mac(&s, method, uri, b)
 	return &s
 }
 
-// verify reports whether a carries a valid, unexpired signature for method
-// and uri.
-func (k FleetKey) verify(a *Auth, method, uri string, now time.Time) bool {
+// verify reports whether a carries a valid, unexpired signature for the
+// request.
+func (k FleetKey) verify(a *Auth, method, uri string, b binding, now time.Time) bool {
 	if a.Sig == "" || now.Unix() > a.Exp {
 		return false
 	}
-	want := k.mac(a, method, uri)
+	b.seq = a.Seq
+	want := k.mac(a, method, uri, b)
 	return hmac.Equal([]byte(want), []byte(a.Sig))
 }
 
-func (k FleetKey) mac(a *Auth, method, uri string) string {
+func (k FleetKey) mac(a *Auth, method, uri string, bd binding) string {
 	h := hmac.New(sha256.New, k)
-	b := make([]byte, 0, 128)
+	b := make([]byte, 0, 256)
 	b = strconv.AppendInt(b, a.Member, 10)
 	b = append(b, '|')
 	b = strconv.AppendBool(b, a.Admin)
@@ -55,6 +74,79 @@ func (k FleetKey) mac(a *Auth, method, uri string) string {
 	b = append(b, method...)
 	b = append(b, '|')
 	b = append(b, uri...)
+	b = append(b, '|')
+	d := sha256.Sum256(bd.params)
+	b = hex.AppendEncode(b, d[:])
+	if bd.nonce != "" {
+		b = append(b, '|')
+		b = append(b, bd.nonce...)
+		b = append(b, '|')
+		b = strconv.AppendUint(b, bd.seq, 10)
+	}
 	h.Write(b)
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// newNonce returns 16 random bytes in hex.
+func newNonce() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// replayWindow accepts each sequence number of a connection once: numbers
+// above the highest seen, and those up to windowSize below it that have not
+// been seen (requests signed concurrently may arrive a little out of
+// order), as IPsec's anti-replay window does.
+type replayWindow struct {
+	mu   sync.Mutex
+	top  uint64                  // the highest number accepted
+	seen [windowSize / 64]uint64 // bit i: top-i was accepted
+}
+
+const windowSize = 1024
+
+// accept reports whether seq is new, and records it.
+func (w *replayWindow) accept(seq uint64) bool {
+	if seq == 0 {
+		return false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if seq > w.top {
+		shift := seq - w.top
+		w.shift(shift)
+		w.top = seq
+		w.seen[0] |= 1
+		return true
+	}
+	back := w.top - seq
+	if back >= windowSize {
+		return false
+	}
+	word, bit := back/64, back%64
+	if w.seen[word]&(1<<bit) != 0 {
+		return false
+	}
+	w.seen[word] |= 1 << bit
+	return true
+}
+
+// shift moves the window up by n numbers.
+func (w *replayWindow) shift(n uint64) {
+	if n >= windowSize {
+		w.seen = [windowSize / 64]uint64{}
+		return
+	}
+	words, bits := n/64, n%64
+	for i := len(w.seen) - 1; i >= 0; i-- {
+		var v uint64
+		if j := i - int(words); j >= 0 {
+			v = w.seen[j] << bits
+			if bits > 0 && j-1 >= 0 {
+				v |= w.seen[j-1] >> (64 - bits)
+			}
+		}
+		w.seen[i] = v
+	}
 }

@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
@@ -25,6 +26,7 @@ type instance struct {
 	probe     string // a GET route it serves, to probe it after an ejection ("" = none)
 
 	conn  atomic.Pointer[packet.Conn] // nil while not connected or not answering
+	auth  atomic.Pointer[connAuth]    // what signatures on conn are bound to
 	stop  chan struct{}               // closed when the instance leaves the list
 	tried chan struct{}               // closed after the first connection attempt
 
@@ -63,6 +65,14 @@ func (in *instance) usable() bool {
 	}
 }
 
+// connAuth is the nonce an instance gave one connection, and the sequence
+// numbers signed on it so far (see FleetKey).
+type connAuth struct {
+	conn  *packet.Conn
+	nonce string
+	seq   atomic.Uint64
+}
+
 // keeper holds the connections of a Client's instances.
 type keeper struct {
 	cfg     *ClientConfig
@@ -82,10 +92,11 @@ func (k *keeper) keep(in *instance) {
 	defer once.Do(func() { close(in.tried) })
 	wasDown := false // the last connection ended with the peer silent
 	for {
-		c := k.connect(in)
+		c, ca := k.connect(in)
 		once.Do(func() { close(in.tried) })
 		if c != nil {
 			delay = 0
+			in.auth.Store(ca)
 			in.conn.Store(c)
 			k.log.Debug("connected to instance", "name", in.name, "addr", in.addr, "heartbeat", c.Heartbeating())
 			if wasDown {
@@ -123,8 +134,9 @@ func (k *keeper) keep(in *instance) {
 }
 
 // connect dials in and, for a process that heartbeats, waits for its first
-// heartbeat; it returns nil when either fails or in leaves the list.
-func (k *keeper) connect(in *instance) *packet.Conn {
+// heartbeat and, in a fleet with a key, asks its nonce for the connection;
+// it returns a nil connection when any of that fails or in leaves the list.
+func (k *keeper) connect(in *instance) (*packet.Conn, *connAuth) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
@@ -137,7 +149,7 @@ func (k *keeper) connect(in *instance) *packet.Conn {
 	d := net.Dialer{Timeout: 2 * time.Second, KeepAlive: 15 * time.Second}
 	nc, err := d.DialContext(ctx, "tcp", in.addr)
 	if err != nil {
-		return nil
+		return nil, nil
 	}
 	hb := in.heartbeat && k.cfg.Heartbeat > 0
 	opts := packet.Options{MaxSize: k.cfg.MaxPacket, Logger: k.log}
@@ -145,21 +157,45 @@ func (k *keeper) connect(in *instance) *packet.Conn {
 		opts.Heartbeat, opts.HeartbeatNow = k.cfg.Heartbeat, true
 	}
 	c := packet.NewConn(nc, opts)
-	if !hb {
-		return c
+	if hb && !k.heard(ctx, in, c) {
+		c.Abort()
+		return nil, nil
 	}
+	if !in.heartbeat || len(k.cfg.FleetKey) == 0 {
+		return c, nil
+	}
+	// A microshop service binds signatures to the connection: ask its nonce
+	// (a book service, which never heartbeats, is never asked).
+	nctx, ncancel := context.WithTimeout(ctx, nonceTimeout)
+	defer ncancel()
+	m, err := c.Call(nctx, nonceMethod, nonceURI, nil)
+	var ans struct {
+		Nonce string `json:"nonce"`
+	}
+	if err != nil || json.Unmarshal(m.Raw, &ans) != nil || ans.Nonce == "" {
+		k.log.Warn("instance gave no nonce for the connection; retrying", "name", in.name, "addr", in.addr, "err", err)
+		c.Abort()
+		return nil, nil
+	}
+	return c, &connAuth{conn: c, nonce: ans.Nonce}
+}
+
+// nonceTimeout bounds the wait for a connection's nonce.
+const nonceTimeout = 2 * time.Second
+
+// heard waits for c's first heartbeat, at most the heartbeat timeout.
+func (k *keeper) heard(ctx context.Context, in *instance, c *packet.Conn) bool {
 	t := time.NewTimer(k.cfg.Heartbeat)
 	defer t.Stop()
 	select {
 	case <-c.Heard():
-		return c
+		return true
 	case <-t.C:
 		k.log.Debug("instance accepts connections but does not answer; retrying", "name", in.name, "addr", in.addr)
 	case <-c.Closed():
 	case <-ctx.Done():
 	}
-	c.Abort()
-	return nil
+	return false
 }
 
 // retire closes a connection to an instance that left the list once its

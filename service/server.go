@@ -228,9 +228,9 @@ func (s *Server) accept(ctx context.Context, ln net.Listener) error {
 			tc.SetKeepAlive(true)
 			tc.SetKeepAlivePeriod(15 * time.Second)
 		}
-		slots := make(chan struct{}, s.cfg.MaxInFlight)
+		cs := &connState{slots: make(chan struct{}, s.cfg.MaxInFlight)}
 		c := packet.NewConn(nc, packet.Options{MaxSize: s.cfg.MaxPacket, Logger: s.log, Heartbeat: s.cfg.Heartbeat,
-			OnMessage: func(c *packet.Conn, m *packet.Message) { s.onMessage(c, m, slots) }})
+			OnMessage: func(c *packet.Conn, m *packet.Message) { s.onMessage(c, m, cs) }})
 		s.mu.Lock()
 		s.conns[c] = struct{}{}
 		s.mu.Unlock()
@@ -298,10 +298,15 @@ func (s *Server) refused(addr net.Addr) {
 // reading the connection) while there is none: a connection cannot make
 // the server take on more than MaxInFlight of its requests, nor all of them
 // more than MaxInFlightAll.
-func (s *Server) onMessage(c *packet.Conn, m *packet.Message, slots chan struct{}) {
+func (s *Server) onMessage(c *packet.Conn, m *packet.Message, cs *connState) {
 	if isDistributorList(m) {
 		return // a list pushed on a service connection; not a request
 	}
+	if m.Method == nonceMethod && m.URI == nonceURI {
+		s.answerNonce(c, m, cs)
+		return
+	}
+	slots := cs.slots
 	select {
 	case slots <- struct{}{}:
 	case <-c.Closed():
@@ -320,8 +325,73 @@ func (s *Server) onMessage(c *packet.Conn, m *packet.Message, slots chan struct{
 		defer func() { <-s.inFlight; <-slots }()
 		defer s.active.Add(-1)
 		defer s.metrics.inFlight.Dec()
-		s.serve(c, m)
+		s.serve(c, m, cs)
 	}()
+}
+
+// connState is what a server keeps of one connection.
+type connState struct {
+	slots chan struct{} // a token per request of it in flight
+
+	mu     sync.Mutex
+	nonce  string       // guarded by mu; given to the caller that asks
+	window replayWindow // the sequence numbers of its signed requests
+}
+
+// connNonce returns the connection's nonce, made on first use.
+func (cs *connState) connNonce() string {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.nonce == "" {
+		cs.nonce = newNonce()
+	}
+	return cs.nonce
+}
+
+// askedNonce returns the nonce if a caller has asked for it, else "".
+func (cs *connState) askedNonce() string {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return cs.nonce
+}
+
+// The request a caller sends a microshop service, once per connection, for
+// the nonce its signatures must cover there (see FleetKey). The runtime
+// answers it; a book service never receives it (callers ask only services
+// that heartbeat).
+const (
+	nonceMethod = "NONCE"
+	nonceURI    = "/connection"
+)
+
+// answerNonce answers a request for the connection's nonce.
+func (s *Server) answerNonce(c *packet.Conn, m *packet.Message, cs *connState) {
+	body, _ := json.Marshal(map[string]string{"nonce": cs.connNonce()})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	c.Write(ctx, packet.AppendResponse(nil, m.Key, 0, "success", body))
+}
+
+// checkSignature verifies a request's auth object. A server that
+// heartbeats (as its registration says) requires the signature to cover its
+// connection's nonce and a sequence number not seen on it before; one that
+// does not, the route and parameters only.
+func (s *Server) checkSignature(a *Auth, m *packet.Message, cs *connState) error {
+	b := binding{params: packet.ReceivedParams(m.Params)}
+	bound := s.cfg.Heartbeat > 0
+	if bound {
+		b.nonce = cs.askedNonce()
+		if b.nonce == "" {
+			return Unauthorized("the request's auth object is not bound to this connection: ask its nonce first (a microshop gate does)")
+		}
+	}
+	if !s.cfg.FleetKey.verify(a, m.Method, m.URI, b, time.Now()) {
+		return Unauthorized("the request's auth object is not signed with this fleet's key (--fleet-key) for this request on this connection")
+	}
+	if bound && !cs.window.accept(a.Seq) {
+		return Unauthorized("the request's auth object was used before: a replay")
+	}
+	return nil
 }
 
 func (s *Server) maxPacket() int {
@@ -335,11 +405,11 @@ func isDistributorList(m *packet.Message) bool {
 	return strings.TrimPrefix(m.URI, "/") == "distributes" && len(m.Params) > 0 && m.Params[0] == '['
 }
 
-func (s *Server) serve(c *packet.Conn, m *packet.Message) {
+func (s *Server) serve(c *packet.Conn, m *packet.Message, cs *connState) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HandlerTimeout)
 	defer cancel()
 	start := time.Now()
-	res, err := s.call(ctx, m)
+	res, err := s.call(ctx, m, cs)
 	code, msg := ErrorCode(err)
 	var body []byte
 	if err != nil {
@@ -379,7 +449,7 @@ func (s *Server) serve(c *packet.Conn, m *packet.Message) {
 }
 
 // call runs the handler, turning a panic into an internal error.
-func (s *Server) call(ctx context.Context, m *packet.Message) (res Result, err error) {
+func (s *Server) call(ctx context.Context, m *packet.Message, cs *connState) (res Result, err error) {
 	h, ok := s.cfg.Routes[m.Method+m.URI]
 	if !ok {
 		return nil, NotFound("unknown route %s %s", m.Method, m.URI)
@@ -393,11 +463,10 @@ func (s *Server) call(ctx context.Context, m *packet.Message) (res Result, err e
 		return nil, err
 	}
 	if len(s.cfg.FleetKey) > 0 {
-		switch {
-		case auth == nil:
+		if auth == nil {
 			auth = &Auth{} // anonymous: no open book behaviour on a keyed fleet
-		case !s.cfg.FleetKey.verify(auth, m.Method, m.URI, time.Now()):
-			return nil, Unauthorized("the request's auth object is not signed with this fleet's key (--fleet-key)")
+		} else if err := s.checkSignature(auth, m, cs); err != nil {
+			return nil, err
 		}
 	}
 	defer func() {
