@@ -26,9 +26,9 @@ type exchange struct {
 	rt            *route
 	ctx           context.Context
 	method, path  string
-	params, auth  []byte // auth: the auth object as sent, unless signed per attempt
-	identity      *Auth  // the identity to sign per attempt (with a FleetKey)
-	signed        []byte // packet.SignedParams of params, for those signatures
+	params, auth  []byte              // auth: the auth object as sent, unless signed per attempt
+	identity      *Auth               // the identity to sign per attempt (with a FleetKey)
+	signed        []byte              // packet.SignedParams of params, for those signatures
 	tried         [maxTried]*instance // instances sent to (or that failed to take it)
 	nTried        int
 	attempts      int
