@@ -50,6 +50,13 @@ good2=$(field id)
 check 401 -X POST "$BASE/goods" -d 'name=x&price=1'
 check 403 -X POST "$BASE/goods" -H "Authorization: Bearer $TOKEN" -d 'name=x&price=1'
 check 200 "$BASE/goods"
+check 200 "$BASE/goods?limit=50"
+check 200 "$BASE/goods?limit=1&after=0"
+next=$(field next)
+if [ -z "$next" ]; then echo "FAIL GET /goods?limit=1 with two goods has no next: $body"; fail=1; fi
+check 200 "$BASE/goods?limit=50&after=$next"
+check 400 "$BASE/goods?limit=51"
+check 400 "$BASE/goods?after=abc"
 check 200 "$BASE/goods?id=$good"
 check 200 -X DELETE "$BASE/goods?id=$good2" -H "Authorization: Bearer $ADMIN"
 check 404 "$BASE/goods?id=$good2"
@@ -58,6 +65,8 @@ check 401 -X POST "$BASE/purchases" -d "goodsid=$good"
 check 200 -X POST "$BASE/purchases" -H "Authorization: Bearer $TOKEN" -d "goodsid=$good"
 check 404 -X POST "$BASE/purchases" -H "Authorization: Bearer $TOKEN" -d "goodsid=$good2"
 check 200 "$BASE/purchases" -H "Authorization: Bearer $TOKEN"
+check 200 "$BASE/purchases?limit=10&after=0" -H "Authorization: Bearer $TOKEN"
+check 400 "$BASE/purchases?limit=1001" -H "Authorization: Bearer $TOKEN"
 check 200 "$BASE/rankings?top=10&period=all"
 check 200 "$BASE/rankings?top=5&period=day"
 check 200 "$BASE/rankings?period=week"
@@ -77,7 +86,11 @@ check 400 "$BASE/stores?longitude=181&latitude=0"
 check 200 -X DELETE "$BASE/stores?id=$store" -H "Authorization: Bearer $ADMIN"
 
 check 200 -X POST "$BASE/chat" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{"room":"lobby","text":"hi"}'
+msg=$(field id)
 check 200 "$BASE/chat/history?room=lobby&limit=100"
+check 200 "$BASE/chat/history?room=lobby&limit=100&before=$msg"
+check 400 "$BASE/chat/history?room=lobby&limit=501"
+check 400 "$BASE/chat/history?room=lobby&before=-1"
 check 400 "$BASE/chat/history?room=no%20spaces"
 
 check 200 -X DELETE "$BASE/goods?id=$good" -H "Authorization: Bearer $ADMIN"

@@ -4,8 +4,8 @@
 // (see package topic), from which every gate fans it out to its WebSocket
 // clients. Routes:
 //
-//	POST /chat          {room, text, userid}  → {"id", "room", "user", "text", "time"}
-//	GET  /chat/history  {room, limit}         → {"results": [messages, oldest first]}
+//	POST /chat          {room, text, userid}           → {"id", "room", "user", "text", "time"}
+//	GET  /chat/history  {room, [limit, before]}        → {"results": [messages, oldest first], "source", "next": "N"}
 //
 // A message is stored in the database first, then added to the room's
 // window and published, in one Redis script. With Redis down a message
@@ -13,9 +13,22 @@
 // stored); history is then read from the database. The window rebuilds
 // itself from the database when it is missing (FLUSHALL, restart,
 // eviction).
+//
+// # History pages
+//
+// GET /chat/history answers the room's latest messages (from the window),
+// or with before=N the latest ones older than message N (from the
+// database, exact whatever the window holds): at most limit of them, and
+// never more than HistoryBytes of JSON, so that a page always fits in a
+// packet (a page of long messages holds fewer than limit). "next" is the
+// before of the page of older messages, present when there may be some.
+// Messages are paged by id (keyset pagination), so a walk back through a
+// room lists every message older than its first page exactly once, newest
+// page last to oldest, however many are posted meanwhile.
 package chat
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -34,6 +47,7 @@ import (
 	"github.com/microshop/microshop/internal/cache"
 	"github.com/microshop/microshop/internal/chat/topic"
 	"github.com/microshop/microshop/internal/store"
+	"github.com/microshop/microshop/packet"
 	"github.com/microshop/microshop/service"
 )
 
@@ -44,9 +58,30 @@ const (
 	// DefaultHistory is how many messages GET /chat/history answers
 	// without a limit.
 	DefaultHistory = 50
-	// MaxHistory is the largest limit of GET /chat/history; it is also the
-	// size of each room's window in Redis.
+	// MaxHistory is the largest limit of GET /chat/history. A page of that
+	// many long messages would not fit in a packet; HistoryBytes cuts it.
 	MaxHistory = 500
+	// WindowSize is how many of each room's latest messages Redis keeps.
+	WindowSize = 500
+	// MaxMessageBytes is the most bytes one message takes in a history
+	// answer, its comma in the results array included. encoding/json
+	// writes each character of the text in at most 6 bytes (\u00XX for
+	// <, >, &; \u2028 and \u2029; 2 to 4 bytes for other multi-byte
+	// characters; ¶ becomes \u00b6 when the packet is framed; control
+	// characters but tab, CR and LF are refused); rooms and users are
+	// plain ASCII (package topic); time is RFC 3339 in UTC, at most 30
+	// characters with nanoseconds (messages keep milliseconds: 24):
+	//
+	//	{"id":  6 + 19 (int64)  ,"room":"  9 + 64  "  1  ,"user":"  9 + 64  "  1
+	//	,"text":"  9 + 6×2000  "  1  ,"time":"  9 + 30  "}  2  ,  1
+	//	= 6+19+9+64+1+9+64+1+9+12000+1+9+30+2+1 = 12,225 bytes.
+	MaxMessageBytes = 6 + 19 + 9 + topic.MaxRoomLen + 1 + 9 + topic.MaxUserLen + 1 + 9 + 6*MaxTextLen + 1 + 9 + 30 + 2 + 1
+	// HistoryBytes bounds the encoded messages of one history page: 960
+	// KiB, which leaves 64 KiB of packet.DefaultMaxSize (1 MiB) for the
+	// envelope (key, errorcode, errormessage, source, next: under 200
+	// bytes). A page holds at least HistoryBytes / MaxMessageBytes = 80
+	// messages of the longest kind, and MaxHistory short ones.
+	HistoryBytes = 960 << 10
 )
 
 // Message is one chat message, as stored, published and sent to clients.
@@ -116,25 +151,30 @@ func (s *Service) post(ctx context.Context, r *service.Request) (service.Result,
 	return service.Result{"id": m.ID, "room": m.Room, "user": m.User, "text": m.Text, "time": m.Time}, nil
 }
 
-// history answers the room's latest messages, oldest first: from the Redis
-// window, rebuilt from the database when it is missing, or from the
-// database when Redis fails.
+// history answers a page of the room's messages, oldest first (see the
+// package comment): the latest from the Redis window, rebuilt from the
+// database when it is missing, or from the database when Redis fails; older
+// ones, with before, from the database.
 func (s *Service) history(ctx context.Context, r *service.Request) (service.Result, error) {
 	room, err := parseRoom(r.Params)
 	if err != nil {
 		return nil, err
 	}
-	limit, err := r.Params.IntDefault("limit", DefaultHistory)
+	before, limit, err := parseHistoryPage(r.Params)
 	if err != nil {
 		return nil, err
 	}
-	if limit < 1 || limit > MaxHistory {
-		return nil, service.BadRequest("limit must be from 1 to %d", MaxHistory)
+	var msgs []Message
+	var fromWindow, more bool
+	if before > 0 {
+		msgs, more, err = s.older(ctx, room, before, limit)
+	} else {
+		msgs, fromWindow, more, err = s.recent(ctx, room, limit)
 	}
-	msgs, fromWindow, err := s.recent(ctx, room, int(limit))
 	if err != nil {
 		return nil, err
 	}
+	msgs, cut := fit(msgs)
 	res := service.Results(msgs)
 	// The window holds exactly the published messages; the database may
 	// also hold one stored a moment ago and not published yet. The gate
@@ -143,35 +183,116 @@ func (s *Service) history(ctx context.Context, r *service.Request) (service.Resu
 	if fromWindow {
 		res["source"] = "window"
 	}
+	if (more || cut) && len(msgs) > 0 {
+		res["next"] = strconv.FormatInt(msgs[0].ID, 10)
+	}
 	return res, nil
 }
 
-// recent returns the last limit messages of room, oldest first, and
-// whether they come from the Redis window (rather than the database).
-func (s *Service) recent(ctx context.Context, room string, limit int) ([]Message, bool, error) {
-	msgs, err := s.win.read(ctx, room, limit)
+// parseHistoryPage reads the paging parameters of GET /chat/history:
+// before, the id the page ends before (0, the latest messages, when
+// absent), and limit.
+func parseHistoryPage(p service.Params) (before int64, limit int, err error) {
+	n, err := p.IntDefault("limit", DefaultHistory)
+	if err != nil {
+		return 0, 0, err
+	}
+	if n < 1 || n > MaxHistory {
+		return 0, 0, service.BadRequest("limit must be from 1 to %d", MaxHistory)
+	}
+	before, err = p.IntDefault("before", 0)
+	if err != nil {
+		return 0, 0, service.BadRequest("before must be an integer: the next of the previous page, or 0 for the latest messages")
+	}
+	if before < 0 {
+		return 0, 0, service.BadRequest("before must not be negative: the next of the previous page, or 0 for the latest messages")
+	}
+	return before, int(n), nil
+}
+
+// fit returns the newest of msgs (oldest first) whose encoding takes at
+// most HistoryBytes, and whether it had to leave older ones out.
+func fit(msgs []Message) ([]Message, bool) {
+	if len(msgs) <= HistoryBytes/MaxMessageBytes {
+		return msgs, false // they fit whatever they hold
+	}
+	total := 0
+	for i := len(msgs) - 1; i >= 0; i-- {
+		total += encodedLen(msgs[i])
+		if total > HistoryBytes {
+			return msgs[i+1:], true
+		}
+	}
+	return msgs, false
+}
+
+// encodedLen is the bytes m takes in an answer packet: its JSON, each ¶
+// escaped as \u00b6 by the framing, and a comma.
+func encodedLen(m Message) int {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return MaxMessageBytes
+	}
+	return len(b) + 4*bytes.Count(b, []byte(packet.Separator)) + 1
+}
+
+// older returns the last limit messages of room before message before,
+// oldest first, from the database, and whether older ones remain.
+func (s *Service) older(ctx context.Context, room string, before int64, limit int) ([]Message, bool, error) {
+	msgs, err := s.store.before(ctx, room, before, limit+1)
+	if err != nil {
+		return nil, false, err
+	}
+	if len(msgs) > limit {
+		return msgs[1:], true, nil
+	}
+	return msgs, false, nil
+}
+
+// recent returns the last limit messages of room, oldest first, whether
+// they come from the Redis window (rather than the database), and whether
+// older ones may remain.
+func (s *Service) recent(ctx context.Context, room string, limit int) (msgs []Message, fromWindow, more bool, err error) {
+	// One message more than the page tells whether older ones remain (the
+	// window cannot tell beyond its WindowSize messages).
+	n := limit + 1
+	page := func(msgs []Message) ([]Message, bool) {
+		if len(msgs) > limit {
+			return msgs[len(msgs)-limit:], true
+		}
+		return msgs, false
+	}
+	msgs, err = s.win.read(ctx, room, n)
 	if err == nil {
 		s.redisDone(nil, "", "")
-		return msgs, true, nil
+		full := len(msgs) >= WindowSize
+		msgs, more = page(msgs)
+		return msgs, true, more || full, nil
 	}
 	if !errors.Is(err, errNotBuilt) {
 		s.redisDone(err, "read window", room)
-		msgs, err := s.store.last(ctx, room, limit)
-		return msgs, false, err
+		if msgs, err = s.store.before(ctx, room, latest, n); err != nil {
+			return nil, false, false, err
+		}
+		msgs, more = page(msgs)
+		return msgs, false, more, nil
 	}
 	// The window is missing: rebuild it from the database. The token
 	// placed first tells whether the window vanished during the rebuild.
 	token, err := s.win.begin(ctx, room)
 	if err != nil {
 		s.redisDone(err, "begin rebuild", room)
-		msgs, err := s.store.last(ctx, room, limit)
-		return msgs, false, err
+		if msgs, err = s.store.before(ctx, room, latest, n); err != nil {
+			return nil, false, false, err
+		}
+		msgs, more = page(msgs)
+		return msgs, false, more, nil
 	}
-	all, err := s.store.last(ctx, room, MaxHistory)
+	all, err := s.store.before(ctx, room, latest, max(WindowSize, n))
 	if err != nil {
-		return nil, false, err
+		return nil, false, false, err
 	}
-	if err := s.win.finish(ctx, room, token, all); err != nil {
+	if err := s.win.finish(ctx, room, token, all[max(0, len(all)-WindowSize):]); err != nil {
 		if errors.Is(err, errRebuildRaced) {
 			s.log.Debug("window vanished during its rebuild; answering from the database", "room", room)
 		} else {
@@ -180,10 +301,8 @@ func (s *Service) recent(ctx context.Context, room string, limit int) ([]Message
 	} else {
 		s.log.Debug("window rebuilt", "room", room, "messages", len(all))
 	}
-	if len(all) > limit {
-		all = all[len(all)-limit:]
-	}
-	return all, false, nil
+	msgs, more = page(all)
+	return msgs, false, more, nil
 }
 
 // redisDone records the outcome of a Redis operation: the first failure

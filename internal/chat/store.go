@@ -3,6 +3,7 @@ package chat
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/microshop/microshop/internal/store"
@@ -26,11 +27,16 @@ func (t table) insert(ctx context.Context, m Message) (int64, error) {
 	return id, nil
 }
 
-// last returns the last limit messages of room, oldest first.
-func (t table) last(ctx context.Context, room string, limit int) ([]Message, error) {
+// latest is the before of table.before for the latest messages.
+const latest = math.MaxInt64
+
+// before returns the last limit messages of room whose id is below before
+// (latest for the last ones), oldest first, read from the index
+// chat_messages_room (room, id).
+func (t table) before(ctx context.Context, room string, before int64, limit int) ([]Message, error) {
 	rows, err := t.db.QueryContext(ctx,
-		"SELECT id, sender, body, created FROM chat_messages WHERE room = ? ORDER BY id DESC LIMIT ?",
-		room, limit)
+		"SELECT id, sender, body, created FROM chat_messages WHERE room = ? AND id < ? ORDER BY id DESC LIMIT ?",
+		room, before, limit)
 	if err != nil {
 		return nil, fmt.Errorf("chat: read history: %w", err)
 	}

@@ -29,7 +29,7 @@ var (
 )
 
 // The window of a room is one sorted set, chat:{ROOM}:recent, whose members
-// are the last MaxHistory messages as published (JSON), scored by id.
+// are the last WindowSize messages as published (JSON), scored by id.
 // Members with negative scores are not messages: builtMember (score -1)
 // marks a window that holds every recent message, and a rebuild's token
 // (score -2) tells the rebuild whether the set survived until it finished.
@@ -95,7 +95,7 @@ func ttl() int64 { return int64(WindowTTL / time.Second) }
 // payload on the room's channel.
 func (w window) publish(ctx context.Context, m Message, payload []byte) error {
 	return publishScript.Run(ctx, w.c, []string{w.key(m.Room)},
-		m.ID, payload, topic.Channel(w.c.Prefix, m.Room), MaxHistory, ttl()).Err()
+		m.ID, payload, topic.Channel(w.c.Prefix, m.Room), WindowSize, ttl()).Err()
 }
 
 // read returns the last limit messages of room, oldest first, or
@@ -131,7 +131,7 @@ func (w window) begin(ctx context.Context, room string) (string, error) {
 // (read from the database after begin).
 func (w window) finish(ctx context.Context, room, token string, msgs []Message) error {
 	args := make([]any, 0, 3+2*len(msgs))
-	args = append(args, token, MaxHistory, ttl())
+	args = append(args, token, WindowSize, ttl())
 	for _, m := range msgs {
 		payload, err := json.Marshal(m)
 		if err != nil {

@@ -3,9 +3,18 @@
 // (catalog.Key). Routes:
 //
 //	POST   /goods  {name, category, price, description} → {"id": N}
-//	GET    /goods                                         → {"results": [all goods by id]}
+//	GET    /goods  [{limit, after}]                      → {"results": [a page of goods by id], "next": "N"}
 //	GET    /goods  {id}                                   → {"results": [good]}
 //	DELETE /goods  {id}                                   → success
+//
+// The list pages by id (keyset pagination): a page holds the goods whose id
+// is above after (0, the first page, when absent), lowest first, at most
+// limit of them (DefaultLimit when absent, at most MaxLimit); "next" is the
+// after of the following page, present when more goods may follow. Goods
+// that exist throughout a walk through the pages are listed exactly once,
+// in order, whatever is added or deleted meanwhile (a good added during the
+// walk shows up at its end if its id is above the cursor). The list is read
+// from the database, the system of record.
 //
 // The database is the system of record: every write goes to it first, then
 // to Redis; a Redis failure is logged and never fails a request. Reads of
@@ -22,6 +31,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"unicode"
@@ -43,6 +53,34 @@ const (
 	// MaxPrice is the largest price accepted: 2^53-1, the largest integer a
 	// JavaScript peer reads exactly.
 	MaxPrice = 1<<53 - 1
+)
+
+// Paging of GET /goods.
+const (
+	// DefaultLimit is the size of a page without a limit parameter (so a
+	// book client, which sends none, gets the first page).
+	DefaultLimit = 20
+	// MaxLimit is the largest limit: MaxLimit goods of the largest kind
+	// take MaxLimit × MaxGoodBytes = 662,250 bytes, which leaves the
+	// envelope (key, errorcode, errormessage, next: under 200 bytes) and a
+	// third of packet.DefaultMaxSize (1 MiB) spare.
+	MaxLimit = 50
+	// MaxGoodBytes is the most bytes one good can take in an answer packet,
+	// its comma in the results array included. The runtime encodes answers
+	// with encoding/json, which writes each character of a string in at
+	// most 6 bytes: \u00XX for <, >, & and control characters (only tab,
+	// CR and LF are accepted, as \t \r \n), \u2028 and \u2029 for those
+	// two 3-byte characters, 2 to 4 bytes for any other multi-byte UTF-8
+	// character, and ¶ (2 bytes) becomes \u00b6 when the packet is framed.
+	// Lengths are limited in characters, so the worst good is
+	//
+	//	{"id":  6 + 19 (int64)  ,"name":"  9 + 6×128  "  1
+	//	,"category":"  13 + 6×64  "  1  ,"price":  9 + 16 (2^53-1)
+	//	,"description":"  16 + 6×2000  "}  2  ,  1
+	//	= 6+19+9+768+1+13+384+1+9+16+16+12000+2+1 = 13,245 bytes.
+	//
+	// TestWorstCasePage builds such goods and measures them.
+	MaxGoodBytes = 6 + 19 + 9 + 6*MaxNameLen + 1 + 13 + 6*MaxCategoryLen + 1 + 9 + 16 + 16 + 6*MaxDescriptionLen + 2 + 1
 )
 
 // Service serves the goods routes.
@@ -94,14 +132,10 @@ func (s *Service) create(ctx context.Context, r *service.Request) (service.Resul
 	return service.Result{"id": g.ID}, nil
 }
 
-// get answers every good, or the one named by id (cache-aside).
+// get answers a page of goods, or the one named by id (cache-aside).
 func (s *Service) get(ctx context.Context, r *service.Request) (service.Result, error) {
 	if !r.Params.Has("id") {
-		all, err := s.store.all(ctx)
-		if err != nil {
-			return nil, err
-		}
-		return service.Results(all), nil
+		return s.list(ctx, r.Params)
 	}
 	id, err := r.Params.ID("id")
 	if err != nil {
@@ -112,6 +146,47 @@ func (s *Service) get(ctx context.Context, r *service.Request) (service.Result, 
 		return nil, err
 	}
 	return service.Results([]catalog.Good{g}), nil
+}
+
+// list answers the page of goods that after and limit ask for (see the
+// package comment), from the database.
+func (s *Service) list(ctx context.Context, p service.Params) (service.Result, error) {
+	after, limit, err := parsePage(p)
+	if err != nil {
+		return nil, err
+	}
+	// One row more than the page tells whether another page follows.
+	list, err := s.store.page(ctx, after, limit+1)
+	if err != nil {
+		return nil, err
+	}
+	res := service.Result{}
+	if len(list) > limit {
+		list = list[:limit]
+		res["next"] = strconv.FormatInt(list[limit-1].ID, 10)
+	}
+	res["results"] = list
+	return res, nil
+}
+
+// parsePage reads the paging parameters of GET /goods: after, the id the
+// page starts after (0 when absent), and limit.
+func parsePage(p service.Params) (after int64, limit int, err error) {
+	n, err := p.IntDefault("limit", DefaultLimit)
+	if err != nil {
+		return 0, 0, err
+	}
+	if n < 1 || n > MaxLimit {
+		return 0, 0, service.BadRequest("limit must be from 1 to %d", MaxLimit)
+	}
+	after, err = p.IntDefault("after", 0)
+	if err != nil {
+		return 0, 0, service.BadRequest("after must be an integer: the next of the previous page, or 0 for the first page")
+	}
+	if after < 0 {
+		return 0, 0, service.BadRequest("after must not be negative: the next of the previous page, or 0 for the first page")
+	}
+	return after, int(n), nil
 }
 
 // find returns good id from Redis, or from the database, caching it then.

@@ -14,7 +14,8 @@ import (
 // The goods SQL is the same on SQLite and MySQL.
 const (
 	sqlInsert = `INSERT INTO goods (name, category, price, description) VALUES (?, ?, ?, ?)`
-	sqlAll    = `SELECT id, name, category, price, description FROM goods ORDER BY id`
+	// sqlPage reads a page by the primary key: args after, limit.
+	sqlPage   = `SELECT id, name, category, price, description FROM goods WHERE id > ? ORDER BY id LIMIT ?`
 	sqlGet    = `SELECT id, name, category, price, description FROM goods WHERE id = ?`
 	sqlDelete = `DELETE FROM goods WHERE id = ?`
 )
@@ -37,9 +38,10 @@ func (s table) insert(ctx context.Context, g catalog.Good) (int64, error) {
 	return id, nil
 }
 
-// all returns every good, ordered by id (never nil).
-func (s table) all(ctx context.Context) ([]catalog.Good, error) {
-	rows, err := s.db.QueryContext(ctx, sqlAll)
+// page returns up to limit goods whose id is above after, ordered by id
+// (never nil).
+func (s table) page(ctx context.Context, after int64, limit int) ([]catalog.Good, error) {
+	rows, err := s.db.QueryContext(ctx, sqlPage, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("goods: list: %w", err)
 	}

@@ -28,7 +28,7 @@ func TestDateRoundTrip(t *testing.T) {
 			t.Fatalf("insert(%v): %v", tt.in, err)
 		}
 	}
-	list, err := tbl.list(ctx, 1)
+	list, err := tbl.list(ctx, 1, 0, MaxLimit)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,9 +2,15 @@
 // bought which good and when, and ranks the best sellers. Routes:
 //
 //	POST /purchases  {userid, goodsid}          → {"id": N}
-//	GET  /purchases  {userid}                   → {"results": [{"id", "goodsid", "date"}, ...]}
+//	GET  /purchases  {userid, [limit, after]}   → {"results": [{"id", "goodsid", "date"}, ...], "next": "N"}
 //	GET  /rankings   {top: 1..100, period: day|week|all}
 //	                 → {"results": [{"rank", "goodsid", "name", "sales"}, ...]}
+//
+// GET /purchases pages by id (keyset pagination): a page holds the member's
+// purchases whose id is above after (0, the first page, when absent),
+// oldest first, at most limit of them (DefaultLimit when absent, at most
+// MaxLimit); "next" is the after of the following page, present when more
+// may follow. It reads the database, the system of record.
 //
 // Before recording a purchase it checks that the good exists the way
 // DESIGN §1 prescribes (catalog.Lookup): in Redis first, else by asking the
@@ -83,6 +89,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/microshop/microshop/internal/cache"
@@ -94,6 +101,24 @@ import (
 // DateLayout is the form of a purchase date in answers: RFC 3339 in UTC with
 // milliseconds, e.g. "2024-05-01T09:30:00.250Z".
 const DateLayout = "2006-01-02T15:04:05.000Z07:00"
+
+// Paging of GET /purchases.
+const (
+	// DefaultLimit is the size of a page without a limit parameter (so a
+	// book client, which sends none, gets the first page).
+	DefaultLimit = 100
+	// MaxLimit is the largest limit: a page of MaxLimit purchases takes at
+	// most MaxLimit × MaxPurchaseBytes = 91,000 bytes, a tenth of
+	// packet.DefaultMaxSize (1 MiB).
+	MaxLimit = 1000
+	// MaxPurchaseBytes is the most bytes one purchase takes in an answer,
+	// its comma in the results array included (nothing in it is escaped):
+	//
+	//	{"id":  6 + 19 (int64)  ,"goodsid":  11 + 19
+	//	,"date":"  9 + 24 (DateLayout)  "}  2  ,  1
+	//	= 6+19+11+19+9+24+2+1 = 91 bytes.
+	MaxPurchaseBytes = 6 + 19 + 11 + 19 + 9 + len("2006-01-02T15:04:05.000Z") + 2 + 1
+)
 
 // Purchase is one purchase as answered by GET /purchases.
 type Purchase struct {
@@ -164,15 +189,47 @@ func (s *Service) buy(ctx context.Context, r *service.Request) (service.Result, 
 	return service.Result{"id": id}, nil
 }
 
-// list answers a member's purchases, oldest first.
+// list answers a page of a member's purchases, oldest first (see the
+// package comment).
 func (s *Service) list(ctx context.Context, r *service.Request) (service.Result, error) {
 	userID, err := r.Member(true)
 	if err != nil {
 		return nil, err
 	}
-	list, err := s.store.list(ctx, userID)
+	after, limit, err := parsePage(r.Params)
 	if err != nil {
 		return nil, err
 	}
-	return service.Results(list), nil
+	// One row more than the page tells whether another page follows.
+	list, err := s.store.list(ctx, userID, after, limit+1)
+	if err != nil {
+		return nil, err
+	}
+	res := service.Result{}
+	if len(list) > limit {
+		list = list[:limit]
+		res["next"] = strconv.FormatInt(list[limit-1].ID, 10)
+	}
+	res["results"] = list
+	return res, nil
+}
+
+// parsePage reads the paging parameters of GET /purchases: after, the id
+// the page starts after (0 when absent), and limit.
+func parsePage(p service.Params) (after int64, limit int, err error) {
+	n, err := p.IntDefault("limit", DefaultLimit)
+	if err != nil {
+		return 0, 0, err
+	}
+	if n < 1 || n > MaxLimit {
+		return 0, 0, service.BadRequest("limit must be from 1 to %d", MaxLimit)
+	}
+	after, err = p.IntDefault("after", 0)
+	if err != nil {
+		return 0, 0, service.BadRequest("after must be an integer: the next of the previous page, or 0 for the first page")
+	}
+	if after < 0 {
+		return 0, 0, service.BadRequest("after must not be negative: the next of the previous page, or 0 for the first page")
+	}
+	return after, int(n), nil
 }

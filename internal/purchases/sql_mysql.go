@@ -9,7 +9,8 @@ import (
 // is UTC and parseTime is on (store.Open), so dates travel as time.Time.
 var mysqlSQL = dialect{
 	insert: `INSERT INTO purchases (userid, goodsid, date) VALUES (?, ?, ?)`,
-	list:   `SELECT id, goodsid, date FROM purchases WHERE userid = ? ORDER BY id`,
+	// list reads a page from the index purchases_userid (userid, id).
+	list: `SELECT id, goodsid, date FROM purchases WHERE userid = ? AND id > ? ORDER BY id LIMIT ?`,
 	// InnoDB commits concurrent inserts in any order, so ids need the
 	// barrier (sales.go).
 	shareBarrier: `INSERT INTO purchases (userid, goodsid, date) SELECT ?, ?, ? FROM rankings_barrier WHERE id = 1 LOCK IN SHARE MODE`,

@@ -11,7 +11,8 @@ const sqliteDate = "2006-01-02T15:04:05.000Z"
 
 var sqliteSQL = dialect{
 	insert: `INSERT INTO purchases (userid, goodsid, date) VALUES (?, ?, ?)`,
-	list:   `SELECT id, goodsid, date FROM purchases WHERE userid = ? ORDER BY id`,
+	// list reads a page from the index purchases_userid (userid, id).
+	list: `SELECT id, goodsid, date FROM purchases WHERE userid = ? AND id > ? ORDER BY id LIMIT ?`,
 	dateArg: func(t time.Time) any {
 		return t.UTC().Format(sqliteDate)
 	},

@@ -12,7 +12,7 @@ import (
 // sql_sqlite.go and sql_mysql.go.
 type dialect struct {
 	insert string // args: userid, goodsid, dateArg(date)
-	list   string // args: userid; columns: id, goodsid, date
+	list   string // args: userid, after, limit; columns: id, goodsid, date
 	// dateArg converts a UTC time, truncated to milliseconds, to the value
 	// stored in purchases.date.
 	dateArg func(time.Time) any
@@ -71,9 +71,10 @@ func (t table) insert(ctx context.Context, userID, goodsID int64, date time.Time
 	return id, nil
 }
 
-// list returns the purchases of userID ordered by id (never nil).
-func (t table) list(ctx context.Context, userID int64) ([]Purchase, error) {
-	rows, err := t.db.QueryContext(ctx, t.sql.list, userID)
+// list returns up to limit purchases of userID whose id is above after,
+// ordered by id (never nil).
+func (t table) list(ctx context.Context, userID, after int64, limit int) ([]Purchase, error) {
+	rows, err := t.db.QueryContext(ctx, t.sql.list, userID, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("purchases: list: %w", err)
 	}

@@ -8,6 +8,21 @@
 // With authentication on, POST and DELETE need the admin key (no token 401,
 // a member's token 403).
 //
+// # No cursor
+//
+// The search is a nearest-first top-k query, not a list to walk: limit
+// bounds it (a page of MaxLimit stores takes at most MaxLimit ×
+// MaxStoreBytes = 91,400 bytes, well inside a packet), and a client that
+// wants more asks for a larger limit, a larger radius or another point.
+// A cursor would have to be the last (distance, id) of a page, and it could
+// not be exact: Redis measures from each store's 52-bit geohash and the
+// database path (Redis down) from its coordinates, so the same store can
+// sit on either side of a cursor depending on which path answered the next
+// page; distances are answered rounded to the metre, so a cursor taken from
+// an answer ties; and GEOSEARCH cannot start from a distance, so every page
+// would search the whole radius. Paging by id instead would drop the
+// nearest-first order the route exists for.
+//
 // # Design
 //
 // The stores table is the system of record. A deleted store keeps its row
@@ -68,6 +83,16 @@ const (
 	DefaultLimit  = 20
 	MaxLimit      = 100
 	MaxNameLength = 128
+	// MaxStoreBytes is the most bytes one store takes in an answer, its
+	// comma in the results array included. encoding/json writes each
+	// character of the name in at most 6 bytes (\u00XX for <, >, & and
+	// control characters, \u2028 and \u2029; ¶ becomes \u00b6 when the
+	// packet is framed), and a float64 in at most 24 (-1.2345678901234567e-100):
+	//
+	//	{"id":  6 + 19 (int64)  ,"name":"  9 + 6×128  "  1
+	//	,"longitude":  13 + 24  ,"latitude":  12 + 24  ,"distance":  12 + 24
+	//	}  1  ,  1  = 6+19+9+768+1+13+24+12+24+12+24+1+1 = 914 bytes.
+	MaxStoreBytes = 6 + 19 + 9 + 6*MaxNameLength + 1 + 13 + 24 + 12 + 24 + 12 + 24 + 1 + 1
 )
 
 // Store is a store as answered, with its distance from the searched point.
