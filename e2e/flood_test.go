@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/microshop/microshop/internal/proctest"
 )
 
 // Bounds a flooded goods service stays under (README, "Bounds"). The
@@ -69,23 +71,34 @@ func TestFloodedGoodsPort(t *testing.T) {
 	peak := func(what string, d time.Duration) {
 		t.Helper()
 		var g, rss float64
+		samples := 0
+		var lastErr error
 		deadline := time.Now().Add(d)
-		for time.Now().Before(deadline) {
-			m, err := scrapeWithin(metrics, 2*time.Second)
+		for time.Now().Before(deadline) || samples == 0 && time.Now().Before(deadline.Add(10*time.Second)) {
+			m, err := scrapeWithin(metrics, 5*time.Second)
 			if err != nil {
-				t.Errorf("%s: metrics of goods: %v", what, err)
-				return
+				lastErr = err // a flooded process may answer its metrics late
+				continue
 			}
+			samples++
 			g = max(g, value(m, "go_goroutines"))
 			rss = max(rss, value(m, "process_resident_memory_bytes"))
 			time.Sleep(100 * time.Millisecond)
+		}
+		if samples == 0 {
+			t.Errorf("%s: no metrics from goods: %v", what, lastErr)
+			return
 		}
 		t.Logf("%s: goods peaked at %.0f goroutines and %.0f MiB; gate GETs so far: %d ok, %d failed", what, g, rss/(1<<20), ok.Load(), failed.Load())
 		if g > floodMaxGoroutines {
 			t.Errorf("%s: goods reached %.0f goroutines; want at most %d", what, g, floodMaxGoroutines)
 		}
-		if rss > floodMaxRSS {
-			t.Errorf("%s: goods reached %.0f MiB; want at most %d MiB", what, rss/(1<<20), floodMaxRSS>>20)
+		maxRSS := float64(floodMaxRSS)
+		if proctest.Race {
+			maxRSS *= 4 // the race detector's shadow memory
+		}
+		if rss > maxRSS {
+			t.Errorf("%s: goods reached %.0f MiB; want at most %.0f MiB", what, rss/(1<<20), maxRSS/(1<<20))
 		}
 	}
 
