@@ -79,6 +79,16 @@ func (g *Gate) route(w http.ResponseWriter, r *http.Request, known bool) int {
 		}
 		return writeError(w, http.StatusBadRequest, "unreadable request")
 	}
+	if k := r.Header.Get("Idempotency-Key"); k != "" && r.Method == http.MethodPost {
+		// The draft's form is a quoted string: "KEY". A bare KEY is taken too.
+		if len(k) >= 2 && k[0] == '"' && k[len(k)-1] == '"' {
+			k = k[1 : len(k)-1]
+		}
+		if !validIdempotencyKey(k) {
+			return writeError(w, http.StatusBadRequest, "Idempotency-Key must be 1 to 255 printable ASCII characters")
+		}
+		params[IdempotencyParam] = k // the header wins over a parameter of the name
+	}
 	body, err := json.Marshal(params)
 	if err != nil {
 		return writeError(w, http.StatusBadRequest, "unencodable parameters")
@@ -101,6 +111,26 @@ func (g *Gate) route(w http.ResponseWriter, r *http.Request, known bool) int {
 	w.WriteHeader(status)
 	w.Write(m.Raw)
 	return status
+}
+
+// IdempotencyParam is the parameter in which the gate passes a POST's
+// Idempotency-Key header (the IETF httpapi draft) to the service: a service
+// that honours it answers a repeated request with the same key, from the
+// same member, with the first answer, and applies it once.
+const IdempotencyParam = "idempotency_key"
+
+// validIdempotencyKey reports whether k is 1 to 255 printable ASCII
+// characters.
+func validIdempotencyKey(k string) bool {
+	if len(k) < 1 || len(k) > 255 {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x21 || k[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // Status maps an answer's errorcode to an HTTP status: 0 is 200, a code that

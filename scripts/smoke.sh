@@ -63,6 +63,11 @@ check 404 "$BASE/goods?id=$good2"
 
 check 401 -X POST "$BASE/purchases" -d "goodsid=$good"
 check 200 -X POST "$BASE/purchases" -H "Authorization: Bearer $TOKEN" -d "goodsid=$good"
+idem="\"order-$user\""
+check 200 -X POST "$BASE/purchases" -H "Authorization: Bearer $TOKEN" -H "Idempotency-Key: $idem" -d "goodsid=$good"
+first=$(field id)
+check 200 -X POST "$BASE/purchases" -H "Authorization: Bearer $TOKEN" -H "Idempotency-Key: $idem" -d "goodsid=$good"
+if [ "$(field id)" != "$first" ]; then echo "FAIL the same Idempotency-Key made a second purchase ($first, then $(field id))"; fail=1; fi
 check 404 -X POST "$BASE/purchases" -H "Authorization: Bearer $TOKEN" -d "goodsid=$good2"
 check 200 "$BASE/purchases" -H "Authorization: Bearer $TOKEN"
 check 200 "$BASE/purchases?limit=10&after=0" -H "Authorization: Bearer $TOKEN"

@@ -180,14 +180,33 @@ func (s *Service) buy(ctx context.Context, r *service.Request) (service.Result, 
 		}
 		return nil, err
 	}
-	date := s.now()
-	id, err := s.store.insert(ctx, userID, goodsID, date)
+	key, err := idempotencyKey(r.Params)
 	if err != nil {
 		return nil, err
 	}
-	s.record(ctx, id, goodsID, date)
+	date := s.now()
+	id, first, err := s.store.insertOnce(ctx, userID, goodsID, date, key)
+	if err != nil {
+		return nil, err
+	}
+	if first {
+		s.record(ctx, id, goodsID, date)
+	}
 	return service.Result{"id": id}, nil
 }
+
+// idempotencyKey returns the purchase's Idempotency-Key, which the gate
+// passes as the parameter gate.IdempotencyParam ("" when none).
+func idempotencyKey(p service.Params) (string, error) {
+	if !p.Has(idempotencyParam) {
+		return "", nil
+	}
+	return p.Text(idempotencyParam, 1, 255)
+}
+
+// idempotencyParam is gate.IdempotencyParam (a business package does not
+// import the gate).
+const idempotencyParam = "idempotency_key"
 
 // list answers a page of a member's purchases, oldest first (see the
 // package comment).

@@ -8,12 +8,13 @@ import (
 // mysqlSQL stores purchases.date as DATETIME(3); the connection's time zone
 // is UTC and parseTime is on (store.Open), so dates travel as time.Time.
 var mysqlSQL = dialect{
-	insert: `INSERT INTO purchases (userid, goodsid, date) VALUES (?, ?, ?)`,
+	insert: `INSERT INTO purchases (userid, goodsid, date, idem_key) VALUES (?, ?, ?, ?)`,
+	byKey:  `SELECT id, goodsid FROM purchases WHERE userid = ? AND idem_key = ?`,
 	// list reads a page from the index purchases_userid (userid, id).
 	list: `SELECT id, goodsid, date FROM purchases WHERE userid = ? AND id > ? ORDER BY id LIMIT ?`,
 	// InnoDB commits concurrent inserts in any order, so ids need the
 	// barrier (sales.go).
-	shareBarrier: `INSERT INTO purchases (userid, goodsid, date) SELECT ?, ?, ? FROM rankings_barrier WHERE id = 1 LOCK IN SHARE MODE`,
+	shareBarrier: `INSERT INTO purchases (userid, goodsid, date, idem_key) SELECT ?, ?, ?, ? FROM rankings_barrier WHERE id = 1 LOCK IN SHARE MODE`,
 	takeBarrier:  `SELECT id FROM rankings_barrier WHERE id = 1 FOR UPDATE`,
 	dateArg: func(t time.Time) any {
 		return t.UTC()

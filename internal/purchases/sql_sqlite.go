@@ -10,7 +10,8 @@ import (
 const sqliteDate = "2006-01-02T15:04:05.000Z"
 
 var sqliteSQL = dialect{
-	insert: `INSERT INTO purchases (userid, goodsid, date) VALUES (?, ?, ?)`,
+	insert: `INSERT INTO purchases (userid, goodsid, date, idem_key) VALUES (?, ?, ?, ?)`,
+	byKey:  `SELECT id, goodsid FROM purchases WHERE userid = ? AND idem_key = ?`,
 	// list reads a page from the index purchases_userid (userid, id).
 	list: `SELECT id, goodsid, date FROM purchases WHERE userid = ? AND id > ? ORDER BY id LIMIT ?`,
 	dateArg: func(t time.Time) any {

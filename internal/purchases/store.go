@@ -2,16 +2,20 @@ package purchases
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/microshop/microshop/internal/store"
+	"github.com/microshop/microshop/service"
 )
 
 // dialect is the SQL of one engine and how it stores a date; see
 // sql_sqlite.go and sql_mysql.go.
 type dialect struct {
-	insert string // args: userid, goodsid, dateArg(date)
+	insert string // args: userid, goodsid, dateArg(date), idem_key (NULL: none)
+	byKey  string // args: userid, idem_key; columns: id, goodsid
 	list   string // args: userid, after, limit; columns: id, goodsid, date
 	// dateArg converts a UTC time, truncated to milliseconds, to the value
 	// stored in purchases.date.
@@ -41,9 +45,41 @@ func newTable(db *store.DB) table {
 // insert records a purchase at date (stored in UTC to the millisecond) and
 // returns its id.
 func (t table) insert(ctx context.Context, userID, goodsID int64, date time.Time) (int64, error) {
+	id, _, err := t.insertOnce(ctx, userID, goodsID, date, "")
+	return id, err
+}
+
+// errKeyReused is the answer to an Idempotency-Key used again for another
+// good: the draft's 422.
+var errKeyReused = service.Errorf(http.StatusUnprocessableEntity, "this Idempotency-Key was used for another purchase: use a new key for a new purchase")
+
+// insertOnce is insert with an idempotency key (none when empty): when
+// userID made a purchase with key before, it makes none and returns that
+// one's id, with first false (errKeyReused if it was of another good).
+// The unique index on (userid, idem_key) decides, so two at once make one.
+func (t table) insertOnce(ctx context.Context, userID, goodsID int64, date time.Time, key string) (id int64, first bool, err error) {
+	var k sql.NullString
+	if key != "" {
+		k = sql.NullString{String: key, Valid: true}
+	}
+	id, err = t.insertRow(ctx, userID, goodsID, date, k)
+	if err == nil || key == "" || !store.IsDuplicate(err) {
+		return id, err == nil, err
+	}
+	var good int64
+	if err := t.db.QueryRowContext(ctx, t.sql.byKey, userID, key).Scan(&id, &good); err != nil {
+		return 0, false, fmt.Errorf("purchases: find by idempotency key: %w", err)
+	}
+	if good != goodsID {
+		return 0, false, errKeyReused
+	}
+	return id, false, nil
+}
+
+func (t table) insertRow(ctx context.Context, userID, goodsID int64, date time.Time, key sql.NullString) (int64, error) {
 	date = date.UTC().Truncate(time.Millisecond)
 	if t.sql.shareBarrier == "" {
-		res, err := t.db.ExecContext(ctx, t.sql.insert, userID, goodsID, t.sql.dateArg(date))
+		res, err := t.db.ExecContext(ctx, t.sql.insert, userID, goodsID, t.sql.dateArg(date), key)
 		if err != nil {
 			return 0, fmt.Errorf("purchases: insert: %w", err)
 		}
@@ -57,7 +93,7 @@ func (t table) insert(ctx context.Context, userID, goodsID int64, date time.Time
 	// allocated until its commit (INSERT ... SELECT ... LOCK IN SHARE MODE,
 	// autocommit), so that a watermark reader never sees a committed id
 	// above an id still in flight (sales.go); one round trip, not four.
-	res, err := t.db.ExecContext(ctx, t.sql.shareBarrier, userID, goodsID, t.sql.dateArg(date))
+	res, err := t.db.ExecContext(ctx, t.sql.shareBarrier, userID, goodsID, t.sql.dateArg(date), key)
 	if err != nil {
 		return 0, fmt.Errorf("purchases: insert: %w", err)
 	}

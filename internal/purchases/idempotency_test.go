@@ -1,0 +1,69 @@
+package purchases_test
+
+import (
+	"sync"
+	"testing"
+
+	"github.com/microshop/microshop/service"
+)
+
+// The same POST /purchases with one Idempotency-Key makes one purchase and
+// gets the same answer, however many times and however concurrently it is
+// sent; the key is the member's own, and reusing it for another good is a
+// 422.
+func TestIdempotentPurchase(t *testing.T) {
+	f := newFixture(t, nil)
+	tea, cake := f.newGood(t, "tea"), f.newGood(t, "cake")
+	buy := func(user, good int64, key string) (int64, error) {
+		res, err := call(t, f.routes, "POST/purchases", `{"userid":`+jsonInt(user)+`,"goodsid":`+jsonInt(good)+`,"idempotency_key":"`+key+`"}`)
+		if err != nil {
+			return 0, err
+		}
+		return res["id"].(int64), nil
+	}
+	ids := make([]int64, 12)
+	var wg sync.WaitGroup
+	for i := range ids {
+		wg.Go(func() {
+			id, err := buy(1, tea, "k-1")
+			if err != nil {
+				t.Errorf("POST /purchases #%d with key k-1: %v", i, err)
+			}
+			ids[i] = id
+		})
+	}
+	wg.Wait()
+	for i, id := range ids {
+		if id != ids[0] {
+			t.Fatalf("answers %v: #%d differs; want the same purchase id every time", ids, i)
+		}
+	}
+	if list := f.list(t, 1); len(list) != 1 {
+		t.Fatalf("member 1 has %d purchases after 12 with one key; want 1", len(list))
+	}
+	// Another member may use the same key; a new key is a new purchase.
+	if _, err := buy(2, tea, "k-1"); err != nil {
+		t.Fatal(err)
+	}
+	if id, err := buy(1, tea, "k-2"); err != nil || id == ids[0] {
+		t.Fatalf("a new key = %d, %v; want a new purchase", id, err)
+	}
+	if _, err := buy(1, cake, "k-1"); err == nil {
+		t.Fatal("key k-1 reused for another good: no error")
+	} else if code, _ := service.ErrorCode(err); code != 422 {
+		t.Fatalf("key k-1 reused for another good = %v; want 422", err)
+	}
+	var n int
+	for _, u := range []int64{1, 2} {
+		n += len(f.list(t, u))
+	}
+	if n != 3 {
+		t.Fatalf("%d purchases in all; want 3", n)
+	}
+	// Without a key, as the book's clients buy, each is a purchase.
+	f.buy(t, 3, tea)
+	f.buy(t, 3, tea)
+	if list := f.list(t, 3); len(list) != 2 {
+		t.Fatalf("two purchases without a key gave %d; want 2", len(list))
+	}
+}
