@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -13,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/microshop/microshop/internal/cache"
+	"github.com/microshop/microshop/internal/members/sessioncache"
 	"github.com/microshop/microshop/packet"
 	"github.com/microshop/microshop/service"
 )
@@ -25,9 +24,12 @@ import (
 // Authentication: a request with "Authorization: Bearer TOKEN" is the
 // admin's when TOKEN is AdminKey, else the member's whose session TOKEN
 // starts (see internal/members/session.go). The gate looks the session up
-// in Redis (session:{SHA256(TOKEN)}), and on a miss or with Redis down asks
-// the members service (GET /sessions). A request without the header is
-// anonymous. Every request then carries the gate's auth object
+// in Redis (session:{SHA256(TOKEN)}, in the format of package
+// internal/members/sessioncache) and believes what it finds only when its
+// MAC, made with the fleet key, verifies; on a miss, on a value that does
+// not verify, with Redis down, or without a fleet key (nothing to verify
+// with) it asks the members service (GET /sessions), which reads the
+// database. A request without the header is anonymous. Every request then carries the gate's auth object
 // (service.Auth) and each service decides what its caller may do. With
 // AuthOff the gate sends no auth object: the book's open behaviour.
 type Security struct {
@@ -45,16 +47,8 @@ type Security struct {
 	StrictRateLimit Limit // logins and writes, per client address
 }
 
-// sessionKey returns the Redis key of a session; internal/members writes
-// these keys, and both must agree: session:{HASH} → "MEMBER:EXPIRESMS", or
-// "revoked".
-func sessionKey(c *cache.Cache, hash string) string { return c.Key("session:{" + hash + "}") }
-
 // HashToken returns the hash of a token as sessions are stored: SHA-256, hex.
-func HashToken(token string) string {
-	sum := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(sum[:])
-}
+func HashToken(token string) string { return sessioncache.HashToken(token) }
 
 // maxToken bounds the bearer tokens worth hashing (a session token is 43
 // characters; the admin key is the operator's choice).
@@ -62,20 +56,46 @@ const maxToken = 1024
 
 var errBadToken = errors.New("invalid or expired token")
 
-// authenticate returns the identity of r to send with its request, nil
-// with authentication off. A 401 (or 503) is written when the token cannot
-// be accepted; ok is false then.
-func (g *Gate) authenticate(ctx context.Context, w http.ResponseWriter, r *http.Request) (auth *service.Auth, status int) {
-	sec := &g.cfg.Security
-	if sec.AuthOff {
-		return nil, 0
-	}
+// bearer returns the credential r presents: the Authorization header (a
+// chat socket may give its token as ?token= instead), "" when none.
+func bearer(r *http.Request) string {
 	h := r.Header.Get("Authorization")
 	if h == "" && isChatSocket(r) && r.URL.Query().Get("token") != "" {
 		// Browsers cannot set headers on a WebSocket: the chat socket
 		// also takes its token from ?token=.
 		h = "Bearer " + r.URL.Query().Get("token")
 	}
+	return h
+}
+
+// bearerToken parses an Authorization header h: the token, and ok false
+// when h is not "Bearer TOKEN".
+func bearerToken(h string) (token string, ok bool) {
+	scheme, token, _ := strings.Cut(strings.TrimSpace(h), " ")
+	token = strings.TrimSpace(token)
+	return token, strings.EqualFold(scheme, "Bearer") && token != ""
+}
+
+// isAdmin reports whether token is the admin key: one SHA-256 and a
+// constant-time comparison, no lookup, so it is cheap enough to run before
+// the rate limits.
+func (gd *guard) isAdmin(token string) bool {
+	if gd.adminHash == nil || len(token) > maxToken {
+		return false
+	}
+	sum := sha256.Sum256([]byte(token))
+	return subtle.ConstantTimeCompare(sum[:], gd.adminHash) == 1
+}
+
+// authenticate returns the identity of r to send with its request, nil
+// with authentication off. A 401 (or 503) is written when the token cannot
+// be accepted; its status is returned then.
+func (g *Gate) authenticate(ctx context.Context, w http.ResponseWriter, r *http.Request) (auth *service.Auth, status int) {
+	sec := &g.cfg.Security
+	if sec.AuthOff {
+		return nil, 0
+	}
+	h := bearer(r)
 	addr := addrKey(ClientAddr(r, sec.TrustedProxies))
 	if addr == "unknown" {
 		addr = ""
@@ -83,19 +103,15 @@ func (g *Gate) authenticate(ctx context.Context, w http.ResponseWriter, r *http.
 	if h == "" {
 		return &service.Auth{Addr: addr}, 0
 	}
-	scheme, token, _ := strings.Cut(strings.TrimSpace(h), " ")
-	token = strings.TrimSpace(token)
-	if !strings.EqualFold(scheme, "Bearer") || token == "" {
+	token, ok := bearerToken(h)
+	if !ok {
 		return nil, writeUnauthorized(w, "malformed Authorization header: want Bearer TOKEN")
 	}
 	if len(token) > maxToken {
 		return nil, writeUnauthorized(w, errBadToken.Error())
 	}
-	if g.guard.adminHash != nil {
-		sum := sha256.Sum256([]byte(token))
-		if subtle.ConstantTimeCompare(sum[:], g.guard.adminHash) == 1 {
-			return &service.Auth{Admin: true, Addr: addr}, 0
-		}
+	if g.guard.isAdmin(token) {
+		return &service.Auth{Admin: true, Addr: addr}, 0
 	}
 	hash := HashToken(token)
 	member, err := g.session(ctx, hash)
@@ -118,20 +134,22 @@ func writeUnauthorized(w http.ResponseWriter, msg string) int {
 }
 
 // session returns the member of the live session with the given hash:
-// from Redis, or on a miss (or with Redis down) from the members service.
+// from Redis when the cached value verifies, else from the members service.
 // errBadToken means the token is unknown, expired or revoked.
 func (g *Gate) session(ctx context.Context, hash string) (int64, error) {
-	if probe, use := g.guard.limiter.useRedis(time.Now()); use && g.cfg.Cache != nil {
-		c := g.cfg.Cache
-		v, err := c.Get(ctx, sessionKey(c, hash)).Result()
-		g.guard.limiter.done(ctx, probe, err)
-		if err == nil {
-			member, live, ok := parseSession(v, time.Now())
-			if ok && !live {
-				return 0, errBadToken
-			}
-			if ok {
-				return member, nil
+	if sg, c := g.guard.sessions, g.cfg.Cache; sg != nil && c != nil {
+		if probe, use := g.guard.limiter.useRedis(time.Now()); use {
+			v, err := c.Get(ctx, sessioncache.Key(c, hash)).Result()
+			g.guard.limiter.done(ctx, probe, err)
+			if err == nil {
+				switch s := sg.Open(hash, v, time.Now()); s.State {
+				case sessioncache.Live:
+					return s.Member, nil
+				case sessioncache.Ended:
+					return 0, errBadToken
+				default:
+					g.guard.unverified(g.log)
+				}
 			}
 		}
 	}
@@ -152,28 +170,6 @@ func (g *Gate) session(ctx context.Context, hash string) (int64, error) {
 		return 0, errors.New("GET /sessions: no userid in the answer")
 	}
 	return res.UserID, nil
-}
-
-// parseSession parses a cached session: its member and whether it is live
-// (not revoked, not expired at now); ok is false for a value that is
-// neither, to be treated as a miss.
-func parseSession(v string, now time.Time) (member int64, live, ok bool) {
-	if v == "revoked" {
-		return 0, false, true
-	}
-	ms, es, found := strings.Cut(v, ":")
-	if !found {
-		return 0, false, false
-	}
-	m, err1 := strconv.ParseInt(ms, 10, 64)
-	e, err2 := strconv.ParseInt(es, 10, 64)
-	if err1 != nil || err2 != nil || m < 1 {
-		return 0, false, false
-	}
-	if e <= now.UnixMilli() {
-		return 0, false, true
-	}
-	return m, true, true
 }
 
 // ParseTrustedProxies parses a comma-separated list of CIDRs or addresses

@@ -9,8 +9,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microshop/microshop/internal/cache"
+	"github.com/microshop/microshop/internal/members/sessioncache"
 	"github.com/microshop/microshop/internal/testenv"
 )
+
+// testFleetKey is the fleet key of the gates these tests make.
+var testFleetKey = []byte("gate test fleet key 0123456")
+
+// cacheSession writes v as token's cached session.
+func cacheSession(t *testing.T, c *cache.Cache, token, v string) {
+	t.Helper()
+	if err := c.Set(context.Background(), sessioncache.Key(c, HashToken(token)), v, time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+}
 
 func TestClientAddr(t *testing.T) {
 	proxies, err := ParseTrustedProxies("10.0.0.0/8, 192.168.1.1,::1")
@@ -55,40 +68,18 @@ func TestClientAddr(t *testing.T) {
 	}
 }
 
-func TestParseSession(t *testing.T) {
-	now := time.UnixMilli(1_000_000)
-	tests := []struct {
-		v            string
-		member       int64
-		live, parsed bool
-	}{
-		{"7:1000001", 7, true, true},
-		{"7:1000000", 0, false, true}, // expired
-		{"revoked", 0, false, true},
-		{"", 0, false, false},
-		{"x:1", 0, false, false},
-		{"0:2000000", 0, false, false},
-		{"7", 0, false, false},
-	}
-	for _, tt := range tests {
-		m, live, ok := parseSession(tt.v, now)
-		if m != tt.member || live != tt.live || ok != tt.parsed {
-			t.Errorf("parseSession(%q) = %d, %v, %v; want %d, %v, %v", tt.v, m, live, ok, tt.member, tt.live, tt.parsed)
-		}
-	}
-}
-
 // TestAuthenticate drives the gate's handler: the token check happens
 // before the route lookup, so an unknown route (404) means "admitted".
 func TestAuthenticate(t *testing.T) {
 	c := testenv.Cache(t)
 	const adminKey = "an admin key of some length"
-	g := New(Config{Cache: c, Security: Security{AdminKey: adminKey}, RequestTimeout: time.Second})
+	g := New(Config{Cache: c, Security: Security{AdminKey: adminKey}, FleetKey: testFleetKey, RequestTimeout: time.Second})
 	ctx := context.Background()
-	live := HashToken("live-token")
-	c.Set(ctx, sessionKey(c, live), "42:"+strconv.FormatInt(time.Now().Add(time.Hour).UnixMilli(), 10), time.Hour)
-	c.Set(ctx, sessionKey(c, HashToken("revoked-token")), "revoked", time.Hour)
-	c.Set(ctx, sessionKey(c, HashToken("old-token")), "42:"+strconv.FormatInt(time.Now().Add(-time.Second).UnixMilli(), 10), time.Hour)
+	sg := sessioncache.NewSigner(testFleetKey)
+	now := time.Now()
+	cacheSession(t, c, "live-token", sg.Live(HashToken("live-token"), 42, now.Add(time.Hour), now.Add(time.Minute)))
+	cacheSession(t, c, "revoked-token", sg.Revoked(HashToken("revoked-token"), now.Add(time.Minute)))
+	cacheSession(t, c, "old-token", sg.Live(HashToken("old-token"), 42, now.Add(-time.Second), now.Add(time.Minute)))
 
 	tests := []struct {
 		header string
@@ -157,5 +148,45 @@ func TestServiceRetryAfter(t *testing.T) {
 	setRetryAfter(h, mustDecode(t, `{"key":1,"errorcode":429,"errormessage":"busy"}`))
 	if got := h.Get("Retry-After"); got != "1" {
 		t.Errorf("Retry-After without retryafter = %q; want 1", got)
+	}
+}
+
+// TestForgedSessionIgnored: a cached session the gate cannot verify with
+// its fleet key is a miss: the gate asks the members service (here there
+// is none, so 503), and never lets the token in on Redis's word. Without a
+// fleet key the gate believes no cached session at all.
+func TestForgedSessionIgnored(t *testing.T) {
+	c := testenv.Cache(t)
+	g := New(Config{Cache: c, FleetKey: testFleetKey, RequestTimeout: 200 * time.Millisecond})
+	now := time.Now()
+	other := sessioncache.NewSigner([]byte("another deployment's fleet key"))
+	sg := sessioncache.NewSigner(testFleetKey)
+	exp := strconv.FormatInt(now.Add(time.Hour).UnixMilli(), 10)
+	for _, tc := range []struct{ what, token, v string }{
+		{"the old unsigned format", "forged-1", "42:" + exp},
+		{"signed with another key", "forged-2", other.Live(HashToken("forged-2"), 42, now.Add(time.Hour), now.Add(time.Minute))},
+		{"signed for another token", "forged-3", sg.Live(HashToken("someone else's token"), 42, now.Add(time.Hour), now.Add(time.Minute))},
+		{"a made-up MAC", "forged-4", "v1:42:" + exp + ":" + exp + ":AAAA"},
+		{"a forged tombstone", "forged-5", "v1:revoked:" + exp + ":AAAA"},
+	} {
+		cacheSession(t, c, tc.token, tc.v)
+		r := httptest.NewRequest("GET", "/nowhere", nil)
+		r.Header.Set("Authorization", "Bearer "+tc.token)
+		w := httptest.NewRecorder()
+		g.Handler().ServeHTTP(w, r)
+		if w.Code != 503 {
+			t.Errorf("%s: status %d (%s); want 503 (asked the members service, which is not there)", tc.what, w.Code, w.Body)
+		}
+	}
+
+	cacheSession(t, c, "signed", sg.Live(HashToken("signed"), 42, now.Add(time.Hour), now.Add(time.Minute)))
+	nokey := New(Config{Cache: c, RequestTimeout: 200 * time.Millisecond})
+	r := httptest.NewRequest("GET", "/nowhere", nil)
+	r.Header.Set("Authorization", "Bearer signed")
+	if a, status := nokey.authenticate(context.Background(), httptest.NewRecorder(), r); status != 503 {
+		t.Errorf("gate without a fleet key, signed cached session: auth %+v, status %d; want 503 (it asks the members service)", a, status)
+	}
+	if a, status := g.authenticate(context.Background(), httptest.NewRecorder(), r); status != 0 || a.Member != 42 {
+		t.Errorf("gate with the fleet key, signed cached session: auth %+v, status %d; want member 42", a, status)
 	}
 }

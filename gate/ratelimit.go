@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/microshop/microshop/internal/cache"
+	"github.com/microshop/microshop/internal/members/sessioncache"
 	"github.com/microshop/microshop/service"
 )
 
@@ -64,20 +65,38 @@ func FormatLimit(l Limit) string {
 	return strconv.Itoa(l.Rate) + "/" + u
 }
 
-// guard is the gate's security state: the admin key's hash and the
-// limiter.
+// guard is the gate's security state: the admin key's hash, the
+// limiter, and the verifier of cached sessions.
 type guard struct {
 	adminHash []byte // SHA-256 of the admin key, nil without one
 	limiter   *limiter
+	// sessions verifies cached sessions; nil without a fleet key, when
+	// the gate believes no cached session.
+	sessions *sessioncache.Signer
+	// lastUnverified is when a cached session last failed verification
+	// (unix nanos), to log it at most once a minute.
+	lastUnverified atomic.Int64
 }
 
 func newGuard(cfg Config, log *slog.Logger) *guard {
-	g := &guard{limiter: newLimiter(cfg.Cache, log)}
+	g := &guard{limiter: newLimiter(cfg.Cache, log), sessions: sessioncache.NewSigner(cfg.FleetKey)}
 	if cfg.Security.AdminKey != "" {
 		sum := sha256.Sum256([]byte(cfg.Security.AdminKey))
 		g.adminHash = sum[:]
 	}
 	return g
+}
+
+// unverified logs, at most once a minute, that a cached session failed
+// verification and was ignored.
+func (gd *guard) unverified(log *slog.Logger) {
+	now := time.Now().UnixNano()
+	last := gd.lastUnverified.Load()
+	if now-last < int64(time.Minute) || !gd.lastUnverified.CompareAndSwap(last, now) {
+		return
+	}
+	log.Warn("a cached session in Redis did not verify with this fleet's key and was ignored; asked the members service instead " +
+		"(written by another deployment sharing Redis, made up by someone who can write to it, or cached before a fleet key change)")
 }
 
 // admit applies the rate limits and authentication to r, in that order (so
@@ -86,9 +105,23 @@ func newGuard(cfg Config, log *slog.Logger) *guard {
 // token; then per member. It returns the identity to send with the request
 // (nil with authentication off), or writes the refusal (429, 401, 503) and
 // returns its status.
+//
+// A request that presents the admin key skips the per-address limits
+// (checking the key costs one SHA-256, no lookup): those limits are for
+// strangers, and the operator seeding goods or stores from one address
+// must not be throttled like one (adding 11 goods in a second used to get
+// a 429). The admin has no limit of its own: whoever holds the key can
+// delete the shop's goods and stores anyway, so a limit would protect
+// nothing, and guesses at the key are not the key, so they are limited as
+// any request.
 func (g *Gate) admit(w http.ResponseWriter, r *http.Request) (*service.Auth, int) {
 	sec := &g.cfg.Security
 	ctx := r.Context()
+	if !sec.AuthOff && g.guard.adminHash != nil {
+		if token, ok := bearerToken(bearer(r)); ok && g.guard.isAdmin(token) {
+			return g.authenticate(ctx, w, r)
+		}
+	}
 	var addr string
 	if !sec.RateLimit.IsZero() || !sec.StrictRateLimit.IsZero() {
 		addr = addrKey(ClientAddr(r, sec.TrustedProxies))

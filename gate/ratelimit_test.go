@@ -139,7 +139,7 @@ func TestRateLimitHeaders(t *testing.T) {
 func TestLimiterFallback(t *testing.T) {
 	m := miniredis.RunT(t)
 	addr := m.Addr()
-	c, err := cache.Open("redis://"+addr+"/0", "test:")
+	c, err := cache.Open("redis://"+addr+"/0", "test:", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,5 +195,48 @@ func TestLimiterFallback(t *testing.T) {
 	}
 	if !m2.Exists("test:rate:d") {
 		t.Fatalf("back on Redis: keys %v; want test:rate:d", m2.Keys())
+	}
+}
+
+// TestAdminNotLimitedAsStranger: requests with the admin key skip the
+// per-address limits (11 goods in a second used to get a 429); a wrong key,
+// like any other request, does not.
+func TestAdminNotLimitedAsStranger(t *testing.T) {
+	const adminKey = "an admin key of some length"
+	g := New(Config{Cache: testenv.Cache(t), FleetKey: testFleetKey, RequestTimeout: 200 * time.Millisecond, Security: Security{
+		AdminKey:        adminKey,
+		RateLimit:       Limit{Rate: 100, Burst: 100, Period: time.Second},
+		StrictRateLimit: Limit{Rate: 10, Burst: 10, Period: time.Second},
+	}})
+	send := func(method, token string) int {
+		r := httptest.NewRequest(method, "/nowhere", nil)
+		r.RemoteAddr = "192.0.2.1:1234"
+		if token != "" {
+			r.Header.Set("Authorization", "Bearer "+token)
+		}
+		w := httptest.NewRecorder()
+		g.Handler().ServeHTTP(w, r)
+		return w.Code
+	}
+	for i := range 200 {
+		if code := send("POST", adminKey); code != 404 {
+			t.Fatalf("admin POST #%d: %d; want 404 (admitted, unknown route)", i+1, code)
+		}
+	}
+	for i := range 150 {
+		if code := send("GET", adminKey); code != 404 {
+			t.Fatalf("admin GET #%d: %d; want 404 (admitted, unknown route)", i+1, code)
+		}
+	}
+	// The same address without the key, or with a wrong one, is a stranger.
+	codes := map[int]int{}
+	for range 11 {
+		codes[send("POST", "")]++
+	}
+	if codes[429] != 1 {
+		t.Errorf("11 anonymous POSTs from the admin's address: %v; want one 429", codes)
+	}
+	if code := send("POST", adminKey+"x"); code != 429 {
+		t.Errorf("a wrong admin key: %d; want 429 (the strict limit)", code)
 	}
 }

@@ -57,8 +57,9 @@ func securityFlags(fs *flag.FlagSet, name string, s *securityOptions, getenv fun
 	}
 	raw := make([]string, len(limits))
 	fs.StringVar(&auth, "auth", auth, "gate: on = bearer tokens and the admin key decide who may do what; off = the book's open behaviour (never expose it) [MICROSHOP_AUTH]")
-	fs.StringVar(&s.gate.AdminKey, "admin-key", env("MICROSHOP_ADMIN_KEY", ""), fmt.Sprintf("gate: the bearer token that manages goods and stores (at least %d characters; all: generated and printed when empty) [MICROSHOP_ADMIN_KEY]", minAdminKey))
-	fs.StringVar(&s.fleetKey, "fleet-key", env("MICROSHOP_FLEET_KEY", ""), fmt.Sprintf("a secret shared by the whole fleet (at least %d characters): gates sign the identity they send with it and services refuse identities not signed with it; every process signs its registration and the distributor lists only signed ones; required by the distributor, services and gates with --auth=on; none = run without one on purpose (all with --auth=on: generated when empty) [MICROSHOP_FLEET_KEY]", minAdminKey))
+	s.gate.AdminKey, s.fleetKey = env("MICROSHOP_ADMIN_KEY", ""), env("MICROSHOP_FLEET_KEY", "")
+	fs.Var(secretFlag{&s.gate.AdminKey}, "admin-key", fmt.Sprintf("gate: the bearer token that manages goods and stores (a `key` of at least %d characters; all: generated and printed when empty) [MICROSHOP_ADMIN_KEY]", minAdminKey))
+	fs.Var(secretFlag{&s.fleetKey}, "fleet-key", fmt.Sprintf("a `secret` shared by the whole fleet (at least %d characters): gates sign the identity they send with it and services refuse identities not signed with it; every process signs its registration and the distributor lists only signed ones; required by the distributor, services and gates with --auth=on; none = run without one on purpose (all with --auth=on: generated when empty) [MICROSHOP_FLEET_KEY]", minAdminKey))
 	fs.StringVar(&proxies, "trusted-proxies", proxies, "gate: comma-separated CIDRs of proxies whose X-Forwarded-For is believed [MICROSHOP_TRUSTED_PROXIES]")
 	for i, l := range limits {
 		raw[i] = env(l.env, l.def)
@@ -68,7 +69,7 @@ func securityFlags(fs *flag.FlagSet, name string, s *securityOptions, getenv fun
 	s.sessionTTL, ttlErr = parseDurationEnv(getenv, "MICROSHOP_SESSION_TTL", members.DefaultSessionTTL)
 	s.lockoutWindow, windowErr = parseDurationEnv(getenv, "MICROSHOP_LOCKOUT_WINDOW", members.DefaultLockoutWindow)
 	fs.DurationVar(&s.sessionTTL, "session-ttl", s.sessionTTL, "members: how long a login token lasts [MICROSHOP_SESSION_TTL]")
-	fs.DurationVar(&s.lockoutWindow, "lockout-window", s.lockoutWindow, fmt.Sprintf("members: after %d failed logins for a username from one address within this window, that address's logins for it get 429 until it has passed (after %d from all addresses, every address's) [MICROSHOP_LOCKOUT_WINDOW]", members.DefaultLockoutThreshold, members.DefaultLockoutUsernameThreshold))
+	fs.DurationVar(&s.lockoutWindow, "lockout-window", s.lockoutWindow, fmt.Sprintf("members: after %d wrong passwords for a username from one address within this window, that address's logins for it get 429 until it has passed; after %d from all addresses, every address's but those the member logged in from before [MICROSHOP_LOCKOUT_WINDOW]", members.DefaultLockoutThreshold, members.DefaultLockoutUsernameThreshold))
 	return func() error {
 		for _, err := range []error{ttlErr, windowErr} {
 			if err != nil {
@@ -122,6 +123,18 @@ func securityFlags(fs *flag.FlagSet, name string, s *securityOptions, getenv fun
 		}
 		return nil
 	}
+}
+
+// secretFlag is a string flag whose value --help never shows (its default
+// may come from the environment): the flag package prints a default only
+// when it differs from the zero value's String, which is always "" here.
+type secretFlag struct{ p *string }
+
+func (f secretFlag) String() string { return "" }
+
+func (f secretFlag) Set(v string) error {
+	*f.p = v
+	return nil
 }
 
 // FleetKeyNone is the --fleet-key value that runs a service or gate
@@ -179,6 +192,7 @@ func newMembers(d deps) map[string]service.Handler {
 	if d.sec != nil {
 		m.SessionTTL = d.sec.sessionTTL
 		m.LockoutWindow = d.sec.lockoutWindow
+		m.FleetKey = []byte(d.sec.fleetKey)
 	}
 	return m.Routes()
 }

@@ -52,7 +52,7 @@ func Open(spec, prefix string, log *slog.Logger) (*Cache, error) {
 	case strings.HasPrefix(spec, "redis://") || strings.HasPrefix(spec, "rediss://") || strings.HasPrefix(spec, "unix://"):
 		opt, err := redis.ParseURL(spec)
 		if err != nil {
-			return nil, fmt.Errorf("cache: bad Redis URL: %w", err)
+			return nil, badURL(spec, err)
 		}
 		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout = dial, rw, rw, pool
 		opt.MaxRetries = 1
@@ -63,7 +63,7 @@ func Open(spec, prefix string, log *slog.Logger) (*Cache, error) {
 		for i := range addrs {
 			addrs[i] = strings.TrimSpace(addrs[i])
 			if addrs[i] == "" {
-				return nil, fmt.Errorf("cache: empty address in %q", spec)
+				return nil, fmt.Errorf("cache: empty address in %q", redact(spec))
 			}
 		}
 		c = redis.NewClusterClient(&redis.ClusterOptions{
@@ -76,6 +76,30 @@ func Open(spec, prefix string, log *slog.Logger) (*Cache, error) {
 	}
 	c.AddHook(&breaker{log: log})
 	return &Cache{UniversalClient: c, Prefix: prefix}, nil
+}
+
+// badURL is the error for a Redis URL spec that does not parse, without
+// its password: the parser's message quotes the URL, or a piece of it, so
+// it is given only when spec has no user information (no '@') to leak.
+func badURL(spec string, err error) error {
+	if strings.Contains(spec, "@") {
+		return fmt.Errorf("cache: bad Redis URL %q: want redis://[[user]:password@]host:port[/db], with special characters in the password %%-encoded", redact(spec))
+	}
+	return fmt.Errorf("cache: bad Redis URL: %w", err)
+}
+
+// redact returns spec with what stands between "://" and the last '@'
+// (the user and password) replaced by ***, for errors.
+func redact(spec string) string {
+	at := strings.LastIndex(spec, "@")
+	if at < 0 {
+		return spec
+	}
+	start := 0
+	if i := strings.Index(spec[:at], "://"); i >= 0 {
+		start = i + 3
+	}
+	return spec[:start] + "***" + spec[at:]
 }
 
 // Ping reports whether Redis answers within timeout.

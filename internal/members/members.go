@@ -12,7 +12,8 @@
 // With authentication on (the request carries the gate's auth object),
 // DELETE /members needs the member's own token (or the admin key), and the
 // sessions routes act on the token the client presented (auth.session).
-// Logins are limited per username (session_lockout.go).
+// Logins are limited per username and client address (session_lockout.go)
+// and, with a fleet key, taken only from gates (requireGate).
 //
 // Passwords and tokens are never logged, stored or answered in clear (a
 // token is answered once, when the session starts; only its hash is kept).
@@ -22,11 +23,13 @@ import (
 	"context"
 	"log/slog"
 	"runtime"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/microshop/microshop/internal/cache"
+	"github.com/microshop/microshop/internal/members/sessioncache"
 	"github.com/microshop/microshop/internal/store"
 	"github.com/microshop/microshop/service"
 )
@@ -52,6 +55,12 @@ type Service struct {
 	LockoutThreshold         int
 	LockoutUsernameThreshold int
 	LockoutWindow            time.Duration
+	// FleetKey is the fleet's key (service.FleetKey; empty with
+	// --fleet-key=none). With it, cached sessions are authenticated
+	// (package sessioncache) and logins are taken only from gates
+	// (requireGate); without it, no session is cached. Read when first
+	// needed.
+	FleetKey []byte
 
 	store    table
 	cache    *cache.Cache
@@ -62,10 +71,22 @@ type Service struct {
 	// repairs retries the tombstones of revoked sessions that Redis
 	// failed to take.
 	repairs *cache.Repairs
+	lock    *lockout
+
+	signerOnce  sync.Once
+	cacheSigner *sessioncache.Signer
+}
+
+// signer returns the Signer of the cached sessions (nil without a fleet
+// key).
+func (s *Service) signer() *sessioncache.Signer {
+	s.signerOnce.Do(func() { s.cacheSigner = sessioncache.NewSigner(s.FleetKey) })
+	return s.cacheSigner
 }
 
 // New returns the members service over db, caching sessions and counting
-// logins in c (nil: neither). Set the exported fields before serving. log
+// failed logins in c (nil: no cache, and failed logins counted in this
+// process). Set the exported fields before serving. log
 // receives nothing secret (nil discards). New computes one argon2id hash
 // (the dummy used for unknown users), which takes a few tens of
 // milliseconds.
@@ -79,6 +100,7 @@ func New(db *store.DB, c *cache.Cache, log *slog.Logger) *Service {
 		log:    log.With("service", "members"),
 		hasher: newHasher(runtime.GOMAXPROCS(0)),
 		now:    time.Now,
+		lock:   newLockout(),
 	}
 	s.sessions = &sessions{svc: s}
 	s.repairs = cache.NewRepairs(s.log)
@@ -126,16 +148,35 @@ func (s *Service) signIn(ctx context.Context, r *service.Request) (service.Resul
 
 // logIn checks a username and password and starts a session.
 func (s *Service) logIn(ctx context.Context, r *service.Request) (service.Result, error) {
-	id, username, err := s.checkPassword(ctx, r)
+	if err := s.requireGate(r); err != nil {
+		return nil, err
+	}
+	id, a, err := s.checkPassword(ctx, r)
 	if err != nil {
 		return nil, err
 	}
-	s.loggedIn(ctx, username, clientAddr(r))
+	s.loginSucceeded(ctx, a)
 	token, expires, err := s.sessions.start(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	return service.Result{"userid": id, "token": token, "expires": expires.UTC().Format(time.RFC3339)}, nil
+}
+
+// requireGate refuses, when the fleet has a key, a login that no gate
+// signed, so that nobody who reaches the members port can guess passwords
+// there (past the gates' rate limits), count failures against a member, or
+// choose the address they are counted under. With a key, a gate signs the
+// auth object of every request it sends, and the service runtime has
+// verified that signature before a handler runs (a bad one is refused
+// there with a 401); a request with no auth object reaches the handler as
+// the anonymous &service.Auth{}, without a signature. Without a key (the
+// book's trust model) every login is taken.
+func (s *Service) requireGate(r *service.Request) error {
+	if len(s.FleetKey) == 0 || (r.Auth != nil && r.Auth.Sig != "") {
+		return nil
+	}
+	return service.Forbidden("logins are taken only through a gate: this fleet has a key (--fleet-key), and the request carries no auth object signed with it")
 }
 
 // session answers the member and expiry of the presented token (the gate
@@ -163,38 +204,55 @@ func (s *Service) logOut(ctx context.Context, r *service.Request) (service.Resul
 }
 
 // clientAddr returns the client's address the gate vouches for, "" when
-// it sent none.
-func clientAddr(r *service.Request) string {
+// it sent none; one no gate would send is a 400.
+func clientAddr(r *service.Request) (string, error) {
 	if r.Auth == nil {
-		return ""
+		return "", nil
 	}
-	return r.Auth.Addr
+	a := r.Auth.Addr
+	if len(a) > maxAddrLen {
+		return "", service.BadRequest("malformed client address in the auth object")
+	}
+	for i := 0; i < len(a); i++ {
+		if c := a[i]; c <= ' ' || c > '~' {
+			return "", service.BadRequest("malformed client address in the auth object")
+		}
+	}
+	return a, nil
 }
 
-// checkPassword checks r's username and password (counting the attempt for
-// the lockout) and returns the member's id and username.
-func (s *Service) checkPassword(ctx context.Context, r *service.Request) (int64, string, error) {
+// checkPassword checks r's username and password and returns the member's
+// id and the attempt, counting a wrong password for the lockout
+// (session_lockout.go).
+func (s *Service) checkPassword(ctx context.Context, r *service.Request) (int64, *loginAttempt, error) {
 	username, err := r.Params.String("username")
 	if err != nil {
-		return 0, "", err
+		return 0, nil, err
 	}
 	password, err := r.Params.String("password")
 	if err != nil {
-		return 0, "", err
+		return 0, nil, err
 	}
 	if username == "" || password == "" {
-		return 0, "", service.BadRequest("username and password are required")
+		return 0, nil, service.BadRequest("username and password are required")
 	}
-	var id int64
+	addr, err := clientAddr(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	var a *loginAttempt
 	var hash string
 	// A username that sign-up would refuse cannot exist; not asking the
 	// database also keeps MySQL's PAD SPACE comparison ("kim " = "kim") out.
 	if utf8.RuneCountInString(username) <= MaxUsernameLen && validUsername(username) {
-		if err := s.attempt(ctx, username, clientAddr(r)); err != nil {
-			return 0, "", err
+		a = &loginAttempt{username: username, addr: addr, at: s.now()}
+		if a.member, hash, err = s.store.lookup(ctx, username); err != nil {
+			return 0, nil, err
 		}
-		if id, hash, err = s.store.lookup(ctx, username); err != nil {
-			return 0, "", err
+		// A locked-out attempt is refused before it waits for a hashing
+		// slot: it costs no password check, and queues ahead of nobody.
+		if err := s.checkLock(ctx, a); err != nil {
+			return 0, nil, err
 		}
 	}
 	// An unknown user (or an impossible password) still costs one full
@@ -202,14 +260,29 @@ func (s *Service) checkPassword(ctx context.Context, r *service.Request) (int64,
 	if utf8.RuneCountInString(password) > MaxPasswordLen {
 		hash = ""
 	}
-	ok, err := s.hasher.verify(ctx, password, hash)
+	if err := s.hasher.acquire(ctx); err != nil {
+		return 0, nil, err
+	}
+	defer s.hasher.release()
+	if a != nil {
+		// Checked again holding the slot, and a failure counted before
+		// the slot is released: concurrent guesses overrun a threshold by
+		// at most the number of slots in the fleet.
+		if err := s.checkLock(ctx, a); err != nil {
+			return 0, nil, err
+		}
+	}
+	ok, err := s.hasher.compare(password, hash)
 	if err != nil {
-		return 0, "", err
+		return 0, nil, err
 	}
-	if !ok {
-		return 0, "", errLogin()
+	if a != nil && !ok {
+		s.loginFailed(ctx, a)
 	}
-	return id, username, nil
+	if a == nil || !ok {
+		return 0, nil, errLogin()
+	}
+	return a.member, a, nil
 }
 
 // remove deletes a member by username, and ends the member's sessions.
@@ -233,6 +306,9 @@ func (s *Service) remove(ctx context.Context, r *service.Request) (service.Resul
 		return nil, service.NotFound("member %q not found", username)
 	}
 	if err := s.store.delete(ctx, username); err != nil {
+		return nil, err
+	}
+	if err := s.store.forgetAddrs(ctx, id); err != nil {
 		return nil, err
 	}
 	if err := s.sessions.revokeMember(ctx, id); err != nil {

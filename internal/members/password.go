@@ -93,6 +93,15 @@ func (h *hasher) hash(ctx context.Context, password string) (string, error) {
 // in constant time. An empty encoded hash verifies against a dummy hash, so
 // that an unknown user costs as much time as a known one, and never matches.
 func (h *hasher) verify(ctx context.Context, password, encoded string) (bool, error) {
+	if err := h.acquire(ctx); err != nil {
+		return false, err
+	}
+	defer h.release()
+	return h.compare(password, encoded)
+}
+
+// compare is verify for a caller that holds a slot (acquire).
+func (h *hasher) compare(password, encoded string) (bool, error) {
 	dummy := encoded == ""
 	if dummy {
 		encoded = h.dummy
@@ -101,10 +110,6 @@ func (h *hasher) verify(ctx context.Context, password, encoded string) (bool, er
 	if err != nil {
 		return false, err
 	}
-	if err := h.acquire(ctx); err != nil {
-		return false, err
-	}
-	defer h.release()
 	key := argon2.IDKey([]byte(password), p.salt, p.time, p.memory, p.threads, uint32(len(p.key)))
 	return subtle.ConstantTimeCompare(key, p.key) == 1 && !dummy, nil
 }

@@ -3,17 +3,14 @@ package members
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"database/sql"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync/atomic"
 	"time"
 
-	"github.com/microshop/microshop/internal/cache"
+	"github.com/microshop/microshop/internal/members/sessioncache"
 	"github.com/microshop/microshop/service"
 )
 
@@ -24,23 +21,27 @@ import (
 // stored, so a copy of the database or of Redis lets nobody in.
 //
 // The sessions table is the system of record. Redis caches each row under
-// session:{HASH} as "MEMBER:EXPIRESMS" for the time the session has left
-// (at most SessionCacheTTL): written when the session starts, refilled with
-// SET NX by a lookup that found it in the database. Revocation deletes the
-// row, then SETs the key to the tombstone "revoked" (SET, not DEL: a lookup
-// racing with it read the row before it was deleted, and its SET NX must not
-// bring the session back). So a FLUSHALL logs nobody out and lets nobody in:
-// the database decides on every miss. The gate reads these keys (see
-// gate/auth.go, which must agree on the format) and asks GET /sessions on a
-// miss or when Redis is down.
+// session:{HASH} for the time the session has left (at most
+// SessionCacheTTL), in the format of package sessioncache: a value
+// authenticated with the fleet key (Service.FleetKey), which the gate
+// verifies before believing it, so that nobody who can merely write to
+// Redis can make a token up. It is written when the session starts, and
+// refilled with SET NX by a lookup that found it in the database.
+// Revocation deletes the row, then SETs the key to the (authenticated)
+// tombstone (SET, not DEL: a lookup racing with it read the row before it
+// was deleted, and its SET NX must not bring the session back). So a
+// FLUSHALL logs nobody out and lets nobody in: the database decides on
+// every miss. Without a fleet key nothing is cached (no gate could verify
+// it): every token is checked in the database. The gate asks GET /sessions
+// on a miss, on a value it cannot verify, or when Redis is down.
 const (
 	// DefaultSessionTTL is how long a session lasts unless configured.
 	DefaultSessionTTL = 24 * time.Hour
-	// SessionCacheTTL bounds the life of a cached session, and so the harm
-	// of a tombstone lost to a Redis failure.
+	// SessionCacheTTL bounds the life of a cached session (its key's TTL
+	// and the end of validity its MAC covers), and so the harm of a
+	// tombstone lost to a Redis failure, or of a captured value written
+	// back over a tombstone.
 	SessionCacheTTL = 10 * time.Minute
-	// tombstone is the cached value of a revoked session.
-	tombstone = "revoked"
 	// sweepEvery is how often expired rows are deleted (on the next login).
 	sweepEvery = time.Minute
 )
@@ -66,27 +67,7 @@ func NewToken() (token, hash string, err error) {
 }
 
 // HashToken returns the hash under which a token is stored: SHA-256, hex.
-func HashToken(token string) string {
-	sum := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(sum[:])
-}
-
-// validHash reports whether h looks like a token hash (64 lowercase hex
-// digits), checked before it reaches SQL or a Redis key.
-func validHash(h string) bool {
-	if len(h) != 64 {
-		return false
-	}
-	for i := 0; i < len(h); i++ {
-		if c := h[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
-
-// SessionKey returns the Redis key of the session with token hash h.
-func SessionKey(c *cache.Cache, h string) string { return c.Key("session:{" + h + "}") }
+func HashToken(token string) string { return sessioncache.HashToken(token) }
 
 // errToken is the answer for a token that is unknown, expired or revoked.
 func errToken() error { return service.Unauthorized("invalid or expired token") }
@@ -116,8 +97,8 @@ func (s *sessions) start(ctx context.Context, member int64) (string, time.Time, 
 	if _, err := s.svc.store.db.ExecContext(ctx, sqlSessionInsert, hash, member, expires.UnixMilli(), now.UnixMilli()); err != nil {
 		return "", time.Time{}, fmt.Errorf("members: start session: %w", err)
 	}
-	if c := s.svc.cache; c != nil {
-		if err := c.Set(ctx, SessionKey(c, hash), cacheValue(member, expires), cacheTTL(ttl)).Err(); err != nil {
+	if c, sg := s.svc.cache, s.svc.signer(); c != nil && sg != nil {
+		if err := c.Set(ctx, sessioncache.Key(c, hash), sg.Live(hash, member, expires, now.Add(cacheTTL(ttl))), cacheTTL(ttl)).Err(); err != nil {
 			s.svc.log.Warn("session not cached; the gate will ask the database", "userid", member, "err", err)
 		}
 	}
@@ -125,11 +106,8 @@ func (s *sessions) start(ctx context.Context, member int64) (string, time.Time, 
 	return token, expires, nil
 }
 
-func cacheValue(member int64, expires time.Time) string {
-	return strconv.FormatInt(member, 10) + ":" + strconv.FormatInt(expires.UnixMilli(), 10)
-}
-
-// sweep deletes expired rows, at most once per sweepEvery.
+// sweep deletes expired rows, and the known addresses of logins older
+// than KnownAddressTTL (session_lockout.go), at most once per sweepEvery.
 func (s *sessions) sweep(ctx context.Context, now time.Time) {
 	last := s.lastSweep.Load()
 	if now.UnixNano()-last < int64(sweepEvery) || !s.lastSweep.CompareAndSwap(last, now.UnixNano()) {
@@ -138,12 +116,15 @@ func (s *sessions) sweep(ctx context.Context, now time.Time) {
 	if _, err := s.svc.store.db.ExecContext(ctx, sqlSessionsSweep, now.UnixMilli()); err != nil {
 		s.svc.log.Warn("expired sessions not swept", "err", err)
 	}
+	if err := s.svc.store.sweepAddrs(ctx, now.Add(-KnownAddressTTL)); err != nil {
+		s.svc.log.Warn("old known login addresses not swept", "err", err)
+	}
 }
 
 // lookup returns the member and expiry of the live session with hash h, a
 // 401 when there is none, and refills the cache (SET NX, see above).
 func (s *sessions) lookup(ctx context.Context, h string) (int64, time.Time, error) {
-	if !validHash(h) {
+	if !sessioncache.ValidHash(h) {
 		return 0, time.Time{}, errToken()
 	}
 	now := s.svc.now()
@@ -156,8 +137,9 @@ func (s *sessions) lookup(ctx context.Context, h string) (int64, time.Time, erro
 		return 0, time.Time{}, fmt.Errorf("members: session lookup: %w", err)
 	}
 	expires := time.UnixMilli(exp)
-	if c := s.svc.cache; c != nil {
-		if err := c.SetNX(ctx, SessionKey(c, h), cacheValue(member, expires), cacheTTL(expires.Sub(now))).Err(); err != nil {
+	if c, sg := s.svc.cache, s.svc.signer(); c != nil && sg != nil {
+		ttl := cacheTTL(expires.Sub(now))
+		if err := c.SetNX(ctx, sessioncache.Key(c, h), sg.Live(h, member, expires, now.Add(ttl)), ttl).Err(); err != nil {
 			s.svc.log.Debug("session cache not refilled", "err", err)
 		}
 	}
@@ -169,7 +151,7 @@ func (s *sessions) lookup(ctx context.Context, h string) (int64, time.Time, erro
 // cached copy may still let the token in for up to SessionCacheTTL): the
 // client should retry.
 func (s *sessions) revoke(ctx context.Context, h string) error {
-	if !validHash(h) {
+	if !sessioncache.ValidHash(h) {
 		return errToken()
 	}
 	var member, exp int64
@@ -217,8 +199,8 @@ func (s *sessions) revokeMember(ctx context.Context, member int64) error {
 
 // bury sets the tombstones of revoked sessions; an expired one needs none.
 func (s *sessions) bury(ctx context.Context, hashes []string, lefts []time.Duration) error {
-	c := s.svc.cache
-	if c == nil || len(hashes) == 0 {
+	c, sg := s.svc.cache, s.svc.signer()
+	if c == nil || sg == nil || len(hashes) == 0 {
 		return nil
 	}
 	var failed error
@@ -227,17 +209,19 @@ func (s *sessions) bury(ctx context.Context, hashes []string, lefts []time.Durat
 		if lefts[i] <= 0 {
 			continue
 		}
-		if err := c.Set(ctx, SessionKey(c, h), tombstone, cacheTTL(lefts[i])).Err(); err != nil {
+		ttl := cacheTTL(lefts[i])
+		if err := c.Set(ctx, sessioncache.Key(c, h), sg.Revoked(h, now.Add(ttl)), ttl).Err(); err != nil {
 			failed = err
 			// Keep trying in the background, until the session would
 			// have expired anyway.
-			key, ends := SessionKey(c, h), now.Add(lefts[i])
+			h, key, ends := h, sessioncache.Key(c, h), now.Add(lefts[i])
 			s.svc.repairs.Add(key, func(ctx context.Context) error {
 				left := time.Until(ends)
 				if left <= 0 {
 					return nil
 				}
-				return c.Set(ctx, key, tombstone, cacheTTL(left)).Err()
+				ttl := cacheTTL(left)
+				return c.Set(ctx, key, sg.Revoked(h, time.Now().Add(ttl)), ttl).Err()
 			})
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/microshop/microshop/internal/store"
 	"github.com/microshop/microshop/service"
@@ -15,6 +16,14 @@ const (
 	sqlInsert = `INSERT INTO members (username, password) VALUES (?, ?)`
 	sqlLookup = `SELECT id, password FROM members WHERE username = ?`
 	sqlDelete = `DELETE FROM members WHERE username = ?`
+
+	// The addresses members logged in from (session_lockout.go). Times are
+	// Unix milliseconds.
+	sqlAddrTouch  = `UPDATE login_addresses SET last_login_at = ? WHERE member_id = ? AND addr = ?`
+	sqlAddrInsert = `INSERT INTO login_addresses (member_id, addr, last_login_at) VALUES (?, ?, ?)`
+	sqlAddrKnown  = `SELECT COUNT(*) FROM login_addresses WHERE member_id = ? AND addr = ? AND last_login_at > ?`
+	sqlAddrsOf    = `DELETE FROM login_addresses WHERE member_id = ?`
+	sqlAddrsSweep = `DELETE FROM login_addresses WHERE last_login_at <= ?`
 )
 
 // table is the members table.
@@ -65,6 +74,47 @@ func (t table) delete(ctx context.Context, username string) error {
 	}
 	if n == 0 {
 		return service.NotFound("member %q not found", username)
+	}
+	return nil
+}
+
+// rememberAddr records that member logged in from addr at now: an UPDATE,
+// else an INSERT, a duplicate of which (a concurrent login) is as good.
+func (t table) rememberAddr(ctx context.Context, member int64, addr string, now time.Time) error {
+	res, err := t.db.ExecContext(ctx, sqlAddrTouch, now.UnixMilli(), member, addr)
+	if err != nil {
+		return fmt.Errorf("members: remember address: %w", err)
+	}
+	if n, err := res.RowsAffected(); err == nil && n > 0 {
+		return nil
+	}
+	if _, err := t.db.ExecContext(ctx, sqlAddrInsert, member, addr, now.UnixMilli()); err != nil && !store.IsDuplicate(err) {
+		return fmt.Errorf("members: remember address: %w", err)
+	}
+	return nil
+}
+
+// knownAddr reports whether member logged in from addr after since.
+func (t table) knownAddr(ctx context.Context, member int64, addr string, since time.Time) (bool, error) {
+	var n int
+	if err := t.db.QueryRowContext(ctx, sqlAddrKnown, member, addr, since.UnixMilli()).Scan(&n); err != nil {
+		return false, fmt.Errorf("members: known address: %w", err)
+	}
+	return n > 0, nil
+}
+
+// forgetAddrs deletes the addresses member logged in from.
+func (t table) forgetAddrs(ctx context.Context, member int64) error {
+	if _, err := t.db.ExecContext(ctx, sqlAddrsOf, member); err != nil {
+		return fmt.Errorf("members: forget addresses: %w", err)
+	}
+	return nil
+}
+
+// sweepAddrs deletes the addresses of logins at or before before.
+func (t table) sweepAddrs(ctx context.Context, before time.Time) error {
+	if _, err := t.db.ExecContext(ctx, sqlAddrsSweep, before.UnixMilli()); err != nil {
+		return fmt.Errorf("members: sweep addresses: %w", err)
 	}
 	return nil
 }
