@@ -132,6 +132,10 @@ func parseFlags(name string, args []string, getenv func(string) string, stdout, 
 	fs.StringVar(&distributors, "distributor", env("MICROSHOP_DISTRIBUTOR", defaultDistributor), "the distributors' host:port, comma-separated: the process registers with and follows every one, so any one may be down (all: the first is where its own distributor listens) [MICROSHOP_DISTRIBUTOR]")
 	fs.StringVar(&o.db, "db", env("MICROSHOP_DB", defaultDB), "database: sqlite:PATH or mysql://user:pass@tcp(host:3306)/db [MICROSHOP_DB]")
 	fs.StringVar(&o.redis, "redis", env("MICROSHOP_REDIS", defRedis), "Redis: redis://[:pass@]host:port/db, or host:port,host:port,... for a cluster (all: empty = embedded) [MICROSHOP_REDIS]")
+	// --help shows the defaults; those taken from the environment may hold
+	// passwords.
+	fs.Lookup("db").DefValue = store.Redact(fs.Lookup("db").DefValue)
+	fs.Lookup("redis").DefValue = cache.Redact(fs.Lookup("redis").DefValue)
 	fs.StringVar(&o.redisPrefix, "redis-prefix", env("MICROSHOP_REDIS_PREFIX", cache.DefaultPrefix), "prefix of every Redis key [MICROSHOP_REDIS_PREFIX]")
 	fs.StringVar(&o.logLevel, "log-level", env("MICROSHOP_LOG_LEVEL", "info"), "debug (one line per request), info, warn or error [MICROSHOP_LOG_LEVEL]")
 	fs.StringVar(&o.logFormat, "log-format", env("MICROSHOP_LOG_FORMAT", "text"), "text or json [MICROSHOP_LOG_FORMAT]")

@@ -232,3 +232,17 @@ func TestParseDistributors(t *testing.T) {
 		t.Fatalf("goods --distributor nowhere = %v; want an error naming --distributor", err)
 	}
 }
+
+// --help shows the defaults a command took from its environment without
+// the passwords in them.
+func TestHelpHidesPasswords(t *testing.T) {
+	env := map[string]string{"MICROSHOP_DB": "mysql://root:hunter2@tcp(db:3306)/shop", "MICROSHOP_REDIS": "redis://:s3cret@cache:6379/0"}
+	var out bytes.Buffer
+	err := Run(context.Background(), []string{"goods", "--help"}, func(k string) string { return env[k] }, &out, io.Discard)
+	if !IsHelp(err) {
+		t.Fatalf("goods --help = %v", err)
+	}
+	if s := out.String(); strings.Contains(s, "hunter2") || strings.Contains(s, "s3cret") || !strings.Contains(s, "tcp(db:3306)/shop") {
+		t.Fatalf("goods --help shows a password, or not the redacted defaults:\n%s", s)
+	}
+}

@@ -63,7 +63,7 @@ func Open(spec, prefix string, log *slog.Logger) (*Cache, error) {
 		for i := range addrs {
 			addrs[i] = strings.TrimSpace(addrs[i])
 			if addrs[i] == "" {
-				return nil, fmt.Errorf("cache: empty address in %q", redact(spec))
+				return nil, fmt.Errorf("cache: empty address in %q", Redact(spec))
 			}
 		}
 		c = redis.NewClusterClient(&redis.ClusterOptions{
@@ -83,14 +83,14 @@ func Open(spec, prefix string, log *slog.Logger) (*Cache, error) {
 // it is given only when spec has no user information (no '@') to leak.
 func badURL(spec string, err error) error {
 	if strings.Contains(spec, "@") {
-		return fmt.Errorf("cache: bad Redis URL %q: want redis://[[user]:password@]host:port[/db], with special characters in the password %%-encoded", redact(spec))
+		return fmt.Errorf("cache: bad Redis URL %q: want redis://[[user]:password@]host:port[/db], with special characters in the password %%-encoded", Redact(spec))
 	}
 	return fmt.Errorf("cache: bad Redis URL: %w", err)
 }
 
-// redact returns spec with what stands between "://" and the last '@'
-// (the user and password) replaced by ***, for errors.
-func redact(spec string) string {
+// Redact returns spec with what stands between "://" and the last '@'
+// (the user and password) replaced by ***, for errors and logs.
+func Redact(spec string) string {
 	at := strings.LastIndex(spec, "@")
 	if at < 0 {
 		return spec
