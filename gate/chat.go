@@ -3,6 +3,8 @@ package gate
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -23,10 +25,20 @@ type ChatConfig struct {
 	// client that falls that far behind is disconnected (close code 1008),
 	// so that a slow reader never slows its room or the gate.
 	Queue int
-	// Rate is how many messages a second each connection may send on
-	// average (default 10), Burst how many at once (default 20).
+	// Rate is how many messages a second each member may send on average
+	// (default 10), Burst how many at once (default 20), across all their
+	// sockets and every gate (the limit lives in Redis, or in each gate
+	// while Redis is down). A socket of the book's open mode (no member)
+	// has a limit of its own.
 	Rate  float64
 	Burst int
+	// MaxPerMember and MaxPerAddress cap the sockets one member, and one
+	// client address, may hold open on a gate (defaults 20 and 100).
+	MaxPerMember, MaxPerAddress int
+	// SessionCheck is how often the gate checks that the session of every
+	// member's socket is still live (default 2s): a socket whose session
+	// ended (logout, expiry, account deleted) is closed with code 4001.
+	SessionCheck time.Duration
 	// PingInterval is how often the gate pings each client (default 30s),
 	// keeping idle connections open through proxies; a client that does
 	// not answer within the interval is disconnected.
@@ -65,12 +77,27 @@ func (c *ChatConfig) setDefaults() {
 	if c.History > 500 {
 		c.History = 500
 	}
+	if c.MaxPerMember <= 0 {
+		c.MaxPerMember = 20
+	}
+	if c.MaxPerAddress <= 0 {
+		c.MaxPerAddress = 100
+	}
+	if c.SessionCheck <= 0 {
+		c.SessionCheck = 2 * time.Second
+	}
 }
+
+// statusSessionEnded is the close code of a socket whose session ended: an
+// application code (4000–4999), so that a client tells it from the
+// protocol's own.
+const statusSessionEnded websocket.StatusCode = 4001
 
 // Close reasons sent to chat clients.
 const (
 	reasonSlow     = "too slow: the send queue overflowed; reconnect to resume"
 	reasonShutdown = "the gate is shutting down; reconnect"
+	reasonSession  = "your session ended (logout, expiry or account deleted): log in again"
 )
 
 // kickGrace is how long a disconnected client's writer may go on with a
@@ -98,9 +125,15 @@ type chatHub struct {
 	pubsub   *redis.PubSub
 	received chan struct{} // closed when the receive loop has ended
 
-	mu      sync.Mutex
-	rooms   map[string]map[*chatClient]struct{}
-	closing bool
+	mu        sync.Mutex
+	rooms     map[string]map[*chatClient]struct{}
+	perMember map[int64]int  // sockets per member (members only)
+	perAddr   map[string]int // sockets per client address
+	closing   bool
+
+	// ended, when set, reports whether a session hash names a session
+	// that ended (the gate's session check); transient failures are false.
+	ended func(ctx context.Context, hash string) bool
 
 	conns     sync.WaitGroup // chat sockets being served
 	closeOnce sync.Once
@@ -112,9 +145,11 @@ func newChatHub(c *cache.Cache, cfg ChatConfig, log *slog.Logger) *chatHub {
 	return &chatHub{
 		cache: c, cfg: cfg, log: log,
 		ctx: ctx, cancel: cancel,
-		ready:    make(chan struct{}),
-		received: make(chan struct{}),
-		rooms:    map[string]map[*chatClient]struct{}{},
+		ready:     make(chan struct{}),
+		received:  make(chan struct{}),
+		rooms:     map[string]map[*chatClient]struct{}{},
+		perMember: map[int64]int{},
+		perAddr:   map[string]int{},
 	}
 }
 
@@ -146,6 +181,49 @@ func (h *chatHub) start() {
 			}
 		}
 	}()
+	if h.ended != nil {
+		go h.watchSessions()
+	}
+}
+
+// watchSessions closes, every SessionCheck, the sockets whose session has
+// ended: each distinct session is checked once (from Redis when its cached
+// value verifies, else asked of the members service), on every gate, so a
+// logout reaches every socket of the member within about SessionCheck.
+func (h *chatHub) watchSessions() {
+	t := time.NewTicker(h.cfg.SessionCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.ctx.Done():
+			return
+		case <-t.C:
+		}
+		h.mu.Lock()
+		bySession := map[string][]*chatClient{}
+		for _, clients := range h.rooms {
+			for c := range clients {
+				if a := c.auth; a != nil && a.Session != "" {
+					bySession[a.Session] = append(bySession[a.Session], c)
+				}
+			}
+		}
+		h.mu.Unlock()
+		for hash, clients := range bySession {
+			ctx, cancel := context.WithTimeout(h.ctx, h.cfg.SessionCheck)
+			ended := h.ended(ctx, hash)
+			cancel()
+			if !ended {
+				continue
+			}
+			h.mu.Lock()
+			for _, c := range clients {
+				h.dropLocked(c, statusSessionEnded, reasonSession)
+			}
+			h.mu.Unlock()
+			chatDropped.WithLabelValues("session").Add(float64(len(clients)))
+		}
+	}
 }
 
 // close disconnects every client (close code 1001), waits until their
@@ -220,13 +298,33 @@ func (h *chatHub) dispatch(room string, frame []byte) {
 	}
 }
 
+// Why join refuses a client.
+var (
+	errHubClosing  = errors.New("the gate is shutting down")
+	errMemberFull  = errors.New("too many chat sockets for this member on this gate")
+	errAddressFull = errors.New("too many chat sockets from this address on this gate")
+)
+
 // join adds c to its room in the joining state (live messages are
-// buffered until goLive). It reports false when the hub is closing.
-func (h *chatHub) join(c *chatClient) bool {
+// buffered until goLive). It refuses c when the hub is closing, or when c's
+// member or address holds its cap of sockets.
+func (h *chatHub) join(c *chatClient) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closing {
-		return false
+		return errHubClosing
+	}
+	if c.member != 0 && h.perMember[c.member] >= h.cfg.MaxPerMember {
+		return fmt.Errorf("%w (%d)", errMemberFull, h.cfg.MaxPerMember)
+	}
+	if c.addr != "" && h.perAddr[c.addr] >= h.cfg.MaxPerAddress {
+		return fmt.Errorf("%w (%d)", errAddressFull, h.cfg.MaxPerAddress)
+	}
+	if c.member != 0 {
+		h.perMember[c.member]++
+	}
+	if c.addr != "" {
+		h.perAddr[c.addr]++
 	}
 	clients := h.rooms[c.room]
 	if clients == nil {
@@ -237,7 +335,7 @@ func (h *chatHub) join(c *chatClient) bool {
 	c.joining = true
 	h.conns.Add(1)
 	chatClients.Inc()
-	return true
+	return nil
 }
 
 // leave removes c from its room (if still there) and frees the room when
@@ -246,6 +344,16 @@ func (h *chatHub) leave(c *chatClient) {
 	h.mu.Lock()
 	h.removeLocked(c)
 	c.pending = nil
+	if c.member != 0 {
+		if h.perMember[c.member]--; h.perMember[c.member] <= 0 {
+			delete(h.perMember, c.member)
+		}
+	}
+	if c.addr != "" {
+		if h.perAddr[c.addr]--; h.perAddr[c.addr] <= 0 {
+			delete(h.perAddr, c.addr)
+		}
+	}
 	h.mu.Unlock()
 	h.conns.Done()
 	chatClients.Dec()
@@ -336,6 +444,8 @@ func frameID(f []byte) int64 {
 type chatClient struct {
 	room, user string
 	auth       *service.Auth // the identity its messages are posted with
+	member     int64         // the member it speaks as (0: none, the book's open mode)
+	addr       string        // the client's address, for the cap per address
 	conn       *websocket.Conn
 	send       chan []byte // frames to write, in order
 

@@ -76,8 +76,8 @@ func drain(c *chatClient) []int64 {
 func TestJoinNoGapNoDuplicate(t *testing.T) {
 	h := testHub(16)
 	c := newChatClient(h.ctx, "r", "u", h.cfg)
-	if !h.join(c) {
-		t.Fatal("join refused")
+	if err := h.join(c); err != nil {
+		t.Fatalf("join refused: %v", err)
 	}
 	// Published while the history was read: 5 (in it), then 7, then 6 (in
 	// it: publish order differs from id order), then 8.
@@ -104,8 +104,8 @@ func TestJoinNoGapNoDuplicate(t *testing.T) {
 func TestHistoryMessageArrivingLate(t *testing.T) {
 	h := testHub(16)
 	c := newChatClient(h.ctx, "r", "u", h.cfg)
-	if !h.join(c) {
-		t.Fatal("join refused")
+	if err := h.join(c); err != nil {
+		t.Fatalf("join refused: %v", err)
 	}
 	h.dispatch("r", frame(4)) // arrived while joining, in the history
 	h.goLive(c, history3to6(true))
@@ -138,8 +138,8 @@ func history3to6(published bool) chatHistory {
 func TestUnpublishedHistoryMessage(t *testing.T) {
 	h := testHub(16)
 	c := newChatClient(h.ctx, "r", "u", h.cfg)
-	if !h.join(c) {
-		t.Fatal("join refused")
+	if err := h.join(c); err != nil {
+		t.Fatalf("join refused: %v", err)
 	}
 	h.goLive(c, history3to6(false))
 	for _, id := range []int{7, 6, 8} {
@@ -527,5 +527,37 @@ func TestChatUser(t *testing.T) {
 				t.Fatalf("chatUser = %q, %v; want %q", got, err, tc.want)
 			}
 		})
+	}
+}
+
+// A member's message allowance is shared by all their sockets: two sockets
+// of one member get one burst between them; another member has their own,
+// and a socket without a member (the book's open mode) its own.
+func TestChatRatePerMember(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	g := New(Config{Distributors: []string{"127.0.0.1:1"}, Logger: log})
+	defer g.Client().Close()
+	cfg := ChatConfig{Rate: 0.001, Burst: 3}
+	g.chat = newChatHub(nil, cfg, log)
+	a1, a2 := newChatClient(g.chat.ctx, "r", "7", g.chat.cfg), newChatClient(g.chat.ctx, "r", "7", g.chat.cfg)
+	a1.member, a2.member = 7, 7
+	b := newChatClient(g.chat.ctx, "r", "8", g.chat.cfg)
+	b.member = 8
+	guest := newChatClient(g.chat.ctx, "r", "guest", g.chat.cfg)
+	sent := 0
+	for range 4 {
+		for _, c := range []*chatClient{a1, a2} {
+			if g.chatAllow(c) {
+				sent++
+			}
+		}
+	}
+	if sent != 3 {
+		t.Fatalf("two sockets of one member sent %d of 8 messages with a burst of 3; want 3", sent)
+	}
+	for _, c := range []*chatClient{b, guest} {
+		if !g.chatAllow(c) {
+			t.Fatalf("%s's first message was refused: the allowance is not its own", c.user)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -89,8 +90,16 @@ func (g *Gate) serveChat(w http.ResponseWriter, r *http.Request) int {
 	h.waitReady(r.Context())
 	c := newChatClient(h.ctx, room, user, h.cfg)
 	c.auth = AuthFrom(r.Context())
-	if !h.join(c) {
-		return writeError(w, http.StatusServiceUnavailable, "the gate is shutting down")
+	if a := c.auth; a != nil && !a.Admin {
+		c.member = a.Member
+	}
+	c.addr = addrKey(ClientAddr(r, g.cfg.Security.TrustedProxies))
+	if err := h.join(c); err != nil {
+		if errors.Is(err, errHubClosing) {
+			return writeError(w, http.StatusServiceUnavailable, err.Error())
+		}
+		w.Header().Set("Retry-After", "60")
+		return writeError(w, http.StatusTooManyRequests, err.Error()+": close one first")
 	}
 	defer h.leave(c)
 	history, status, msg := g.chatHistory(r.Context(), room)
@@ -200,14 +209,29 @@ func (g *Gate) chatReadLoop(c *chatClient) {
 			h.fail(c, `send a JSON object {"text": "..."}`)
 			continue
 		}
-		if !c.bucket.allow(time.Now()) {
-			h.fail(c, fmt.Sprintf("too many messages: at most %g a second, %d at once; this one was not sent", h.cfg.Rate, h.cfg.Burst))
+		if !g.chatAllow(c) {
+			h.fail(c, fmt.Sprintf("too many messages: at most %g a second, %d at once, for each member across all their sockets; this one was not sent", h.cfg.Rate, h.cfg.Burst))
 			continue
 		}
 		if msg := g.chatPost(c, *in.Text); msg != "" {
 			h.fail(c, msg)
 		}
 	}
+}
+
+// chatAllow takes one message from c's allowance: a member's, shared by
+// all their sockets on every gate (the gate's limiter: GCRA in Redis, or
+// per gate while Redis is down); a socket without a member, its own.
+func (g *Gate) chatAllow(c *chatClient) bool {
+	if c.member == 0 {
+		return c.bucket.allow(time.Now())
+	}
+	cfg := g.chat.cfg
+	// cfg.Rate a second, as a count per 1,000 s so that a fraction is exact.
+	lim := Limit{Rate: int(math.Round(cfg.Rate * 1000)), Burst: cfg.Burst, Period: 1000 * time.Second}
+	ctx, cancel := context.WithTimeout(g.chat.ctx, time.Second)
+	defer cancel()
+	return g.guard.limiter.allow(ctx, "chat:member:"+strconv.FormatInt(c.member, 10), lim).allowed
 }
 
 // chatPost sends one message through POST /chat; it returns an error

@@ -97,6 +97,12 @@ func New(cfg Config) *Gate {
 	g.guard = newGuard(cfg, g.log)
 	if cfg.Cache != nil {
 		g.chat = newChatHub(cfg.Cache, cfg.Chat, g.log)
+		if !cfg.Security.AuthOff {
+			g.chat.ended = func(ctx context.Context, hash string) bool {
+				_, err := g.session(ctx, hash)
+				return errors.Is(err, errBadToken)
+			}
+		}
 	}
 	return g
 }

@@ -49,8 +49,10 @@ func chatFlags(fs *flag.FlagSet, c *gate.ChatConfig, getenv func(string) string)
 		return def
 	}
 	fs.IntVar(&c.Queue, "chat-queue", envInt("MICROSHOP_CHAT_QUEUE", 256), "gate: messages queued per chat socket before a slow reader is disconnected [MICROSHOP_CHAT_QUEUE]")
-	fs.Float64Var(&c.Rate, "chat-rate", envFloat("MICROSHOP_CHAT_RATE", 10), "gate: messages a second each chat socket may send, on average [MICROSHOP_CHAT_RATE]")
-	fs.IntVar(&c.Burst, "chat-burst", envInt("MICROSHOP_CHAT_BURST", 20), "gate: messages each chat socket may send at once [MICROSHOP_CHAT_BURST]")
+	fs.Float64Var(&c.Rate, "chat-rate", envFloat("MICROSHOP_CHAT_RATE", 10), "gate: messages a second each member may send, on average, across all their chat sockets and every gate (a socket of --auth=off: each socket) [MICROSHOP_CHAT_RATE]")
+	fs.IntVar(&c.Burst, "chat-burst", envInt("MICROSHOP_CHAT_BURST", 20), "gate: messages each member (a socket of --auth=off: each socket) may send at once [MICROSHOP_CHAT_BURST]")
+	fs.IntVar(&c.MaxPerMember, "chat-max-per-member", envInt("MICROSHOP_CHAT_MAX_PER_MEMBER", 20), "gate: chat sockets one member may hold open on this gate; one more gets 429 [MICROSHOP_CHAT_MAX_PER_MEMBER]")
+	fs.IntVar(&c.MaxPerAddress, "chat-max-per-address", envInt("MICROSHOP_CHAT_MAX_PER_ADDRESS", 100), "gate: chat sockets one client address may hold open on this gate; one more gets 429 [MICROSHOP_CHAT_MAX_PER_ADDRESS]")
 	fs.DurationVar(&c.PingInterval, "chat-ping", envDuration("MICROSHOP_CHAT_PING", 30*time.Second), "gate: how often chat sockets are pinged; a client that does not answer a ping within that time is disconnected [MICROSHOP_CHAT_PING]")
 	origins := env("MICROSHOP_CHAT_ORIGINS")
 	fs.StringVar(&origins, "chat-origins", origins, "gate: comma-separated host patterns of other web origins allowed to open chat sockets [MICROSHOP_CHAT_ORIGINS]")
@@ -63,6 +65,9 @@ func chatFlags(fs *flag.FlagSet, c *gate.ChatConfig, getenv func(string) string)
 		}
 		if c.Rate <= 0 || c.Burst < 1 {
 			return fmt.Errorf("--chat-rate and --chat-burst: want positive values, got %g and %d", c.Rate, c.Burst)
+		}
+		if c.MaxPerMember < 1 || c.MaxPerAddress < 1 {
+			return fmt.Errorf("--chat-max-per-member and --chat-max-per-address: want positive counts, got %d and %d", c.MaxPerMember, c.MaxPerAddress)
 		}
 		if c.PingInterval < time.Second {
 			return fmt.Errorf("--chat-ping: want at least 1s, got %v", c.PingInterval)
