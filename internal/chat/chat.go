@@ -76,12 +76,14 @@ const (
 	//	,"text":"  9 + 6×2000  "  1  ,"time":"  9 + 30  "}  2  ,  1
 	//	= 6+19+9+64+1+9+64+1+9+12000+1+9+30+2+1 = 12,225 bytes.
 	MaxMessageBytes = 6 + 19 + 9 + topic.MaxRoomLen + 1 + 9 + topic.MaxUserLen + 1 + 9 + 6*MaxTextLen + 1 + 9 + 30 + 2 + 1
-	// HistoryBytes bounds the encoded messages of one history page: 960
-	// KiB, which leaves 64 KiB of packet.DefaultMaxSize (1 MiB) for the
-	// envelope (key, errorcode, errormessage, source, next: under 200
-	// bytes). A page holds at least HistoryBytes / MaxMessageBytes = 80
-	// messages of the longest kind, and MaxHistory short ones.
-	HistoryBytes = 960 << 10
+	// HistoryBytes bounds the encoded messages of one history page: 256
+	// KiB, well within packet.DefaultMaxSize (1 MiB) with the envelope
+	// (key, errorcode, errormessage, source, next: under 200 bytes). A page
+	// holds at least HistoryBytes / MaxMessageBytes = 21 messages of the
+	// longest kind, and MaxHistory short ones. Not the whole megabyte: 200
+	// clients reading a room of the longest messages at once would make the
+	// fleet hold 200 such pages, several times over (README, "Bounds").
+	HistoryBytes = 256 << 10
 )
 
 // Message is one chat message, as stored, published and sent to clients.
@@ -103,7 +105,16 @@ type Service struct {
 	// degraded is set while Redis fails, so that an outage is logged once
 	// when it starts and once when it ends.
 	degraded atomic.Bool
+
+	// reading holds a token per history page being read: a page can mean
+	// reading MaxHistory messages of up to 12 KB, so that many at once
+	// would hold hundreds of megabytes (README, "Bounds").
+	reading chan struct{}
 }
+
+// HistoryReaders is how many history pages a chat process reads at once;
+// more wait their turn (posting does not).
+const HistoryReaders = 8
 
 // New returns the chat service over db (the system of record) and c (the
 // windows and the channels); neither may be nil. log receives Redis
@@ -112,7 +123,8 @@ func New(db *store.DB, c *cache.Cache, log *slog.Logger) *Service {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{store: table{db: db}, win: window{c: c}, log: log.With("service", "chat"), now: time.Now}
+	return &Service{store: table{db: db}, win: window{c: c}, log: log.With("service", "chat"), now: time.Now,
+		reading: make(chan struct{}, HistoryReaders)}
 }
 
 // Routes returns the handlers of the chat service by "METHOD/path".
@@ -163,6 +175,12 @@ func (s *Service) history(ctx context.Context, r *service.Request) (service.Resu
 	before, limit, err := parseHistoryPage(r.Params)
 	if err != nil {
 		return nil, err
+	}
+	select {
+	case s.reading <- struct{}{}:
+		defer func() { <-s.reading }()
+	case <-ctx.Done():
+		return nil, service.Unavailable("too many history pages are being read; retry")
 	}
 	var msgs []Message
 	var fromWindow, more bool

@@ -289,8 +289,9 @@ func TestHistoryWorstCasePage(t *testing.T) {
 	check("database", map[string]any{"room": room, "limit": chat.MaxHistory, "before": math.MaxInt64})
 	// Every message, in pages cut by size.
 	all, pages := f.walkBack(t, room, chat.MaxHistory, nil)
-	if len(all) != n || pages != (n+79)/80 {
-		t.Fatalf("walk = %d messages in %d pages; want %d in %d", len(all), pages, n, (n+79)/80)
+	per := chat.HistoryBytes / chat.MaxMessageBytes
+	if len(all) != n || pages != (n+per-1)/per {
+		t.Fatalf("walk = %d messages in %d pages; want %d in %d", len(all), pages, n, (n+per-1)/per)
 	}
 	for i := 1; i < len(all); i++ {
 		if all[i].ID <= all[i-1].ID {

@@ -57,10 +57,19 @@ return redis.call('PUBLISH', ARGV[3], ARGV[2])
 `)
 
 // readScript returns the last ARGV[1] messages of the window KEYS[1],
-// newest first, or nil when the window is not built.
+// newest first, or nil when the window is not built; it stops after the
+// message that takes them past ARGV[2] bytes (no older one can be in a
+// page, see fit), so a room of long messages does not cross the wire whole.
 var readScript = redis.NewScript(`
 if not redis.call('ZSCORE', KEYS[1], '` + builtMember + `') then return false end
-return redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', '0', 'LIMIT', 0, ARGV[1])
+local all = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', '0', 'LIMIT', 0, ARGV[1])
+local budget, size, out = tonumber(ARGV[2]), 0, {}
+for i, m in ipairs(all) do
+  out[i] = m
+  size = size + #m + 1
+  if size > budget then break end
+end
+return out
 `)
 
 // beginScript places a rebuild's token ARGV[1] in the window KEYS[1].
@@ -101,7 +110,7 @@ func (w window) publish(ctx context.Context, m Message, payload []byte) error {
 // read returns the last limit messages of room, oldest first, or
 // errNotBuilt.
 func (w window) read(ctx context.Context, room string, limit int) ([]Message, error) {
-	raw, err := readScript.Run(ctx, w.c, []string{w.key(room)}, limit).StringSlice()
+	raw, err := readScript.Run(ctx, w.c, []string{w.key(room)}, limit, HistoryBytes).StringSlice()
 	if isNil(err) {
 		return nil, errNotBuilt
 	}
@@ -109,12 +118,18 @@ func (w window) read(ctx context.Context, room string, limit int) ([]Message, er
 		return nil, err
 	}
 	msgs := make([]Message, 0, len(raw))
-	for _, r := range raw {
+	size := 0
+	for _, r := range raw { // newest first
 		var m Message
 		if err := json.Unmarshal([]byte(r), &m); err != nil {
 			return nil, fmt.Errorf("chat: undecodable message in the window of %s: %w", room, err)
 		}
 		msgs = append(msgs, m)
+		// Past a page's bytes, older messages cannot be in the page (fit
+		// cuts there): do not decode them.
+		if size += len(r) + 1; size > HistoryBytes {
+			break
+		}
 	}
 	return sortByID(msgs), nil
 }
