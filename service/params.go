@@ -103,6 +103,27 @@ func (p Params) IntDefault(name string, def int64) (int64, error) {
 	return p.Int(name)
 }
 
+// Page reads the parameters of a page of a list ordered by id (keyset
+// paging): after, the id the page starts after (0, the first page, when
+// absent), and limit, from 1 to max (def when absent).
+func (p Params) Page(def, max int) (after int64, limit int, err error) {
+	n, err := p.IntDefault("limit", int64(def))
+	if err != nil {
+		return 0, 0, err
+	}
+	if n < 1 || n > int64(max) {
+		return 0, 0, BadRequest("limit must be from 1 to %d", max)
+	}
+	after, err = p.IntDefault("after", 0)
+	if err != nil {
+		return 0, 0, BadRequest("after must be an integer: the next of the previous page, or 0 for the first page")
+	}
+	if after < 0 {
+		return 0, 0, BadRequest("after must not be negative: the next of the previous page, or 0 for the first page")
+	}
+	return after, int(n), nil
+}
+
 // Float returns a required finite number, given as a JSON number or a string.
 func (p Params) Float(name string) (float64, error) {
 	v, ok := p[name]

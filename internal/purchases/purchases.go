@@ -215,7 +215,7 @@ func (s *Service) list(ctx context.Context, r *service.Request) (service.Result,
 	if err != nil {
 		return nil, err
 	}
-	after, limit, err := parsePage(r.Params)
+	after, limit, err := r.Params.Page(DefaultLimit, MaxLimit)
 	if err != nil {
 		return nil, err
 	}
@@ -231,24 +231,4 @@ func (s *Service) list(ctx context.Context, r *service.Request) (service.Result,
 	}
 	res["results"] = list
 	return res, nil
-}
-
-// parsePage reads the paging parameters of GET /purchases: after, the id
-// the page starts after (0 when absent), and limit.
-func parsePage(p service.Params) (after int64, limit int, err error) {
-	n, err := p.IntDefault("limit", DefaultLimit)
-	if err != nil {
-		return 0, 0, err
-	}
-	if n < 1 || n > MaxLimit {
-		return 0, 0, service.BadRequest("limit must be from 1 to %d", MaxLimit)
-	}
-	after, err = p.IntDefault("after", 0)
-	if err != nil {
-		return 0, 0, service.BadRequest("after must be an integer: the next of the previous page, or 0 for the first page")
-	}
-	if after < 0 {
-		return 0, 0, service.BadRequest("after must not be negative: the next of the previous page, or 0 for the first page")
-	}
-	return after, int(n), nil
 }
