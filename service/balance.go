@@ -32,9 +32,12 @@ const (
 	// that gets no calls fades towards zero, so that one avoided after a
 	// bad spell is tried again in the end even where no GET explores it.
 	idleDecay = 10 * time.Second
-	// latencyFloor keeps sub-millisecond differences between healthy
-	// instances from deciding anything.
-	latencyFloor = time.Millisecond
+	// latencyFloor keeps the differences of a few milliseconds between
+	// healthy instances — scheduling noise on a busy machine, a GC — from
+	// deciding anything: below it, calls in flight decide. A spike above it
+	// on one instance would otherwise leave it without calls, and so
+	// without samples to show it recovered, until forcePick.
+	latencyFloor = 5 * time.Millisecond
 	// nearTie is the cost ratio under which two instances count as equally
 	// loaded: the first of the two random picks wins, so equals share evenly.
 	nearTie = 1.1

@@ -113,8 +113,12 @@ type Service struct {
 }
 
 // HistoryReaders is how many history pages a chat process reads at once;
-// more wait their turn (posting does not).
-const HistoryReaders = 8
+// more wait their turn (posting does not), at most historyWait, then get a
+// 503 that says to retry: no caller waits longer than a gate would.
+const (
+	HistoryReaders = 8
+	historyWait    = 2 * time.Second
+)
 
 // New returns the chat service over db (the system of record) and c (the
 // windows and the channels); neither may be nil. log receives Redis
@@ -176,11 +180,15 @@ func (s *Service) history(ctx context.Context, r *service.Request) (service.Resu
 	if err != nil {
 		return nil, err
 	}
+	wait := time.NewTimer(historyWait)
+	defer wait.Stop()
 	select {
 	case s.reading <- struct{}{}:
 		defer func() { <-s.reading }()
+	case <-wait.C:
+		return nil, service.Unavailable("too many history pages are being read now; retry in a moment")
 	case <-ctx.Done():
-		return nil, service.Unavailable("too many history pages are being read; retry")
+		return nil, service.Unavailable("too many history pages are being read now; retry in a moment")
 	}
 	var msgs []Message
 	var fromWindow, more bool

@@ -90,7 +90,7 @@ func TestBarrier(t *testing.T) {
 	defer tx.Rollback()
 	// An insert in flight: the barrier insert inside a transaction that
 	// has not committed yet.
-	res, err := tx.ExecContext(ctx, tbl.sql.shareBarrier, 1, 1, tbl.sql.dateArg(time.Now()))
+	res, err := tx.ExecContext(ctx, tbl.sql.shareBarrier, 1, 1, tbl.sql.dateArg(time.Now()), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
