@@ -35,7 +35,7 @@ var (
 	})
 	chatDropped = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "microshop_gate_chat_disconnects_total",
-		Help: "Chat sockets the gate closed, by reason: slow (send queue overflowed), shutdown.",
+		Help: "Chat sockets the gate closed, by reason: slow (send queue overflowed), shutdown, session (their session ended).",
 	}, []string{"reason"})
 	connsRefused = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "microshop_gate_conns_refused_total",
