@@ -415,40 +415,36 @@ func TestTwoDistributorsOneFrozen(t *testing.T) {
 	}
 }
 
-// TestSlowInstanceGetsLessTraffic: phase A, two fast goods instances under 8
-// clients for 3 s; phase B, one of them replaced by an instance that delays
-// every answer by 50 ms (--answer-delay), 8 clients for 5 s. The slow
+// TestSlowInstanceGetsLessTraffic: phase A, the fast goods instance alone
+// under 8 clients for 3 s; phase B, a second instance that delays every
+// answer by 50 ms (--answer-delay) joins it, 8 clients for 5 s. The slow
 // instance answers less than 25% of phase B's requests, and phase B's p99 is
-// under max(2 × phase A's, 45 ms); round robin would give 50% and a p99 of
-// 50 ms or more.
+// under max(2 × phase A's, 45 ms): the route stays within twice the fast
+// instance's own p99, measured under the same load on the same machine (so a
+// machine slowed by the race detector moves both). Round robin would give
+// the slow one 50% and a p99 of 50 ms or more.
 func TestSlowInstanceGetsLessTraffic(t *testing.T) {
 	const delay = 50 * time.Millisecond
 	f := newFleet(t, "")
 	f.startDistributor()
 	f.startGate("--log-level", "info")
-	m1, m2 := freeAddr(t), freeAddr(t)
+	m1 := freeAddr(t)
 	f.startService("goods", "--metrics-addr", m1)
-	goods2 := f.startService("goods", "--metrics-addr", m2)
-	f.waitNodes(map[string]int{"gate": 1, "goods": 2})
+	f.waitNodes(map[string]int{"gate": 1, "goods": 1})
 	f.pollStatus("/goods", http.StatusOK, startTimeout)
 	goods := f.seedGoods(t, "slow", 10)
-	f.waitServing(t, "GET/goods", 10*time.Second, m1, m2)
+	f.waitServing(t, "GET/goods", 10*time.Second, m1)
 
-	// Phase A: two fast instances.
-	a1, a2 := mustServed(t, m1, "GET/goods"), mustServed(t, m2, "GET/goods")
+	// Phase A: the fast instance alone.
 	load := startGetLoad(f, loadClients, goods)
 	time.Sleep(3 * time.Second)
 	phaseA := summarize(load.stop(), time.Time{}, time.Now().Add(time.Hour))
-	da1, da2 := mustServed(t, m1, "GET/goods")-a1, mustServed(t, m2, "GET/goods")-a2
-	t.Logf("phase A (goods#1 and goods#2, both fast, 3 s): %d GETs, p99 %v, max %v; goods#1 answered %v, goods#2 %v",
-		phaseA.n, phaseA.p99, phaseA.max, da1, da2)
+	t.Logf("phase A (goods#1 alone, 3 s): %d GETs, p99 %v, max %v", phaseA.n, phaseA.p99, phaseA.max)
 	if phaseA.failed > 0 {
 		t.Fatalf("phase A: %d of %d GETs failed or were answered wrong: %s; first: %q", phaseA.failed, phaseA.n, phaseA.tally, phaseA.firstFailures)
 	}
 
-	// goods#2 leaves; a slow goods#3 takes its place.
-	f.stopService(t, goods2)
-	f.waitNodes(map[string]int{"goods": 1})
+	// A slow goods#3 joins it.
 	m3 := freeAddr(t)
 	slow := f.startService("goods", "--answer-delay", delay.String(), "--metrics-addr", m3)
 	slow.Name = "goods#3"
@@ -481,7 +477,7 @@ func TestSlowInstanceGetsLessTraffic(t *testing.T) {
 	bound := max(2*phaseA.p99, 45*time.Millisecond)
 	t.Logf("phase B (goods#1 fast, %s slow by %v, 5 s): %d GETs, p99 %v, max %v; goods#1 answered %v, %s %v: the slow one's share %.1f%%",
 		slow.Name, delay, phaseB.n, phaseB.p99, phaseB.max, db1, slow.Name, db3, 100*share)
-	t.Logf("p99: phase A %v, phase B %v, ratio B/A %.2f; bound max(2 × A, 45ms) = %v", phaseA.p99, phaseB.p99, float64(phaseB.p99)/float64(max(phaseA.p99, 1)), bound)
+	t.Logf("p99: phase A (the fast instance alone) %v, phase B %v, ratio B/A %.2f; bound max(2 × A, 45ms) = %v", phaseA.p99, phaseB.p99, float64(phaseB.p99)/float64(max(phaseA.p99, 1)), bound)
 	if phaseB.failed > 0 {
 		t.Errorf("phase B: %d of %d GETs failed or were answered wrong: %s; first: %q", phaseB.failed, phaseB.n, phaseB.tally, phaseB.firstFailures)
 	}
@@ -491,7 +487,7 @@ func TestSlowInstanceGetsLessTraffic(t *testing.T) {
 		t.Errorf("the slow instance answered %.1f%% of phase B's GETs (%v of %v); want less than 25%%", 100*share, db3, db1+db3)
 	}
 	if phaseB.p99 >= bound {
-		t.Errorf("phase B's p99 is %v (phase A's %v); want under %v", phaseB.p99, phaseA.p99, bound)
+		t.Errorf("phase B's p99 is %v (the fast instance alone: %v); want under %v", phaseB.p99, phaseA.p99, bound)
 	}
 }
 

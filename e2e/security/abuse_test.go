@@ -138,6 +138,7 @@ func TestDistributedGuessingCannotLockOut(t *testing.T) {
 	// the race detector, the member's among them: gate timeouts that say
 	// nothing of the lockout.
 	g1, g2 := f.gate("--request-timeout", "60s"), f.gate("--request-timeout", "60s")
+	f.client.Timeout = 60 * time.Second // the member's login waits its turn behind the guesses being hashed
 	f.waitRoutes("POST /sessions")
 	right := map[string]any{"username": "gus", "password": "the right password"}
 	wrong := map[string]any{"username": "gus", "password": "a wrong password"}
