@@ -572,18 +572,6 @@ func (f *fleet) waitListAt(name, addr string, want map[string]int, timeout time.
 	}
 }
 
-// stopService stops p (SIGTERM) before the end of the test, and takes it
-// out of the fleet, whose cleanup would take its exit for a crash.
-func (f *fleet) stopService(t *testing.T, p *proc) {
-	t.Helper()
-	f.mu.Lock()
-	f.procs = slices.DeleteFunc(f.procs, func(q *proc) bool { return q == p })
-	f.mu.Unlock()
-	if err := p.Stop(stopTimeout); err != nil {
-		t.Errorf("%s: %v; output:\n%s", p.Name, err, p.LogTail(8<<10))
-	}
-}
-
 // seedGoods adds n goods named "prefix N" and returns their names by id.
 func (f *fleet) seedGoods(t *testing.T, prefix string, n int) map[int64]string {
 	t.Helper()
