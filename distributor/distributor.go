@@ -35,6 +35,9 @@ type Node struct {
 	// extension from its Registration, which the book's distributor passes
 	// on as it passes every field; a book process never sets it.
 	Heartbeat bool `json:"heartbeat,omitempty"`
+	// Identities tells that the process enforces the identity a gate
+	// vouches for in a request's auth object (see Registration.Identities).
+	Identities bool `json:"identities,omitempty"`
 }
 
 // Addr returns the host:port to dial, with an IPv4-mapped IPv6 host (as a
@@ -49,7 +52,7 @@ func (n Node) Addr() string {
 
 // Equal reports whether two nodes are the same registration.
 func (n Node) Equal(o Node) bool {
-	return n.Name == o.Name && n.Host == o.Host && n.Port == o.Port && n.Heartbeat == o.Heartbeat && slices.Equal(n.URLs, o.URLs)
+	return n.Name == o.Name && n.Host == o.Host && n.Port == o.Port && n.Heartbeat == o.Heartbeat && n.Identities == o.Identities && slices.Equal(n.URLs, o.URLs)
 }
 
 // Registration is what a process tells the distributor about itself.
@@ -67,6 +70,14 @@ type Registration struct {
 	// reads the registration) and on the connections it accepts (see
 	// Node.Heartbeat). Another extension the book's distributor ignores.
 	Heartbeat bool `json:"heartbeat,omitempty"`
+	// Identities tells that the process enforces the identity in a
+	// request's auth object: who may do what (every microshop service
+	// does). The book's services ignore that object, so a gate that checks
+	// tokens must not route to them (service.ClientConfig.IdentitiesOnly).
+	// Another extension the book's distributor passes on; unsigned, as it
+	// needs no signature: with a fleet key only signed registrations, all
+	// microshop's, are listed.
+	Identities bool `json:"identities,omitempty"`
 	// Nonce, Exp and Sig sign the registration when the fleet has a key
 	// (see ClientConfig.FleetKey and Server.FleetKey): Nonce is the one the
 	// distributor gave this connection (so a captured registration is worth

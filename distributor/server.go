@@ -221,7 +221,7 @@ func (s *Server) onMessage(c *packet.Conn, m *packet.Message) {
 	if reg.Host != "" {
 		host = reg.Host
 	}
-	n := &Node{Name: reg.Name, Host: host, Port: reg.Port, URLs: reg.URLs, Heartbeat: reg.Heartbeat}
+	n := &Node{Name: reg.Name, Host: host, Port: reg.Port, URLs: reg.URLs, Heartbeat: reg.Heartbeat, Identities: reg.Identities}
 	if reg.Heartbeat {
 		c.StartHeartbeat() // a no-op unless this server has Heartbeat set
 	}

@@ -93,7 +93,7 @@ func New(cfg Config) *Gate {
 	}
 	g := &Gate{cfg: cfg, log: cfg.Logger.With("component", "gate")}
 	g.client = service.NewClient(service.ClientConfig{RequestTimeout: cfg.RequestTimeout, MaxPacket: cfg.MaxPacket, FleetKey: cfg.FleetKey,
-		Heartbeat: cfg.Heartbeat, HedgeAfter: cfg.HedgeAfter, Logger: g.log})
+		Heartbeat: cfg.Heartbeat, HedgeAfter: cfg.HedgeAfter, IdentitiesOnly: !cfg.Security.AuthOff, Logger: g.log})
 	g.guard = newGuard(cfg, g.log)
 	if cfg.Cache != nil {
 		g.chat = newChatHub(cfg.Cache, cfg.Chat, g.log)

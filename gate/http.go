@@ -22,6 +22,8 @@ func callError(method string, err error) (int, string) {
 	switch {
 	case errors.Is(err, service.ErrNoRoute):
 		return http.StatusNotFound, "unknown route"
+	case errors.Is(err, service.ErrNotEnforcing):
+		return http.StatusServiceUnavailable, "this route is served only by processes that cannot enforce identities (the book's services ignore who is asking): a gate with --auth=on does not route to them; run a fleet with the book's services with --auth=off"
 	case errors.Is(err, service.ErrNoInstance):
 		return http.StatusServiceUnavailable, "no instance of this route is available now; retry later"
 	case errors.Is(err, service.ErrInstanceLost) && method == http.MethodPost:
@@ -103,7 +105,11 @@ func (g *Gate) route(w http.ResponseWriter, r *http.Request, known bool) int {
 		status, msg := callError(r.Method, err)
 		return writeError(w, status, msg)
 	}
-	status = Status(m)
+	status, msg := m.Status()
+	if m.ErrorObject != "" {
+		// A book service's database error object: its SQL text stays here.
+		return writeError(w, status, msg)
+	}
 	if status == http.StatusTooManyRequests {
 		setRetryAfter(w.Header(), m)
 	}
@@ -133,17 +139,13 @@ func validIdempotencyKey(k string) bool {
 	return true
 }
 
-// Status maps an answer's errorcode to an HTTP status: 0 is 200, a code that
-// is an HTTP error status (microshop services use those) is itself, and any
-// other non-zero code (the book's services answer 1 for bad input) is 400.
+// Status maps an answer's errorcode to an HTTP status (packet.Message.Status):
+// 0 is 200, a code that is an HTTP error status (microshop services use
+// those) is itself, and the book's errorcode 1 gets the status its message
+// or database error calls for (400 when nothing more can be told).
 func Status(m *packet.Message) int {
-	if m.ErrorCode == nil || *m.ErrorCode == 0 {
-		return http.StatusOK
-	}
-	if c := *m.ErrorCode; c >= 400 && c <= 599 {
-		return c
-	}
-	return http.StatusBadRequest
+	s, _ := m.Status()
+	return s
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) int {

@@ -174,13 +174,61 @@ type Message struct {
 	Key          json.RawMessage `json:"key"`
 	Params       json.RawMessage `json:"params"`
 	ErrorCode    *int            `json:"errorcode"`
-	ErrorMessage string          `json:"errormessage"`
+	// ErrorMessage is the answer's errormessage when it is a string. The
+	// book's services answer a database error with the driver's error
+	// object there, SQL text and all: then ErrorMessage is empty and
+	// ErrorObject holds the object's code (such as "ER_DUP_ENTRY"), or
+	// "object" when it has none; the object itself is never kept.
+	ErrorMessage string `json:"errormessage"`
+	ErrorObject  string `json:"-"`
 	// Auth is a request's identity as a microshop gate vouches for it (a
 	// JSON object, see service.Auth); absent from a book gate's requests.
 	Auth json.RawMessage `json:"auth"`
 
 	// Raw is the whole packet as received, without the separator.
 	Raw []byte `json:"-"`
+}
+
+// message is Message without its methods, for Decode.
+type message Message
+
+// errorText reads an errormessage: a string is itself; an object is its
+// "code" member (or "object" without one) as the second result; null or
+// absent is empty; any other value (a number, an array) is "value".
+func errorText(raw json.RawMessage) (text, object string) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		return "", ""
+	}
+	switch raw[0] {
+	case '"':
+		json.Unmarshal(raw, &text)
+		return text, ""
+	case '{':
+		var o struct {
+			Code any `json:"code"`
+		}
+		json.Unmarshal(raw, &o)
+		if c, ok := o.Code.(string); ok && isCode(c) {
+			return "", c
+		}
+		return "", "object"
+	}
+	return "", "value"
+}
+
+// isCode reports whether c looks like a driver's error code: 1 to 64 of
+// A-Z, 0-9 and _, starting with a letter.
+func isCode(c string) bool {
+	if len(c) < 1 || len(c) > 64 || c[0] < 'A' || c[0] > 'Z' {
+		return false
+	}
+	for i := 0; i < len(c); i++ {
+		if !(c[i] >= 'A' && c[i] <= 'Z' || c[i] >= '0' && c[i] <= '9' || c[i] == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // IsRequest reports whether m is a request or push rather than a response.
@@ -192,9 +240,16 @@ func (m *Message) IsRequest() bool { return m.URI != "" }
 func Decode(p []byte) (*Message, error) {
 	raw := bytes.Clone(p)
 	m := &Message{Raw: raw}
-	if err := json.Unmarshal(raw, m); err != nil {
+	// errormessage may be any JSON (see ErrorObject): decoded raw here, the
+	// outer field hiding Message's.
+	w := struct {
+		*message
+		ErrorMessage json.RawMessage `json:"errormessage"`
+	}{message: (*message)(m)}
+	if err := json.Unmarshal(raw, &w); err != nil {
 		return nil, err
 	}
+	m.ErrorMessage, m.ErrorObject = errorText(w.ErrorMessage)
 	if isNull(m.Key) && len(m.Params) > 0 && m.Params[0] == '{' {
 		var pk struct {
 			Key json.RawMessage `json:"key"`

@@ -452,28 +452,48 @@ func (c *Conn) readLoop() {
 			c.reject(p, http.StatusBadRequest, "malformed packet: not a JSON object", "the answer was not a readable JSON object")
 			continue
 		}
-		if m.IsRequest() {
-			if c.opts.OnMessage != nil {
-				c.inMessage.Store(true)
-				c.opts.OnMessage(c, m)
-				c.inMessage.Store(false)
-				c.lastRead.Store(now()) // the peer was not silent while we pushed back
+		// A packet with an errorcode whose key is a call in flight is that
+		// call's answer, whatever else it carries (some of the book's
+		// answers echo the request's uri); requests carry no errorcode.
+		if m.IsRequest() && (m.ErrorCode == nil || !c.answer(m)) {
+			if c.opts.OnMessage == nil {
+				c.log.Debug("request dropped: this connection serves none", "remote", c.nc.RemoteAddr().String(), "uri", m.URI)
+				continue
 			}
+			c.inMessage.Store(true)
+			c.opts.OnMessage(c, m)
+			c.inMessage.Store(false)
+			c.lastRead.Store(now()) // the peer was not silent while we pushed back
 			continue
 		}
-		key, ok := m.KeyUint()
-		if !ok {
-			c.log.Warn("response without a usable key dropped", "remote", c.nc.RemoteAddr().String())
-			continue
-		}
-		c.mu.Lock()
-		ch := c.pending[key]
-		delete(c.pending, key)
-		c.mu.Unlock()
-		if ch != nil {
-			ch <- m
+		if !m.IsRequest() && !c.answer(m) {
+			if _, ok := m.KeyUint(); !ok {
+				c.log.Warn("answer without a usable key dropped", "remote", c.nc.RemoteAddr().String())
+			} else {
+				// Late answers (to a call that timed out, or a hedge's
+				// loser) are routine.
+				c.log.Debug("answer to no call in flight dropped", "remote", c.nc.RemoteAddr().String(), "key", string(m.Key))
+			}
 		}
 	}
+}
+
+// answer hands m to the call in flight whose key it carries and reports
+// whether there was one.
+func (c *Conn) answer(m *Message) bool {
+	key, ok := m.KeyUint()
+	if !ok {
+		return false
+	}
+	c.mu.Lock()
+	ch := c.pending[key]
+	delete(c.pending, key)
+	c.mu.Unlock()
+	if ch == nil {
+		return false
+	}
+	ch <- m
+	return true
 }
 
 // reject deals with a packet that cannot be handled (over the size limit,

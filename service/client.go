@@ -25,6 +25,10 @@ var (
 	// request could not be sent again elsewhere (a POST, which is never
 	// re-sent: it may or may not have been applied).
 	ErrInstanceLost = errors.New("service: instance lost with the request in flight")
+	// ErrNotEnforcing means the route is served only by processes that do
+	// not enforce identities (the book's services), to which a client with
+	// ClientConfig.IdentitiesOnly sends nothing.
+	ErrNotEnforcing = errors.New("service: the route is served only by processes that cannot enforce identities")
 )
 
 // ClientConfig configures a Client.
@@ -44,6 +48,12 @@ type ClientConfig struct {
 	HedgeAfter time.Duration
 	// FleetKey, when set, signs the auth object of every CallAuth.
 	FleetKey FleetKey
+	// IdentitiesOnly sends calls only to processes that enforce the
+	// identity of a call (distributor.Node.Identities): a gate that checks
+	// tokens sets it, since the book's services would let anyone do
+	// anything. A route served by no other gets ErrNotEnforcing, and every
+	// such process is logged once when listed.
+	IdentitiesOnly bool
 	Logger   *slog.Logger
 }
 
@@ -65,6 +75,8 @@ type Client struct {
 	routes    map[string]*route    // "GET/goods" → instances
 	instances map[string]*instance // by host:port
 	known     map[string]bool      // every route ever listed
+	refused   map[string]bool      // routes listed now by processes IdentitiesOnly skips
+	warned    map[string]bool      // the skipped processes logged, by host:port
 	closed    bool
 }
 
@@ -82,7 +94,8 @@ func NewClient(cfg ClientConfig) *Client {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	c := &Client{cfg: cfg, log: cfg.Logger, budget: newHedgeBudget(), routes: map[string]*route{}, instances: map[string]*instance{}, known: map[string]bool{}}
+	c := &Client{cfg: cfg, log: cfg.Logger, budget: newHedgeBudget(), routes: map[string]*route{}, instances: map[string]*instance{}, known: map[string]bool{},
+		refused: map[string]bool{}, warned: map[string]bool{}}
 	c.keeper = &keeper{cfg: &c.cfg, log: c.log, closing: make(chan struct{})}
 	return c
 }
@@ -96,12 +109,26 @@ func (c *Client) Update(nodes []distributor.Node) {
 		return
 	}
 	want := map[string]distributor.Node{}
+	refused, warned := map[string]bool{}, map[string]bool{}
 	for _, n := range nodes {
 		if n.Name == "gate" || len(n.URLs) == 0 {
 			continue
 		}
+		if c.cfg.IdentitiesOnly && !n.Identities {
+			addr := n.Addr()
+			if !c.warned[addr] {
+				c.log.Warn("not routing to a process that cannot enforce identities (a book service?): with --auth=on the gate sends it nothing, and its routes answer 503 unless a microshop instance serves them too; run a fleet with the book's services with --auth=off",
+					"name", n.Name, "addr", addr)
+			}
+			warned[addr] = true
+			for _, u := range n.URLs {
+				refused[u], c.known[u] = true, true
+			}
+			continue
+		}
 		want[n.Addr()] = n
 	}
+	c.refused, c.warned = refused, warned
 	for addr, in := range c.instances {
 		if n, ok := want[addr]; !ok || n.Heartbeat != in.heartbeat || n.Name != in.name {
 			delete(c.instances, addr)
@@ -196,9 +223,12 @@ func (c *Client) callAuth(ctx context.Context, auth *Auth, method, path string, 
 	}
 	key := method + path
 	c.mu.RLock()
-	rt, known := c.routes[key], c.known[key]
+	rt, known, refused := c.routes[key], c.known[key], c.refused[key]
 	c.mu.RUnlock()
 	if rt == nil {
+		if refused {
+			return nil, ErrNotEnforcing
+		}
 		if known {
 			return nil, ErrNoInstance
 		}

@@ -258,3 +258,49 @@ func TestCanceledCallsDoNotEject(t *testing.T) {
 		t.Fatal("the instance was ejected for calls its callers canceled")
 	}
 }
+
+// A client with IdentitiesOnly (a gate that checks tokens) sends nothing to
+// a process that does not say it enforces identities (the book's
+// services): a route served only by such is ErrNotEnforcing, one also
+// served by a microshop instance goes to that instance only.
+func TestIdentitiesOnly(t *testing.T) {
+	dist := startedDistributor(t)
+	startFreezable(t, dist, "microshop", hb) // service.Server registers with Identities
+	c := service.NewClient(service.ClientConfig{RequestTimeout: 2 * time.Second, IdentitiesOnly: true})
+	defer c.Close()
+	book := distributor.Node{Name: "who", Host: "127.0.0.1", Port: 1, URLs: []string{"GET/who", "GET/book"}} // nothing listens on port 1
+	lists := make(chan []distributor.Node, 16)
+	watcher := distributor.NewClient(distributor.ClientConfig{Addrs: []string{dist}, OnChange: func(n []distributor.Node) {
+		select {
+		case lists <- n:
+		default:
+		}
+	}, RetryInterval: 50 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); watcher.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	var nodes []distributor.Node
+	for timeout := time.After(5 * time.Second); len(nodes) == 0; {
+		select {
+		case nodes = <-lists:
+		case <-timeout:
+			t.Fatal("no list with the microshop instance within 5 s")
+		}
+	}
+	if len(nodes) != 1 || !nodes[0].Identities {
+		t.Fatalf("the distributor lists %+v; want the microshop instance, with identities", nodes)
+	}
+	c.Update(append([]distributor.Node{book}, nodes...))
+	if _, err := c.Call(context.Background(), "GET", "/book", nil); !errors.Is(err, service.ErrNotEnforcing) {
+		t.Fatalf("Call to a route only a book service serves = %v; want ErrNotEnforcing", err)
+	}
+	if !c.Known("GET", "/book") {
+		t.Fatal("a route listed by a book service only is not Known (a 404 instead of a 503)")
+	}
+	for i := range 20 {
+		if who, err := callWho(c, "GET", "{}"); err != nil || who != "microshop" {
+			t.Fatalf("GET /who #%d = %q, %v; want the microshop instance every time", i, who, err)
+		}
+	}
+}

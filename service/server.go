@@ -159,7 +159,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		dc := distributor.NewClient(distributor.ClientConfig{
 			Addrs:        s.cfg.Distributors,
 			Heartbeat:    s.cfg.Heartbeat,
-			Registration: &distributor.Registration{Name: s.cfg.Name, Host: host, Port: port, URLs: s.URLs()},
+			Registration: &distributor.Registration{Name: s.cfg.Name, Host: host, Port: port, URLs: s.URLs(), Identities: true},
 			FleetKey:     s.cfg.FleetKey,
 			OnChange:     s.cfg.OnNodes,
 			MaxPacket:    s.cfg.MaxPacket,

@@ -20,6 +20,7 @@ import (
 	"github.com/microshop/microshop/distributor"
 	"github.com/microshop/microshop/gate"
 	"github.com/microshop/microshop/internal/cache"
+	"github.com/microshop/microshop/internal/catalog"
 	"github.com/microshop/microshop/internal/store"
 	"github.com/microshop/microshop/packet"
 	"github.com/microshop/microshop/service"
@@ -50,6 +51,7 @@ type options struct {
 	heartbeat      time.Duration
 	hedgeAfter     time.Duration
 	answerDelay    time.Duration
+	goodsCache     catalog.Format
 	all            bool          // the command is all
 	conns          packet.Limits // --max-conns, --max-conns-per-host
 	randomPorts    bool
@@ -182,6 +184,8 @@ func parseFlags(name string, args []string, getenv func(string) string, stdout, 
 	fs.DurationVar(&o.requestTimeout, "request-timeout", envDuration("MICROSHOP_REQUEST_TIMEOUT", 10*time.Second), "gate and callers: how long to wait for a service's answer [MICROSHOP_REQUEST_TIMEOUT]")
 	fs.DurationVar(&o.heartbeat, "heartbeat-timeout", envDuration("MICROSHOP_HEARTBEAT_TIMEOUT", defaultHeartbeat), "how long a microshop peer (instance, caller, distributor) may stay silent before it is marked down: its calls fail over and its connection is redialled; peers heartbeat 5 times as often; 0 = off [MICROSHOP_HEARTBEAT_TIMEOUT]")
 	fs.DurationVar(&o.hedgeAfter, "hedge-after", envDuration("MICROSHOP_HEDGE_AFTER", defaultHedgeAfter), "gate and callers: the least wait before a GET with no answer is also sent to another instance (the wait is the route's usual latency plus 4 deviations when that is longer; hedges are capped at 10% of calls); 0 = off [MICROSHOP_HEDGE_AFTER]")
+	goodsCache := env("MICROSHOP_GOODS_CACHE", "microshop")
+	fs.StringVar(&goodsCache, "goods-cache", goodsCache, "goods, purchases, ratings, reactions: the format of the goods' Redis entries: microshop (PREFIX goods:{N}, an hour's TTL) or book (the book's bare key N, no expiry), for a fleet that mixes the book's goods or purchases with microshop's; every process of such a fleet must use the same [MICROSHOP_GOODS_CACHE]")
 	fs.DurationVar(&o.answerDelay, "answer-delay", envDuration("MICROSHOP_ANSWER_DELAY", 0), "services, for testing: delay every answer by this long, to see the fleet route around a slow instance [MICROSHOP_ANSWER_DELAY]")
 	defConns, defPerHost := packet.DefaultMaxConns, packet.DefaultMaxConnsPerHost
 	if name == "gate" || name == "all" {
@@ -235,6 +239,9 @@ func parseFlags(name string, args []string, getenv func(string) string, stdout, 
 	}
 	if o.hedgeAfter < 0 {
 		return nil, fmt.Errorf("--hedge-after: want 0 (off) or a positive duration, got %v", o.hedgeAfter)
+	}
+	if o.goodsCache, err = catalog.ParseFormat(goodsCache); err != nil {
+		return nil, fmt.Errorf("--goods-cache: %w", err)
 	}
 	if o.answerDelay < 0 {
 		return nil, fmt.Errorf("--answer-delay: want 0 or a positive duration, got %v", o.answerDelay)
@@ -377,7 +384,7 @@ func start(ctx context.Context, c component, ln net.Listener, o *options, res *r
 		return g.Serve(ctx, ln)
 	}
 	slog := log.With("component", c.name)
-	d := deps{db: res.db, cache: res.cache, log: slog, sec: &o.sec}
+	d := deps{db: res.db, cache: res.cache, goodsCache: o.goodsCache, log: slog, sec: &o.sec}
 	cfg := service.Config{Name: c.name, Distributors: o.distributors, Advertise: o.advertise, MaxPacket: o.maxPacket, FleetKey: service.FleetKey(o.sec.fleetKey),
 		Heartbeat: o.heartbeat, AnswerDelay: o.answerDelay, Logger: log}
 	if !o.all {
@@ -403,6 +410,9 @@ func newDistributor(o *options, log *slog.Logger) *distributor.Server {
 	return d
 }
 
+// noFleetKeyWarning is logged at start by a process run with --fleet-key=none.
+const noFleetKeyWarning = "--fleet-key=none: this process trusts its peers as the book's do (services believe any identity, the distributor lists any registration), so whoever reaches its port can act as anyone; set the same --fleet-key on every process"
+
 // runOne runs a single component as its own process.
 func runOne(ctx context.Context, c component, o *options, stderr io.Writer) error {
 	log, err := newLogger(o, stderr)
@@ -419,7 +429,7 @@ func runOne(ctx context.Context, c component, o *options, stderr io.Writer) erro
 				"--fleet-key=%s runs without one, trusting peers as the book's processes do "+
 				"(for a fleet with the book's Node.js processes; never where others can reach the fleet's ports)", minAdminKey, FleetKeyNone)
 		}
-		log.Warn("--fleet-key=none: this process trusts its peers as the book's do (services believe any identity, the distributor lists any registration), so whoever reaches its port can act as anyone; set the same --fleet-key on every process")
+		log.Warn(noFleetKeyWarning)
 	}
 	var res *resources
 	if c.kind == kindService {
@@ -456,6 +466,9 @@ func runAll(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	}
 	if err := serveOps(ctx, o.debugAddr, o.metricsAddr, log); err != nil {
 		return err
+	}
+	if o.sec.noFleetKey {
+		log.Warn(noFleetKeyWarning)
 	}
 	res, err := openResources(ctx, o, log)
 	if err != nil {

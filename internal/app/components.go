@@ -4,6 +4,7 @@ import (
 	"log/slog"
 
 	"github.com/microshop/microshop/internal/cache"
+	"github.com/microshop/microshop/internal/catalog"
 	"github.com/microshop/microshop/internal/chat"
 	"github.com/microshop/microshop/internal/goods"
 	"github.com/microshop/microshop/internal/purchases"
@@ -25,11 +26,18 @@ const (
 
 // deps are the shared resources handed to a service's constructor.
 type deps struct {
-	db     *store.DB
-	cache  *cache.Cache
-	caller *service.Client // calls other services; nil unless component.calls
-	log    *slog.Logger
-	sec    *securityOptions // session and lockout flags
+	db    *store.DB
+	cache *cache.Cache
+	// goodsCache is the format of the goods' entries in cache (--goods-cache).
+	goodsCache catalog.Format
+	caller     *service.Client // calls other services; nil unless component.calls
+	log        *slog.Logger
+	sec        *securityOptions // session and lockout flags
+}
+
+// lookup returns the goods lookup of a service that calls goods.
+func (d deps) lookup() *catalog.Lookup {
+	return catalog.NewLookup(d.cache, d.goodsCache, d.caller)
 }
 
 // component is one row of the fleet table: `microshop all` starts every row
@@ -52,7 +60,7 @@ func components() []component {
 		{name: "goods", port: 9010, kind: kindService,
 			help: "POST/GET/DELETE /goods: the catalogue, cached in Redis",
 			routes: func(d deps) map[string]service.Handler {
-				return goods.New(d.db, d.cache, d.log).Routes()
+				return goods.New(d.db, catalog.Entries{Redis: d.cache, Format: d.goodsCache}, d.log).Routes()
 			}},
 		{name: "members", port: 9020, kind: kindService,
 			help: "POST/GET/DELETE /members: accounts with argon2id passwords",
@@ -62,17 +70,17 @@ func components() []component {
 		{name: "purchases", port: 9030, kind: kindService, calls: true,
 			help: "POST/GET /purchases, GET /rankings: buying (goods checked in Redis first, then asked of the goods service) and best sellers",
 			routes: func(d deps) map[string]service.Handler {
-				return purchases.New(d.db, d.cache, d.caller, d.log).Routes()
+				return purchases.New(d.db, d.cache, d.lookup(), d.log).Routes()
 			}},
 		{name: "reactions", port: 9040, kind: kindService, calls: true,
 			help: "POST/GET/DELETE /reactions: likes and dislikes per good (Redis counters)",
 			routes: func(d deps) map[string]service.Handler {
-				return reactions.New(d.db, d.cache, d.caller, d.log).Routes()
+				return reactions.New(d.db, d.cache, d.lookup(), d.log).Routes()
 			}},
 		{name: "ratings", port: 9050, kind: kindService, calls: true,
 			help: "POST/GET /ratings: star ratings per good (Redis hashes)",
 			routes: func(d deps) map[string]service.Handler {
-				return ratings.New(d.db, d.cache, d.caller, d.log).Routes()
+				return ratings.New(d.db, d.cache, d.lookup(), d.log).Routes()
 			}},
 		{name: "stores", port: 9060, kind: kindService,
 			help: "POST/GET/DELETE /stores: stores near a point (Redis geo)",

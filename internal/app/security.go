@@ -59,7 +59,7 @@ func securityFlags(fs *flag.FlagSet, name string, s *securityOptions, getenv fun
 	fs.StringVar(&auth, "auth", auth, "gate: on = bearer tokens and the admin key decide who may do what; off = the book's open behaviour (never expose it) [MICROSHOP_AUTH]")
 	s.gate.AdminKey, s.fleetKey = env("MICROSHOP_ADMIN_KEY", ""), env("MICROSHOP_FLEET_KEY", "")
 	fs.Var(secretFlag{&s.gate.AdminKey}, "admin-key", fmt.Sprintf("gate: the bearer token that manages goods and stores (a `key` of at least %d characters; all: generated and printed when empty) [MICROSHOP_ADMIN_KEY]", minAdminKey))
-	fs.Var(secretFlag{&s.fleetKey}, "fleet-key", fmt.Sprintf("a `secret` shared by the whole fleet (at least %d characters): gates sign the identity they send with it and services refuse identities not signed with it; every process signs its registration and the distributor lists only signed ones; required by the distributor, services and gates with --auth=on; none = run without one on purpose (all with --auth=on: generated when empty) [MICROSHOP_FLEET_KEY]", minAdminKey))
+	fs.Var(secretFlag{&s.fleetKey}, "fleet-key", fmt.Sprintf("a `secret` shared by the whole fleet (at least %d characters): gates sign the identity they send with it and services refuse identities not signed with it; every process signs its registration and the distributor lists only signed ones; required by the distributor, services and gates with --auth=on; none = run without one on purpose, as the book's processes do (all with --auth=on: generated when empty) [MICROSHOP_FLEET_KEY]", minAdminKey))
 	fs.StringVar(&proxies, "trusted-proxies", proxies, "gate: comma-separated CIDRs of proxies whose X-Forwarded-For is believed [MICROSHOP_TRUSTED_PROXIES]")
 	for i, l := range limits {
 		raw[i] = env(l.env, l.def)
@@ -110,7 +110,7 @@ func securityFlags(fs *flag.FlagSet, name string, s *securityOptions, getenv fun
 		} else if k := s.fleetKey; k != "" && len(k) < minAdminKey {
 			return fmt.Errorf("--fleet-key: want at least %d characters", minAdminKey)
 		}
-		if name == "all" && !s.gate.AuthOff && s.fleetKey == "" {
+		if name == "all" && !s.gate.AuthOff && s.fleetKey == "" && !s.noFleetKey {
 			b := make([]byte, 24)
 			rand.Read(b)
 			s.fleetKey = base64.RawURLEncoding.EncodeToString(b)

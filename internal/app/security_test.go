@@ -37,6 +37,17 @@ func TestSecurityFlags(t *testing.T) {
 	if o, _ := parse("all", nil, "--auth=off"); o.sec.gate.AdminKey != "" {
 		t.Error("all --auth=off generated an admin key")
 	}
+	// all with auth on generates a fleet key, unless told none (a fleet with
+	// the book's processes, which cannot sign).
+	if o, err := parse("all", nil); err != nil || len(o.sec.fleetKey) < minAdminKey || o.sec.noFleetKey {
+		t.Errorf("all: fleet key %q, none %v, %v; want a generated key", o.sec.fleetKey, o.sec.noFleetKey, err)
+	}
+	if o, err := parse("all", nil, "--fleet-key=none"); err != nil || o.sec.fleetKey != "" || !o.sec.noFleetKey {
+		t.Errorf("all --fleet-key=none: fleet key %q, none %v, %v; want no key", o.sec.fleetKey, o.sec.noFleetKey, err)
+	}
+	if o, err := parse("all", map[string]string{"MICROSHOP_FLEET_KEY": "none"}); err != nil || o.sec.fleetKey != "" {
+		t.Errorf("all with MICROSHOP_FLEET_KEY=none: fleet key %q, %v; want no key", o.sec.fleetKey, err)
+	}
 	for _, tc := range []struct {
 		args []string
 		want string

@@ -8,6 +8,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -32,12 +35,112 @@ type Good struct {
 	Description string `json:"description"`
 }
 
-// Key returns the Redis key of good id's cache entry.
-func Key(c *cache.Cache, id int64) string {
-	return c.Key("goods:{" + strconv.FormatInt(id, 10) + "}")
+// Format is how the goods' cache entries are kept in Redis.
+type Format int
+
+const (
+	// Own is microshop's format, the default: the key PREFIX goods:{N}
+	// (Key), the good's JSON with its id, an hour's TTL, and a tombstone
+	// when the good is deleted.
+	Own Format = iota
+	// Book is the book's (chapter 11), for a fleet that mixes the book's
+	// goods or purchases with microshop's: the bare key N (no prefix), the
+	// JSON of name, category, price and description, no expiry, deleted
+	// with DEL when the good is. The book's purchases sells a good only
+	// while its key exists, so in this format only the goods services
+	// write entries (every good they create or read), nobody writes a
+	// tombstone, and a reader that misses asks the goods service.
+	Book
+)
+
+// ParseFormat reads a --goods-cache value: microshop or book.
+func ParseFormat(s string) (Format, error) {
+	switch s {
+	case "microshop", "":
+		return Own, nil
+	case "book":
+		return Book, nil
+	}
+	return Own, fmt.Errorf("want microshop or book, got %q", s)
 }
 
-// tombstone is the cache entry of a deleted good.
+// String returns the --goods-cache value of f.
+func (f Format) String() string {
+	if f == Book {
+		return "book"
+	}
+	return "microshop"
+}
+
+// Entries are the goods' cache entries in one Redis, in one Format.
+type Entries struct {
+	Redis  *cache.Cache
+	Format Format
+}
+
+// OwnEntries returns the entries in c in microshop's format.
+func OwnEntries(c *cache.Cache) Entries { return Entries{Redis: c} }
+
+// Key returns the Redis key of good id's entry.
+func (e Entries) Key(id int64) string {
+	if e.Format == Book {
+		return strconv.FormatInt(id, 10)
+	}
+	return e.Redis.Key("goods:{" + strconv.FormatInt(id, 10) + "}")
+}
+
+// ttl is the expiry of an entry: none in the book's format.
+func (e Entries) ttl() time.Duration {
+	if e.Format == Book {
+		return 0
+	}
+	return TTL
+}
+
+// bookEntry is a good as the book caches it: the parameters of its POST,
+// which come as strings from the book's gate (price "300") and as numbers
+// from microshop's, with the request's key among them.
+type bookEntry struct {
+	Name        *string         `json:"name"`
+	Category    string          `json:"category"`
+	Price       json.RawMessage `json:"price"`
+	Description string          `json:"description"`
+}
+
+// encode returns g's entry.
+func (e Entries) encode(g Good) ([]byte, error) {
+	if e.Format == Book {
+		return json.Marshal(struct {
+			Name        string `json:"name"`
+			Category    string `json:"category"`
+			Price       int64  `json:"price"`
+			Description string `json:"description"`
+		}{g.Name, g.Category, g.Price, g.Description})
+	}
+	return json.Marshal(g)
+}
+
+// decode reads good id's entry b; ok is false when it is unreadable.
+func (e Entries) decode(id int64, b []byte) (g Good, ok bool) {
+	if e.Format != Book {
+		return g, json.Unmarshal(b, &g) == nil && g.ID == id
+	}
+	var be bookEntry
+	if json.Unmarshal(b, &be) != nil || be.Name == nil {
+		return g, false
+	}
+	price := string(be.Price)
+	if len(price) >= 2 && price[0] == '"' {
+		price = price[1 : len(price)-1]
+	}
+	p, err := strconv.ParseInt(price, 10, 64)
+	if err != nil {
+		return g, false
+	}
+	return Good{ID: id, Name: *be.Name, Category: be.Category, Price: p, Description: be.Description}, true
+}
+
+// tombstone is the cache entry of a deleted good (microshop's format).
 const tombstone = "deleted"
 
 // Errors of Get besides redis.Nil (a miss) and Redis's own.
@@ -49,14 +152,14 @@ var (
 	ErrCorrupt = errors.New("catalog: corrupt cache entry")
 )
 
-// Put writes a new good to the cache (an idempotent SET with TTL). Only the
-// goods service calls it, when the good is created.
-func Put(ctx context.Context, c *cache.Cache, g Good) error {
-	b, err := json.Marshal(g)
+// Put writes a new good to the cache (an idempotent SET). Only the goods
+// service calls it, when the good is created.
+func (e Entries) Put(ctx context.Context, g Good) error {
+	b, err := e.encode(g)
 	if err != nil {
 		return err
 	}
-	return c.Set(ctx, Key(c, g.ID), b, TTL).Err()
+	return e.Redis.Set(ctx, e.Key(g.ID), b, e.ttl()).Err()
 }
 
 // Fill caches a good a reader found in the database or got from the goods
@@ -65,37 +168,42 @@ func Put(ctx context.Context, c *cache.Cache, g Good) error {
 // cannot bring it back over the deletion's tombstone. Goods are never
 // changed in place and ids are never reused, so an existing entry is never
 // older than what the reader has. (The tombstone itself can be lost to a
-// FLUSHALL between the deletion and the fill: a writer that filled checks
-// the database again, see goods.)
-func Fill(ctx context.Context, c *cache.Cache, g Good) (bool, error) {
-	b, err := json.Marshal(g)
+// FLUSHALL between the deletion and the fill, and the book's format has
+// none: a writer that filled checks the database again, see goods.)
+func (e Entries) Fill(ctx context.Context, g Good) (bool, error) {
+	b, err := e.encode(g)
 	if err != nil {
 		return false, err
 	}
-	return c.SetNX(ctx, Key(c, g.ID), b, TTL).Result()
+	return e.Redis.SetNX(ctx, e.Key(g.ID), b, e.ttl()).Result()
 }
 
 // Forget records in the cache that good id was deleted (after the database
-// delete): a tombstone, written with SET so it replaces a cached copy, that
-// outlives every read begun before it (TTL). Losing it (FLUSHALL) is safe:
-// the next reader finds the good missing in the database.
-func Forget(ctx context.Context, c *cache.Cache, id int64) error {
-	return c.Set(ctx, Key(c, id), tombstone, TTL).Err()
+// delete). In microshop's format it writes a tombstone, with SET so it
+// replaces a cached copy, that outlives every read begun before it (TTL);
+// losing it (FLUSHALL) is safe: the next reader finds the good missing in
+// the database. In the book's format it deletes the key, as the book's
+// goods does (a tombstone would be a good to the book's purchases).
+func (e Entries) Forget(ctx context.Context, id int64) error {
+	if e.Format == Book {
+		return e.Redis.Del(ctx, e.Key(id)).Err()
+	}
+	return e.Redis.Set(ctx, e.Key(id), tombstone, TTL).Err()
 }
 
 // Get reads good id from the cache. It returns redis.Nil on a miss,
 // ErrDeleted when the good is known to be deleted and ErrCorrupt for an
 // unreadable entry.
-func Get(ctx context.Context, c *cache.Cache, id int64) (Good, error) {
-	b, err := c.Get(ctx, Key(c, id)).Bytes()
+func (e Entries) Get(ctx context.Context, id int64) (Good, error) {
+	b, err := e.Redis.Get(ctx, e.Key(id)).Bytes()
 	if err != nil {
 		return Good{}, err
 	}
-	if string(b) == tombstone {
+	if e.Format == Own && string(b) == tombstone {
 		return Good{}, ErrDeleted
 	}
-	var g Good
-	if err := json.Unmarshal(b, &g); err != nil || g.ID != id {
+	g, ok := e.decode(id, b)
+	if !ok {
 		return Good{}, ErrCorrupt
 	}
 	return g, nil
@@ -109,16 +217,27 @@ type Caller interface {
 
 // Lookup finds goods for services other than goods itself.
 type Lookup struct {
-	Cache  *cache.Cache
+	// Cache holds the entries; a nil Cache.Redis reads none.
+	Cache  Entries
 	Caller Caller
 }
 
+// NewLookup returns a Lookup of the entries in c in format f, asking
+// caller on a miss.
+func NewLookup(c *cache.Cache, f Format, caller Caller) *Lookup {
+	return &Lookup{Cache: Entries{Redis: c, Format: f}, Caller: caller}
+}
+
 // Find returns good id: from Redis when cached, else from the goods service
-// (refilling the cache). An unknown good is a 404 *service.Error; a goods
-// service that cannot answer is a 503.
+// (refilling the cache in microshop's format). An unknown good is a 404
+// *service.Error; a goods service that cannot answer is a 503.
+//
+// The goods service may be the book's, which ignores id and answers every
+// good ("no data" when there is none): the good is looked for among the
+// results, and a list without it means the good does not exist.
 func (l *Lookup) Find(ctx context.Context, id int64) (Good, error) {
-	if l.Cache != nil {
-		g, err := Get(ctx, l.Cache, id)
+	if l.Cache.Redis != nil {
+		g, err := l.Cache.Get(ctx, id)
 		if err == nil {
 			return g, nil
 		}
@@ -135,25 +254,28 @@ func (l *Lookup) Find(ctx context.Context, id int64) (Good, error) {
 		}
 		return Good{}, service.Unavailable("goods service unavailable")
 	}
-	code := 0
-	if m.ErrorCode != nil {
-		code = *m.ErrorCode
-	}
-	switch {
-	case code == 404:
+	switch status, msg := m.Status(); status {
+	case http.StatusOK:
+	case http.StatusNotFound:
 		return Good{}, service.NotFound("good %d not found", id)
-	case code != 0:
-		return Good{}, service.Unavailable("goods service answered %d: %s", code, m.ErrorMessage)
+	default:
+		return Good{}, service.Unavailable("goods service answered %d: %s", status, msg)
 	}
 	var body struct {
 		Results []Good `json:"results"`
 	}
-	if err := json.Unmarshal(m.Raw, &body); err != nil || len(body.Results) == 0 || body.Results[0].ID != id {
+	if err := json.Unmarshal(m.Raw, &body); err != nil {
 		return Good{}, service.Unavailable("goods service gave an unusable answer")
 	}
-	g := body.Results[0]
-	if l.Cache != nil {
-		Fill(ctx, l.Cache, g) // best effort: a Redis failure only costs speed
+	i := slices.IndexFunc(body.Results, func(g Good) bool { return g.ID == id })
+	if i < 0 {
+		return Good{}, service.NotFound("good %d not found", id)
+	}
+	g := body.Results[i]
+	if l.Cache.Redis != nil && l.Cache.Format == Own {
+		// Best effort: a Redis failure only costs speed. In the book's
+		// format only the goods services write (see Book).
+		l.Cache.Fill(ctx, g)
 	}
 	return g, nil
 }
@@ -163,15 +285,15 @@ func (l *Lookup) Find(ctx context.Context, id int64) (Good, error) {
 // pipeline of GETs rather than MGET because every good's key has its own
 // hash tag: on a Redis Cluster the client splits the pipeline by node, where
 // an MGET across slots would be refused.
-func GetMany(ctx context.Context, c *cache.Cache, ids []int64) (goods []Good, found []bool, err error) {
+func (e Entries) GetMany(ctx context.Context, ids []int64) (goods []Good, found []bool, err error) {
 	goods, found = make([]Good, len(ids)), make([]bool, len(ids))
 	if len(ids) == 0 {
 		return goods, found, nil
 	}
 	cmds := make([]*redis.StringCmd, len(ids))
-	_, err = c.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err = e.Redis.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, id := range ids {
-			cmds[i] = p.Get(ctx, Key(c, id))
+			cmds[i] = p.Get(ctx, e.Key(id))
 		}
 		return nil
 	})
@@ -183,10 +305,7 @@ func GetMany(ctx context.Context, c *cache.Cache, ids []int64) (goods []Good, fo
 		if err != nil {
 			continue
 		}
-		var g Good
-		if json.Unmarshal(b, &g) == nil && g.ID == ids[i] {
-			goods[i], found[i] = g, true
-		}
+		goods[i], found[i] = e.decode(ids[i], b)
 	}
 	return goods, found, nil
 }
@@ -198,9 +317,9 @@ func GetMany(ctx context.Context, c *cache.Cache, ids []int64) (goods []Good, fo
 // returned as the error, a 503 *service.Error.
 func (l *Lookup) FindMany(ctx context.Context, ids []int64) ([]Good, error) {
 	goods, found := make([]Good, len(ids)), make([]bool, len(ids))
-	if l.Cache != nil {
+	if l.Cache.Redis != nil {
 		// With Redis down every good is a miss, asked of the goods service.
-		goods, found, _ = GetMany(ctx, l.Cache, ids)
+		goods, found, _ = l.Cache.GetMany(ctx, ids)
 	}
 	var wg sync.WaitGroup
 	errs := make([]error, len(ids))

@@ -40,11 +40,11 @@ func (g *goodsService) Call(ctx context.Context, method, path string, params []b
 func TestFindMany(t *testing.T) {
 	ctx := context.Background()
 	c := testenv.Cache(t)
-	catalog.Put(ctx, c, catalog.Good{ID: 2, Name: "cached2"})
-	catalog.Put(ctx, c, catalog.Good{ID: 5, Name: "cached5"})
-	c.Set(ctx, catalog.Key(c, 3), "not json", 0) // a corrupt entry is a miss
+	catalog.OwnEntries(c).Put(ctx, catalog.Good{ID: 2, Name: "cached2"})
+	catalog.OwnEntries(c).Put(ctx, catalog.Good{ID: 5, Name: "cached5"})
+	c.Set(ctx, catalog.OwnEntries(c).Key(3), "not json", 0) // a corrupt entry is a miss
 
-	goods, found, err := catalog.GetMany(ctx, c, []int64{5, 1, 2, 3})
+	goods, found, err := catalog.OwnEntries(c).GetMany(ctx, []int64{5, 1, 2, 3})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +53,7 @@ func TestFindMany(t *testing.T) {
 	}
 
 	svc := &goodsService{}
-	l := catalog.Lookup{Cache: c, Caller: svc}
+	l := catalog.Lookup{Cache: catalog.OwnEntries(c), Caller: svc}
 	got, err := l.FindMany(ctx, []int64{5, 1, 42, 2, 3})
 	if err != nil {
 		t.Fatal(err)
@@ -66,7 +66,7 @@ func TestFindMany(t *testing.T) {
 		t.Fatalf("FindMany = %v after %d calls; want [5:cached5 1:g1 0: 2:cached2 3:g3] after 3", names, svc.calls.Load())
 	}
 	// The misses refilled the cache.
-	if g, err := catalog.Get(ctx, c, 1); err != nil || g.Name != "g1" {
+	if g, err := catalog.OwnEntries(c).Get(ctx, 1); err != nil || g.Name != "g1" {
 		t.Fatalf("Get(1) after FindMany = %+v, %v; want g1", g, err)
 	}
 

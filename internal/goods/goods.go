@@ -86,7 +86,7 @@ const (
 // Service serves the goods routes.
 type Service struct {
 	store table
-	cache *cache.Cache
+	cache catalog.Entries
 	log   *slog.Logger
 	// repairs retries the tombstones that Redis failed to take.
 	repairs *cache.Repairs
@@ -97,9 +97,9 @@ type Service struct {
 }
 
 // New returns the goods service over db (the system of record) and c (the
-// goods cache); neither may be nil. log receives Redis warnings; nil
-// discards them.
-func New(db *store.DB, c *cache.Cache, log *slog.Logger) *Service {
+// goods' cache entries, in microshop's format or the book's); neither db
+// nor c.Redis may be nil. log receives Redis warnings; nil discards them.
+func New(db *store.DB, c catalog.Entries, log *slog.Logger) *Service {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -128,7 +128,7 @@ func (s *Service) create(ctx context.Context, r *service.Request) (service.Resul
 	if g.ID, err = s.store.insert(ctx, g); err != nil {
 		return nil, err
 	}
-	s.redisDone(catalog.Put(ctx, s.cache, g), "cache new good", g.ID)
+	s.redisDone(s.cache.Put(ctx, g), "cache new good", g.ID)
 	return service.Result{"id": g.ID}, nil
 }
 
@@ -171,7 +171,7 @@ func (s *Service) list(ctx context.Context, p service.Params) (service.Result, e
 
 // find returns good id from Redis, or from the database, caching it then.
 func (s *Service) find(ctx context.Context, id int64) (catalog.Good, error) {
-	g, cerr := catalog.Get(ctx, s.cache, id)
+	g, cerr := s.cache.Get(ctx, id)
 	if cerr == nil {
 		s.redisDone(nil, "", id)
 		return g, nil
@@ -186,13 +186,13 @@ func (s *Service) find(ctx context.Context, id int64) (catalog.Good, error) {
 	}
 	switch {
 	case errors.Is(cerr, redis.Nil):
-		wrote, err := catalog.Fill(ctx, s.cache, g)
+		wrote, err := s.cache.Fill(ctx, g)
 		s.redisDone(err, "refill cache", id)
 		if wrote {
 			s.recheck(ctx, id)
 		}
 	case errors.Is(cerr, catalog.ErrCorrupt):
-		s.redisDone(catalog.Put(ctx, s.cache, g), "repair cache", id)
+		s.redisDone(s.cache.Put(ctx, g), "repair cache", id)
 	default:
 		// Redis failed: do not wait for it a second time in this request.
 		s.redisDone(cerr, "read cache", id)
@@ -216,13 +216,13 @@ func (s *Service) recheck(ctx context.Context, id int64) {
 // forget writes good id's tombstone, retrying in the background when Redis
 // fails.
 func (s *Service) forget(ctx context.Context, id int64) {
-	if err := catalog.Forget(ctx, s.cache, id); err != nil {
+	if err := s.cache.Forget(ctx, id); err != nil {
 		s.redisDone(err, "cache the deletion", id)
 		// The good may still be cached (a Redis that failed for a moment
 		// keeps its data), and purchases would believe it: write the
 		// tombstone as soon as Redis answers.
 		s.repairs.Add(fmt.Sprintf("goods:%d", id), func(ctx context.Context) error {
-			return catalog.Forget(ctx, s.cache, id)
+			return s.cache.Forget(ctx, id)
 		})
 	} else {
 		s.redisDone(nil, "", id)

@@ -28,7 +28,7 @@ type fixture struct {
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	c := testenv.Cache(t)
-	svc := goods.New(testenv.DB(t), c, nil)
+	svc := goods.New(testenv.DB(t), catalog.OwnEntries(c), nil)
 	return &fixture{svc: svc, cache: c, routes: svc.Routes()}
 }
 
@@ -213,30 +213,30 @@ func TestCacheAside(t *testing.T) {
 	g.ID = f.create(t, g)
 
 	// Written to Redis on create.
-	cached, err := catalog.Get(ctx, f.cache, g.ID)
+	cached, err := catalog.OwnEntries(f.cache).Get(ctx, g.ID)
 	if err != nil || cached != g {
 		t.Fatalf("cache after create = %+v, %v; want %+v", cached, err, g)
 	}
-	if ttl := f.cache.TTL(ctx, catalog.Key(f.cache, g.ID)).Val(); ttl <= 0 || ttl > catalog.TTL {
+	if ttl := f.cache.TTL(ctx, catalog.OwnEntries(f.cache).Key(g.ID)).Val(); ttl <= 0 || ttl > catalog.TTL {
 		t.Fatalf("TTL of cache entry = %v; want in (0, %v]", ttl, catalog.TTL)
 	}
 
 	// After the cache is lost, GET still answers (from the database) and refills it.
 	testenv.FlushPrefix(t, f.cache)
-	if _, err := catalog.Get(ctx, f.cache, g.ID); !errors.Is(err, redis.Nil) {
+	if _, err := catalog.OwnEntries(f.cache).Get(ctx, g.ID); !errors.Is(err, redis.Nil) {
 		t.Fatalf("cache after flush: err = %v; want redis.Nil", err)
 	}
 	if got := f.one(t, g.ID); got != g {
 		t.Fatalf("GET after flush = %+v; want %+v", got, g)
 	}
-	if cached, err := catalog.Get(ctx, f.cache, g.ID); err != nil || cached != g {
+	if cached, err := catalog.OwnEntries(f.cache).Get(ctx, g.ID); err != nil || cached != g {
 		t.Fatalf("cache after GET = %+v, %v; want %+v (refilled)", cached, err, g)
 	}
 
 	// GET reads Redis first: a (deliberately different) cached entry wins.
 	marked := g
 	marked.Name = "from redis"
-	if err := catalog.Put(ctx, f.cache, marked); err != nil {
+	if err := catalog.OwnEntries(f.cache).Put(ctx, marked); err != nil {
 		t.Fatal(err)
 	}
 	if got := f.one(t, g.ID); got != marked {
@@ -244,13 +244,13 @@ func TestCacheAside(t *testing.T) {
 	}
 
 	// A corrupt entry is a miss, repaired from the database.
-	if err := f.cache.Set(ctx, catalog.Key(f.cache, g.ID), "{not json", 0).Err(); err != nil {
+	if err := f.cache.Set(ctx, catalog.OwnEntries(f.cache).Key(g.ID), "{not json", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if got := f.one(t, g.ID); got != g {
 		t.Fatalf("GET with a corrupt entry = %+v; want %+v", got, g)
 	}
-	if cached, err := catalog.Get(ctx, f.cache, g.ID); err != nil || cached != g {
+	if cached, err := catalog.OwnEntries(f.cache).Get(ctx, g.ID); err != nil || cached != g {
 		t.Fatalf("cache after repair = %+v, %v; want %+v", cached, err, g)
 	}
 }
@@ -278,15 +278,15 @@ func TestDelete(t *testing.T) {
 	if err != nil || len(res) != 0 {
 		t.Fatalf("DELETE /goods?id=%d = %v, %v; want an empty success", id, res, err)
 	}
-	if _, err := catalog.Get(ctx, f.cache, id); !errors.Is(err, catalog.ErrDeleted) {
+	if _, err := catalog.OwnEntries(f.cache).Get(ctx, id); !errors.Is(err, catalog.ErrDeleted) {
 		t.Fatalf("cache entry of deleted good: Get = %v; want catalog.ErrDeleted (a tombstone)", err)
 	}
 	// A reader that read the good from the database just before the delete
 	// and refills the cache after it cannot bring it back.
-	if wrote, err := catalog.Fill(ctx, f.cache, catalog.Good{ID: id, Name: "vase", Price: 10}); err != nil || wrote {
+	if wrote, err := catalog.OwnEntries(f.cache).Fill(ctx, catalog.Good{ID: id, Name: "vase", Price: 10}); err != nil || wrote {
 		t.Fatalf("late refill = %v, %v; want nothing written over the tombstone", wrote, err)
 	}
-	if _, err := catalog.Get(ctx, f.cache, id); !errors.Is(err, catalog.ErrDeleted) {
+	if _, err := catalog.OwnEntries(f.cache).Get(ctx, id); !errors.Is(err, catalog.ErrDeleted) {
 		t.Fatalf("after a late refill: Get = %v; want catalog.ErrDeleted", err)
 	}
 	_, err = f.call(t, "GET/goods", `{"id":`+jsonInt(id)+`}`)
@@ -310,7 +310,7 @@ func TestRedisDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer down.Close()
-	svc := goods.New(testenv.DB(t), down, nil)
+	svc := goods.New(testenv.DB(t), catalog.OwnEntries(down), nil)
 	f := &fixture{svc: svc, cache: down, routes: svc.Routes()}
 
 	g := catalog.Good{Name: "kettle", Price: 3000}
@@ -328,7 +328,7 @@ func TestRedisDown(t *testing.T) {
 // TestDatabaseErrorIsHidden checks that a database failure is an opaque 500.
 func TestDatabaseErrorIsHidden(t *testing.T) {
 	db := testenv.DB(t)
-	svc := goods.New(db, testenv.Cache(t), nil)
+	svc := goods.New(db, catalog.OwnEntries(testenv.Cache(t)), nil)
 	db.Close()
 	_, err := svc.Routes()["GET/goods"](context.Background(), &service.Request{Params: service.Params{}})
 	if err == nil {
@@ -361,7 +361,7 @@ func TestDeleteDuringRedisBlip(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	svc := goods.New(testenv.DB(t), c, nil)
+	svc := goods.New(testenv.DB(t), catalog.OwnEntries(c), nil)
 	f := &fixture{svc: svc, cache: c, routes: svc.Routes()}
 	g := catalog.Good{Name: "kettle", Price: 3000}
 	g.ID = f.create(t, g)
@@ -375,7 +375,7 @@ func TestDeleteDuringRedisBlip(t *testing.T) {
 	}
 	deadline := time.Now().Add(30 * time.Second) // a hang guard only
 	for {
-		_, err := catalog.Get(context.Background(), c, g.ID)
+		_, err := catalog.OwnEntries(c).Get(context.Background(), g.ID)
 		if errors.Is(err, catalog.ErrDeleted) {
 			break
 		}
@@ -383,5 +383,47 @@ func TestDeleteDuringRedisBlip(t *testing.T) {
 			t.Fatalf("the deleted good is still cached after Redis came back (Get: %v)", err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// With --goods-cache=book, goods keeps the book's entries: the bare key N
+// without expiry for a good created or read, DEL when it is deleted (a
+// tombstone would be a good to the book's purchases), and a fill of a good
+// deleted meanwhile taken back by the recheck.
+func TestBookCacheFormat(t *testing.T) {
+	ctx := context.Background()
+	c := testenv.Cache(t)
+	db := testenv.DB(t)
+	testenv.SpreadGoodsIDs(t, db)
+	e := catalog.Entries{Redis: c, Format: catalog.Book}
+	svc := goods.New(db, e, nil)
+	f := &fixture{svc: svc, cache: c, routes: svc.Routes()}
+	id := f.create(t, catalog.Good{Name: "tea", Category: "drinks", Price: 300})
+	t.Cleanup(func() { c.Del(context.Background(), e.Key(id)) })
+	if ttl := c.TTL(ctx, e.Key(id)).Val(); ttl != -1 {
+		t.Fatalf("TTL of the new good's book entry %q = %v; want no expiry", e.Key(id), ttl)
+	}
+	if g, err := e.Get(ctx, id); err != nil || g.Name != "tea" || g.Price != 300 {
+		t.Fatalf("book entry after POST = %+v, %v", g, err)
+	}
+	// Lost (FLUSHALL), it comes back on the next read, still without expiry.
+	c.Del(ctx, e.Key(id))
+	if g := f.one(t, id); g.Name != "tea" {
+		t.Fatalf("GET after losing the entry = %+v", g)
+	}
+	if ttl := c.TTL(ctx, e.Key(id)).Val(); ttl != -1 {
+		t.Fatalf("TTL of the refilled book entry = %v; want no expiry", ttl)
+	}
+	if _, err := f.call(t, "DELETE/goods", `{"id":`+jsonInt(id)+`}`); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.Exists(ctx, e.Key(id)).Val(); n != 0 {
+		t.Fatalf("after DELETE the book entry exists; want it deleted")
+	}
+	if _, err := f.call(t, "GET/goods", `{"id":`+jsonInt(id)+`}`); err == nil {
+		t.Fatalf("GET of the deleted good answered it")
+	}
+	if n := c.Exists(ctx, e.Key(id)).Val(); n != 0 {
+		t.Fatalf("a GET of the deleted good wrote its book entry back")
 	}
 }

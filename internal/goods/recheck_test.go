@@ -5,40 +5,55 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/microshop/microshop/internal/catalog"
 	"github.com/microshop/microshop/internal/testenv"
 )
 
 // A reader that read a good just before its deletion, and fills the cache
-// after a FLUSHALL took the deletion's tombstone away, would bring the good
-// back: the recheck that follows a fill puts the tombstone back. A good
-// that still exists keeps its entry.
+// after a FLUSHALL took the deletion's tombstone away (or, in the book's
+// format, after the deletion's DEL), would bring the good back: the recheck
+// that follows a fill takes it away again. A good that still exists keeps
+// its entry.
 func TestRecheckAfterFill(t *testing.T) {
-	ctx := context.Background()
-	c := testenv.Cache(t)
-	s := New(testenv.DB(t), c, nil)
-	gone, err := s.store.insert(ctx, catalog.Good{Name: "vase", Price: 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kept, err := s.store.insert(ctx, catalog.Good{Name: "bowl", Price: 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.store.delete(ctx, gone); err != nil {
-		t.Fatal(err)
-	}
-	// The tombstone is lost; the late reader's fill lands.
-	for _, id := range []int64{gone, kept} {
-		if wrote, err := catalog.Fill(ctx, c, catalog.Good{ID: id, Name: "x", Price: 1}); err != nil || !wrote {
-			t.Fatalf("fill %d = %v, %v", id, wrote, err)
-		}
-		s.recheck(ctx, id)
-	}
-	if _, err := catalog.Get(ctx, c, gone); !errors.Is(err, catalog.ErrDeleted) {
-		t.Fatalf("deleted good after the recheck: Get = %v; want catalog.ErrDeleted", err)
-	}
-	if _, err := catalog.Get(ctx, c, kept); err != nil {
-		t.Fatalf("existing good after the recheck: Get = %v; want its entry", err)
+	for _, format := range []catalog.Format{catalog.Own, catalog.Book} {
+		t.Run(format.String(), func(t *testing.T) {
+			ctx := context.Background()
+			c := testenv.Cache(t)
+			db := testenv.DB(t)
+			testenv.SpreadGoodsIDs(t, db)
+			e := catalog.Entries{Redis: c, Format: format}
+			s := New(db, e, nil)
+			gone, err := s.store.insert(ctx, catalog.Good{Name: "vase", Price: 10})
+			if err != nil {
+				t.Fatal(err)
+			}
+			kept, err := s.store.insert(ctx, catalog.Good{Name: "bowl", Price: 20})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Del(context.Background(), e.Key(gone), e.Key(kept)) })
+			if err := s.store.delete(ctx, gone); err != nil {
+				t.Fatal(err)
+			}
+			// The tombstone is lost (or there is none); the late reader's fill lands.
+			for _, id := range []int64{gone, kept} {
+				if wrote, err := e.Fill(ctx, catalog.Good{ID: id, Name: "x", Price: 1}); err != nil || !wrote {
+					t.Fatalf("fill %d = %v, %v", id, wrote, err)
+				}
+				s.recheck(ctx, id)
+			}
+			want := catalog.ErrDeleted
+			if format == catalog.Book {
+				want = redis.Nil
+			}
+			if _, err := e.Get(ctx, gone); !errors.Is(err, want) {
+				t.Fatalf("deleted good after the recheck: Get = %v; want %v", err, want)
+			}
+			if _, err := e.Get(ctx, kept); err != nil {
+				t.Fatalf("existing good after the recheck: Get = %v; want its entry", err)
+			}
+		})
 	}
 }

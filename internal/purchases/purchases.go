@@ -131,7 +131,7 @@ type Purchase struct {
 type Service struct {
 	store table
 	cache *cache.Cache // the rankings views; nil: rank in the database
-	goods catalog.Lookup
+	goods *catalog.Lookup
 	log   *slog.Logger
 	now   func() time.Time
 	// hook, when set by a test, is called at the named stages of a rebuild
@@ -142,14 +142,14 @@ type Service struct {
 // New returns the purchases service over db. It finds goods in c, or asks
 // the goods service through goods (for example a service.Router). log may be
 // nil.
-func New(db *store.DB, c *cache.Cache, goods catalog.Caller, log *slog.Logger) *Service {
+func New(db *store.DB, c *cache.Cache, goods *catalog.Lookup, log *slog.Logger) *Service {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Service{
 		store: newTable(db),
 		cache: c,
-		goods: catalog.Lookup{Cache: c, Caller: goods},
+		goods: goods,
 		log:   log.With("service", "purchases"),
 		now:   time.Now,
 	}

@@ -79,9 +79,9 @@ func newFixture(t testing.TB, c *cache.Cache) *fixture {
 	if c == nil {
 		c = testenv.Cache(t)
 	}
-	g := goods.New(db, c, nil).Routes()
+	g := goods.New(db, catalog.OwnEntries(c), nil).Routes()
 	peer := &goodsPeer{routes: g}
-	svc := purchases.New(db, c, peer, nil)
+	svc := purchases.New(db, c, catalog.NewLookup(c, catalog.Own, peer), nil)
 	return &fixture{db: db, svc: svc, cache: c, goods: g, peer: peer, routes: svc.Routes()}
 }
 
@@ -199,7 +199,7 @@ func TestGoodAfterFlush(t *testing.T) {
 	if n := f.peer.calls.Load(); n != 1 {
 		t.Fatalf("goods service asked %d times after a flush; want 1", n)
 	}
-	if g, err := catalog.Get(context.Background(), f.cache, gid); err != nil || g.Name != "pen" {
+	if g, err := catalog.OwnEntries(f.cache).Get(context.Background(), gid); err != nil || g.Name != "pen" {
 		t.Fatalf("cache after the purchase = %+v, %v; want the good refilled", g, err)
 	}
 	f.buy(t, 8, gid)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microshop/microshop/internal/catalog"
 	"github.com/microshop/microshop/internal/purchases"
 	"github.com/microshop/microshop/service"
 )
@@ -83,7 +84,7 @@ func BenchmarkRankings100k(b *testing.B) {
 		}
 	})
 	b.Run("database", func(b *testing.B) {
-		h := purchases.New(f.db, downCache(b), f.peer, nil).Routes()["GET/rankings"]
+		h := purchases.New(f.db, downCache(b), catalog.NewLookup(downCache(b), catalog.Own, f.peer), nil).Routes()["GET/rankings"]
 		b.ReportAllocs()
 		for b.Loop() {
 			if _, err := h(ctx, req); err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/microshop/microshop/internal/catalog"
 	"github.com/microshop/microshop/internal/purchases"
 	"github.com/microshop/microshop/internal/testenv"
 )
@@ -482,7 +483,7 @@ func TestRankingsRedisDown(t *testing.T) {
 			f.buy(t, 3, g)
 		}
 	}
-	down := purchases.New(f.db, downCache(t), f.peer, nil)
+	down := purchases.New(f.db, downCache(t), catalog.NewLookup(downCache(t), catalog.Own, f.peer), nil)
 	downRoutes := down.Routes()
 	for _, p := range []string{"day", "week", "all"} {
 		up, err := call(t, f.routes, "GET/rankings", `{"period":"`+p+`"}`)

@@ -68,7 +68,7 @@ type Service struct {
 
 // New returns the ratings service. goods is used to check that a good
 // exists (Redis first, then the goods service).
-func New(db *store.DB, c *cache.Cache, goods catalog.Caller, log *slog.Logger) *Service {
+func New(db *store.DB, c *cache.Cache, goods *catalog.Lookup, log *slog.Logger) *Service {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -76,7 +76,7 @@ func New(db *store.DB, c *cache.Cache, goods catalog.Caller, log *slog.Logger) *
 		db:      db,
 		q:       queriesFor(db.Dialect),
 		cache:   c,
-		goods:   &catalog.Lookup{Cache: c, Caller: goods},
+		goods:   goods,
 		log:     log,
 		repairs: cache.NewRepairs(log),
 	}

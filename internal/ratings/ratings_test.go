@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/microshop/microshop/internal/cache"
+	"github.com/microshop/microshop/internal/catalog"
 	"github.com/microshop/microshop/internal/ratings"
 	"github.com/microshop/microshop/internal/store"
 	"github.com/microshop/microshop/internal/testenv"
@@ -46,7 +47,7 @@ func setup(t testing.TB) *fixture {
 }
 
 func withCache(t testing.TB, db *store.DB, c *cache.Cache) *fixture {
-	svc := ratings.New(db, c, fakeGoods{n: 10}, slog.New(slog.DiscardHandler))
+	svc := ratings.New(db, c, catalog.NewLookup(c, catalog.Own, fakeGoods{n: 10}), slog.New(slog.DiscardHandler))
 	return &fixture{db: db, cache: c, h: svc.Routes()}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 
 	"github.com/microshop/microshop/internal/cache"
+	"github.com/microshop/microshop/internal/catalog"
 	"github.com/microshop/microshop/internal/reactions"
 	"github.com/microshop/microshop/internal/store"
 	"github.com/microshop/microshop/internal/testenv"
@@ -52,7 +53,7 @@ func setup(t testing.TB) *fixture {
 }
 
 func withCache(t testing.TB, db *store.DB, c *cache.Cache) *fixture {
-	svc := reactions.New(db, c, fakeGoods{n: 10}, slog.New(slog.DiscardHandler))
+	svc := reactions.New(db, c, catalog.NewLookup(c, catalog.Own, fakeGoods{n: 10}), slog.New(slog.DiscardHandler))
 	return &fixture{db: db, cache: c, svc: svc, h: svc.Routes()}
 }
 

@@ -13,6 +13,8 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"fmt"
+	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -189,4 +191,25 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// SpreadGoodsIDs makes the next goods of db take ids from a random start
+// above a billion, and returns the start. Tests of the book's cache format,
+// whose keys are bare ids without a prefix, call it so that tests sharing
+// one Redis (or one Redis Cluster, which has no database numbers) do not
+// read each other's goods.
+func SpreadGoodsIDs(t testing.TB, db *store.DB) int64 {
+	t.Helper()
+	start := 1_000_000_000 + mrand.Int64N(1_000_000)*1000
+	var q string
+	switch db.Dialect {
+	case store.MySQL:
+		q = fmt.Sprintf("ALTER TABLE goods AUTO_INCREMENT = %d", start)
+	default:
+		q = fmt.Sprintf("INSERT INTO sqlite_sequence(name, seq) VALUES('goods', %d)", start-1)
+	}
+	if _, err := db.ExecContext(context.Background(), q); err != nil {
+		t.Fatalf("spread goods ids: %v", err)
+	}
+	return start
 }
