@@ -54,7 +54,7 @@ type ClientConfig struct {
 	// anything. A route served by no other gets ErrNotEnforcing, and every
 	// such process is logged once when listed.
 	IdentitiesOnly bool
-	Logger   *slog.Logger
+	Logger         *slog.Logger
 }
 
 // Client calls the routes of other processes, as net/http's Client calls
