@@ -243,3 +243,24 @@ func TestPasswordStoredAsArgon2id(t *testing.T) {
 		t.Fatalf("same password gave the same hash twice (%q): salt missing", stored["kim"])
 	}
 }
+
+// A member the book's members signed up (its password stored with MySQL's
+// PASSWORD(): "*" and hex SHA1(SHA1(pw))) logs in with microshop's members
+// once members has moved; a wrong password is still refused.
+func TestBookMemberLogsIn(t *testing.T) {
+	f := newFixture(t)
+	// MySQL's PASSWORD('secret'), as the book's members stores it.
+	const stored = "*14E65567ABDB5135D0CFD9A70B3032C179A49EE7"
+	res, err := f.db.ExecContext(context.Background(), "INSERT INTO members (username, password) VALUES (?, ?)", "u1", stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := res.LastInsertId()
+	got, err := f.call(t, "GET/members", map[string]any{"username": "u1", "password": "secret"})
+	if err != nil || got["userid"] != id {
+		t.Fatalf("the book's member logs in: %v, %v; want userid %d", got, err, id)
+	}
+	if _, err := f.call(t, "GET/members", map[string]any{"username": "u1", "password": "Secret"}); err == nil {
+		t.Fatal("the book's member logged in with a wrong password")
+	}
+}

@@ -3,8 +3,10 @@ package members
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha1"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -102,6 +104,9 @@ func (h *hasher) verify(ctx context.Context, password, encoded string) (bool, er
 
 // compare is verify for a caller that holds a slot (acquire).
 func (h *hasher) compare(password, encoded string) (bool, error) {
+	if isBookHash(encoded) {
+		return bookHashMatches(password, encoded), nil
+	}
 	dummy := encoded == ""
 	if dummy {
 		encoded = h.dummy
@@ -151,4 +156,29 @@ func decode(s string) (phc, error) {
 		return p, errBadHash
 	}
 	return p, nil
+}
+
+// isBookHash reports whether encoded is a password as the book's members
+// stores it, with MySQL's PASSWORD(): "*" and the upper-case hex of
+// SHA1(SHA1(password)), 41 characters. Such a member, signed up before
+// members moved to microshop, can still log in (checkPassword then stores
+// an argon2id hash in its place).
+func isBookHash(encoded string) bool {
+	if len(encoded) != 41 || encoded[0] != '*' {
+		return false
+	}
+	for _, c := range encoded[1:] {
+		if !(c >= '0' && c <= '9' || c >= 'A' && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+// bookHashMatches checks password against a book hash (isBookHash).
+func bookHashMatches(password, encoded string) bool {
+	first := sha1.Sum([]byte(password))
+	second := sha1.Sum(first[:])
+	want := "*" + strings.ToUpper(hex.EncodeToString(second[:]))
+	return subtle.ConstantTimeCompare([]byte(want), []byte(encoded)) == 1
 }

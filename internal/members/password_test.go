@@ -102,3 +102,15 @@ func TestHashHonoursContext(t *testing.T) {
 		t.Fatal("hash with a cancelled context and no free slot: nil error")
 	}
 }
+
+func TestBookHash(t *testing.T) {
+	const stored = "*14E65567ABDB5135D0CFD9A70B3032C179A49EE7" // MySQL's PASSWORD('secret')
+	if !isBookHash(stored) || !bookHashMatches("secret", stored) || bookHashMatches("secret ", stored) {
+		t.Fatal("the book's hash of secret is not recognised, or matches another password")
+	}
+	for _, s := range []string{stored[:40], strings.ToLower(stored), "x" + stored[1:], "$argon2id$v=19$m=19456,t=2,p=1$"} {
+		if isBookHash(s) {
+			t.Errorf("isBookHash(%q) = true; PASSWORD() never gives it", s)
+		}
+	}
+}

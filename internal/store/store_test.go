@@ -40,3 +40,24 @@ func TestRedact(t *testing.T) {
 		t.Fatalf("Redact = %q; want %q", got, want)
 	}
 }
+
+// The book's processes write the shared tables with their own statements:
+// goods with its four columns, members with two, and purchases with userid
+// and goodsid only, the date taken from its default.
+func TestTheBooksInsertsWork(t *testing.T) {
+	db := testenv.DB(t)
+	ctx := context.Background()
+	for _, q := range []string{
+		"insert into goods(name, category, price, description) values('tea', 'drinks', 300, 'green')",
+		"insert into members(username, password) values('u1', '*0123456789ABCDEF0123456789ABCDEF01234567')",
+		"insert into purchases(userid, goodsid) values(1, 1)",
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	var date string
+	if err := db.QueryRowContext(ctx, "SELECT date FROM purchases WHERE userid = 1").Scan(&date); err != nil || len(date) < 19 || !strings.HasPrefix(date, "20") {
+		t.Fatalf("the defaulted date = %q, %v; want the time of the insert", date, err)
+	}
+}
