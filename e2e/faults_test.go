@@ -422,7 +422,8 @@ func TestTwoDistributorsOneFrozen(t *testing.T) {
 // under max(2 × phase A's, 45 ms): the route stays within twice the fast
 // instance's own p99, measured under the same load on the same machine (so a
 // machine slowed by the race detector moves both). Round robin would give
-// the slow one 50% and a p99 of 50 ms or more.
+// the slow one 50% and a p99 of 50 ms or more. Under the race detector only
+// the share is checked (see the end).
 func TestSlowInstanceGetsLessTraffic(t *testing.T) {
 	const delay = 50 * time.Millisecond
 	f := newFleet(t, "")
@@ -486,7 +487,14 @@ func TestSlowInstanceGetsLessTraffic(t *testing.T) {
 	} else if share >= 0.25 {
 		t.Errorf("the slow instance answered %.1f%% of phase B's GETs (%v of %v); want less than 25%%", 100*share, db3, db1+db3)
 	}
-	if phaseB.p99 >= bound {
+	switch {
+	case proctest.Race:
+		// The race detector slows every process several times over: the
+		// fast instance's own latency then comes near the slow one's 50 ms
+		// under 8 clients, and the balancer rightly finds them close. The
+		// p99 bound is checked in the run without it (CI runs both).
+		t.Logf("under the race detector the p99 bound is not checked (phase B %v, bound %v); the share is", phaseB.p99, bound)
+	case phaseB.p99 >= bound:
 		t.Errorf("phase B's p99 is %v (the fast instance alone: %v); want under %v", phaseB.p99, phaseA.p99, bound)
 	}
 }
