@@ -493,7 +493,7 @@ func TestSlowInstanceGetsLessTraffic(t *testing.T) {
 		// fast instance's own latency then comes near the slow one's 50 ms
 		// under 8 clients, and the balancer rightly finds them close. The
 		// p99 bound is checked in the run without it (CI runs both).
-		t.Logf("under the race detector the p99 bound is not checked (phase B %v, bound %v); the share is", phaseB.p99, bound)
+		t.Logf("under the race detector the p99 bound is not checked (phase B %v, bound %v), only the share", phaseB.p99, bound)
 	case phaseB.p99 >= bound:
 		t.Errorf("phase B's p99 is %v (the fast instance alone: %v); want under %v", phaseB.p99, phaseA.p99, bound)
 	}
