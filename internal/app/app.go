@@ -37,6 +37,9 @@ const (
 type options struct {
 	addr           string
 	distributors   []string // --distributor, split at commas
+	// distributorSet tells that --distributor (or its variable) was given,
+	// even as the default: all with --random-ports then keeps it.
+	distributorSet bool
 	db             string
 	redis          string
 	redisPrefix    string
@@ -246,6 +249,8 @@ func parseFlags(name string, args []string, getenv func(string) string, stdout, 
 	if o.answerDelay < 0 {
 		return nil, fmt.Errorf("--answer-delay: want 0 or a positive duration, got %v", o.answerDelay)
 	}
+	o.distributorSet = getenv("MICROSHOP_DISTRIBUTOR") != ""
+	fs.Visit(func(f *flag.Flag) { o.distributorSet = o.distributorSet || f.Name == "distributor" })
 	if o.distributors, err = parseDistributors(distributors); err != nil {
 		return nil, fmt.Errorf("--distributor: %w", err)
 	}
@@ -499,7 +504,7 @@ func runAll(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 			addr = o.addr
 		case c.kind == kindDistributor:
 			addr = o.distributors[0]
-			if o.randomPorts && addr == defaultDistributor {
+			if o.randomPorts && !o.distributorSet {
 				addr = "127.0.0.1:0" // an explicit --distributor is honoured
 			}
 		case o.randomPorts:

@@ -246,3 +246,27 @@ func TestHelpHidesPasswords(t *testing.T) {
 		t.Fatalf("goods --help shows a password, or not the redacted defaults:\n%s", s)
 	}
 }
+
+// all --random-ports keeps a --distributor given explicitly, even the
+// default 127.0.0.1:9000 (where the book's processes look for it).
+func TestRandomPortsKeepsAGivenDistributor(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  string
+		want bool
+	}{
+		{[]string{"--random-ports"}, "", false},
+		{[]string{"--random-ports", "--distributor", "127.0.0.1:9000"}, "", true},
+		{[]string{"--random-ports"}, "127.0.0.1:9000", true},
+	} {
+		o, err := parseFlags("all", tc.args, func(k string) string {
+			if k == "MICROSHOP_DISTRIBUTOR" {
+				return tc.env
+			}
+			return ""
+		}, io.Discard, io.Discard)
+		if err != nil || o.distributorSet != tc.want {
+			t.Errorf("parseFlags(all %q, MICROSHOP_DISTRIBUTOR=%q): distributorSet %v, %v; want %v", tc.args, tc.env, o != nil && o.distributorSet, err, tc.want)
+		}
+	}
+}
