@@ -35,8 +35,8 @@ const (
 
 // options are the parsed flags of one command.
 type options struct {
-	addr           string
-	distributors   []string // --distributor, split at commas
+	addr         string
+	distributors []string // --distributor, split at commas
 	// distributorSet tells that --distributor (or its variable) was given,
 	// even as the default: all with --random-ports then keeps it.
 	distributorSet bool
