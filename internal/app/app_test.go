@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/microshop/microshop/distributor"
+	"github.com/microshop/microshop/internal/store"
 	"github.com/microshop/microshop/internal/testenv"
 )
 
@@ -268,5 +269,30 @@ func TestRandomPortsKeepsAGivenDistributor(t *testing.T) {
 		if err != nil || o.distributorSet != tc.want {
 			t.Errorf("parseFlags(all %q, MICROSHOP_DISTRIBUTOR=%q): distributorSet %v, %v; want %v", tc.args, tc.env, o != nil && o.distributorSet, err, tc.want)
 		}
+	}
+}
+
+// migrate creates the tables and exits; a second run finds nothing to do.
+func TestMigrate(t *testing.T) {
+	dsn := testenv.DSN(t)
+	for range 2 {
+		var out bytes.Buffer
+		if err := Run(context.Background(), []string{"migrate", "--db", dsn}, func(string) string { return "" }, &out, io.Discard); err != nil {
+			t.Fatalf("migrate: %v", err)
+		}
+		if !strings.Contains(out.String(), "tables up to date") {
+			t.Fatalf("migrate printed %q", out.String())
+		}
+	}
+	db, err := store.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(context.Background(), "insert into purchases(userid, goodsid) values(1, 1)"); err != nil {
+		t.Fatalf("the migrated purchases table: %v", err)
+	}
+	if err := Run(context.Background(), []string{"migrate", "--db", "nosuch:x"}, func(string) string { return "" }, io.Discard, io.Discard); err == nil {
+		t.Fatal("migrate of a bad --db succeeded")
 	}
 }
