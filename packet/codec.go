@@ -169,11 +169,11 @@ func (d *Decoder) fill() {
 // Message is one decoded packet: a request (it has a URI), a push from the
 // distributor (a URI and array params) or a response (no URI).
 type Message struct {
-	URI          string          `json:"uri"`
-	Method       string          `json:"method"`
-	Key          json.RawMessage `json:"key"`
-	Params       json.RawMessage `json:"params"`
-	ErrorCode    *int            `json:"errorcode"`
+	URI       string          `json:"uri"`
+	Method    string          `json:"method"`
+	Key       json.RawMessage `json:"key"`
+	Params    json.RawMessage `json:"params"`
+	ErrorCode *int            `json:"errorcode"`
 	// ErrorMessage is the answer's errormessage when it is a string. The
 	// book's services answer a database error with the driver's error
 	// object there, SQL text and all: then ErrorMessage is empty and
