@@ -18,16 +18,36 @@ import (
 // killTimeout bounds how long a process may take to exit after SIGKILL.
 const killTimeout = 5 * time.Second
 
-// FreePort returns a loopback port that was free a moment ago.
+// FreePort returns a loopback port that was free a moment ago, and never
+// one it returned before in this test binary: the kernel may hand the same
+// port out again once its listener is closed, and two processes of one
+// test told the same port collide (CI: a distributor and a gate).
 func FreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		handedOut.Lock()
+		seen := handedOut.ports[port]
+		handedOut.ports[port] = true
+		handedOut.Unlock()
+		if !seen {
+			return port
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatal("FreePort: the kernel gave only ports handed out before")
+	return 0
 }
+
+// handedOut are the ports FreePort returned.
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
 
 // childEnv is the environment of every process started: ours without any
 // MICROSHOP_* variable, so that only the flags the test passes apply.
