@@ -175,3 +175,17 @@ type Result map[string]any
 
 // Results is a shorthand for Result{"results": v}.
 func Results(v any) Result { return Result{"results": v} }
+
+// PageResult answers a keyset page read with one row more than limit (see
+// Params.Page): "results" holds at most limit rows and, when the extra row
+// shows that another page follows, "next" is the id of the page's last row,
+// the after of the next page.
+func PageResult[T any](rows []T, limit int, id func(T) int64) Result {
+	res := Result{}
+	if len(rows) > limit {
+		rows = rows[:limit]
+		res["next"] = strconv.FormatInt(id(rows[limit-1]), 10)
+	}
+	res["results"] = rows
+	return res
+}

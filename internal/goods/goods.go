@@ -31,7 +31,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"unicode"
@@ -160,13 +159,7 @@ func (s *Service) list(ctx context.Context, p service.Params) (service.Result, e
 	if err != nil {
 		return nil, err
 	}
-	res := service.Result{}
-	if len(list) > limit {
-		list = list[:limit]
-		res["next"] = strconv.FormatInt(list[limit-1].ID, 10)
-	}
-	res["results"] = list
-	return res, nil
+	return service.PageResult(list, limit, func(g catalog.Good) int64 { return g.ID }), nil
 }
 
 // find returns good id from Redis, or from the database, caching it then.

@@ -89,7 +89,6 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/microshop/microshop/internal/cache"
@@ -224,11 +223,5 @@ func (s *Service) list(ctx context.Context, r *service.Request) (service.Result,
 	if err != nil {
 		return nil, err
 	}
-	res := service.Result{}
-	if len(list) > limit {
-		list = list[:limit]
-		res["next"] = strconv.FormatInt(list[limit-1].ID, 10)
-	}
-	res["results"] = list
-	return res, nil
+	return service.PageResult(list, limit, func(p Purchase) int64 { return p.ID }), nil
 }
