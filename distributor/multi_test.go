@@ -3,6 +3,7 @@ package distributor
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/microshop/microshop/internal/faultnet"
+	"github.com/microshop/microshop/internal/proctest"
 	"github.com/microshop/microshop/packet"
 )
 
@@ -163,8 +165,11 @@ func TestClientWithoutSettleDropsProcessesAfterReconnect(t *testing.T) {
 }
 
 func testSettle(t *testing.T, settle time.Duration, wantKept bool) {
-	ln, stop := runServer(t, "127.0.0.1:0")
-	addr := ln.Addr().String()
+	// A port outside the kernel's range for outgoing connections, which
+	// could take it while the registry is away (CI: bind: address already
+	// in use on the restart).
+	addr := fmt.Sprintf("127.0.0.1:%d", proctest.FreePort(t))
+	_, stop := runServer(t, addr)
 	register := func() {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/microshop/microshop/distributor"
+	"github.com/microshop/microshop/internal/proctest"
 	"github.com/microshop/microshop/packet"
 	"github.com/microshop/microshop/service"
 )
@@ -280,7 +282,9 @@ func TestErrorsAndPanicsBecomeAnswers(t *testing.T) {
 }
 
 func TestDistributorRestart(t *testing.T) {
-	dist, stopDist := startDistributor(t, "127.0.0.1:0")
+	// A port outside the kernel's range for outgoing connections, which
+	// could take it while the registry is away.
+	dist, stopDist := startDistributor(t, fmt.Sprintf("127.0.0.1:%d", proctest.FreePort(t)))
 	startService(t, dist, "who", "a", nil)
 	r := newClient(t, dist)
 	waitFor(t, 5*time.Second, "instance answers", func() bool { _, err := who(t, r, ""); return err == nil })

@@ -2,9 +2,11 @@ package proctest
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,29 +20,74 @@ import (
 // killTimeout bounds how long a process may take to exit after SIGKILL.
 const killTimeout = 5 * time.Second
 
-// FreePort returns a loopback port that was free a moment ago, and never
-// one it returned before in this test binary: the kernel may hand the same
-// port out again once its listener is closed, and two processes of one
-// test told the same port collide (CI: a distributor and a gate).
+// FreePort returns a loopback port that is free now, and never one it
+// returned before in this test binary: two processes of one test told the
+// same port collide (CI: a distributor and a gate).
+//
+// Where the kernel says which ports it hands out to outgoing connections
+// (Linux's ip_local_port_range), the port is picked below that range: a
+// port from it, once its listener is closed, can be taken by any
+// connection that the tests of other packages open meanwhile, and a
+// process told to listen on it, or a server restarted on it, fails with
+// "address already in use" (CI: a distributor restarted on its port).
 func FreePort(t testing.TB) int {
 	t.Helper()
-	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	if lo, ok := ephemeralLow(); ok && lo > 12000 {
+		for range 200 {
+			port := 10000 + rand.IntN(lo-10000)
+			if claim(port) {
+				return port
+			}
 		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		handedOut.Lock()
-		seen := handedOut.ports[port]
-		handedOut.ports[port] = true
-		handedOut.Unlock()
-		if !seen {
+	}
+	for range 100 {
+		if port := kernelPort(t); claim(port) {
 			return port
 		}
 	}
-	t.Fatal("FreePort: the kernel gave only ports handed out before")
+	t.Fatal("FreePort: found no free port that was not handed out before")
 	return 0
+}
+
+// claim reports whether port is free on loopback and was not handed out
+// before, and marks it handed out.
+func claim(port int) bool {
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return false
+	}
+	ln.Close()
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports[port] {
+		return false
+	}
+	handedOut.ports[port] = true
+	return true
+}
+
+// kernelPort is a port the kernel picks for a listener on loopback.
+func kernelPort(t testing.TB) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// ephemeralLow is the lowest port the kernel gives outgoing connections.
+func ephemeralLow() (int, bool) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, false
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0, false
+	}
+	lo, err := strconv.Atoi(f[0])
+	return lo, err == nil
 }
 
 // handedOut are the ports FreePort returned.
