@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -74,6 +75,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	}
 	name, rest := args[0], args[1:]
+	if name == "version" || name == "--version" {
+		info, ok := debug.ReadBuildInfo()
+		printVersion(stdout, info, ok)
+		return nil
+	}
 	if name == "bench" {
 		return runBench(ctx, rest, getenv, stdout, stderr)
 	}
@@ -112,6 +118,7 @@ func usage(w io.Writer) {
 		fmt.Fprintf(w, "  %-12s %s (default port %d)\n", c.name, c.help, c.port)
 	}
 	fmt.Fprintf(w, "  %-12s %s\n", "migrate", "create or update the tables of --db, then exit (every process also does at start)")
+	fmt.Fprintf(w, "  %-12s %s\n", "version", "print the build's version, VCS revision and Go version")
 	fmt.Fprintf(w, "  %-12s %s\n", "bench chat", "a load generator for chat: subscribers and publishers across gates")
 }
 
