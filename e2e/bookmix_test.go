@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -741,9 +740,6 @@ func testMixBookPurchasesOurGoods(t *testing.T) {
 	m.report(t)
 }
 
-// allUpRE finds the distributor's address in the log of `microshop all`.
-var allUpRE = regexp.MustCompile(`msg="microshop is up".* distributor=([0-9.:]+)`)
-
 // testMixAll: `microshop all --fleet-key=none --auth=off --goods-cache=book`
 // with the book's goods and purchases joining its distributor: every goods
 // and purchases route has one instance of each, and after either goods
@@ -756,18 +752,7 @@ func testMixAll(t *testing.T) {
 		"--db", m.db, "--redis", m.redis, "--redis-prefix", m.prefix, "--goods-cache=book",
 		"--fleet-key=none", "--auth=off", "--request-timeout", "5s",
 		"--rate-limit", "0", "--rate-limit-strict", "0", "--rate-limit-member", "0")
-	deadline := time.Now().Add(startTimeout)
-	for m.distAddr == "" {
-		if sub := allUpRE.FindStringSubmatch(all.Logs()); sub != nil {
-			m.distAddr = sub[1]
-			break
-		}
-		m.checkAlive()
-		if time.Now().After(deadline) {
-			t.Fatalf("microshop all never logged that it is up in %v:\n%s", startTimeout, all.LogTail(8<<10))
-		}
-		time.Sleep(pollEvery)
-	}
+	m.distAddr = m.ready(all).Components["distributor"]["packet"]
 	m.gateURL = "http://127.0.0.1:" + strconv.Itoa(gatePort)
 	bg := startBookService(t, "goods", m.sdb, m.rdb, m.distAddr)
 	bp := startBookService(t, "purchases", m.sdb, m.rdb, m.distAddr)

@@ -539,10 +539,10 @@ func TestDistributorRestart(t *testing.T) {
 	phase.Store(phaseDown)
 	dist.Kill(t)
 	downAt := time.Now()
-	// A service started while the distributor is away: wait until it has
-	// tried to register and failed.
+	// A service started while the distributor is away: wait until it is
+	// up (its ready file: it listens and its registration loop runs).
 	members := f.startService("members")
-	f.waitLog(members, "distributor unreachable")
+	f.ready(members)
 	waitOK(phaseDown, 100)
 	expect(t, "POST /goods while the distributor is away", f.sendJSON(t, "POST", "/goods", map[string]any{"name": "meanwhile", "price": 2}), http.StatusOK)
 	downFor := time.Since(downAt)

@@ -108,10 +108,17 @@ func (f *fleet) add(p *proc) *proc {
 	return p
 }
 
-// start runs `microshop args...` as part of the fleet.
+// start runs `microshop args...` as part of the fleet, with a --ready-file
+// for ready and listenAddr.
 func (f *fleet) start(name string, args ...string) *proc {
 	f.t.Helper()
-	return f.add(proctest.Start(f.t, name, binary, args...))
+	return f.add(proctest.StartReady(f.t, name, binary, args...))
+}
+
+// ready waits until p has written its ready file and returns it.
+func (f *fleet) ready(p *proc) proctest.Ready {
+	f.t.Helper()
+	return p.WaitReady(f.t, startTimeout)
 }
 
 func (f *fleet) stop() {
@@ -343,30 +350,14 @@ func (f *fleet) waitGateConnected(gate *proc, addrs ...string) {
 	}
 }
 
-// listenAddr returns the address service p listens on, from its log line
-// "service listening … addr=A".
+// listenAddr returns the address service p listens on, from its ready file.
 func (f *fleet) listenAddr(p *proc) string {
 	f.t.Helper()
-	f.waitLog(p, "service listening", "addr=")
-	line := p.LogLines("service listening", "addr=")[0]
-	addr := line[strings.Index(line, "addr=")+len("addr="):]
-	if i := strings.IndexByte(addr, ' '); i >= 0 {
-		addr = addr[:i]
+	addr := f.ready(p).Components[p.Args[0]]["packet"]
+	if addr == "" {
+		f.t.Fatalf("%s: no packet listener in its ready file", p.Name)
 	}
 	return addr
-}
-
-// waitLog waits until p's log has a line containing every one of subs.
-func (f *fleet) waitLog(p *proc, subs ...string) {
-	f.t.Helper()
-	deadline := time.Now().Add(startTimeout)
-	for len(p.LogLines(subs...)) == 0 {
-		f.checkAlive()
-		if time.Now().After(deadline) {
-			f.t.Fatalf("%s never logged a line with %q in %v", p.Name, subs, startTimeout)
-		}
-		time.Sleep(pollEvery)
-	}
 }
 
 // ─── HTTP ────────────────────────────────────────────────────────────────

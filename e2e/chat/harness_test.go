@@ -10,7 +10,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -41,7 +40,7 @@ type proc = proctest.Proc
 // on a data race or panic in its output.
 func start(t *testing.T, name, path string, args ...string) *proc {
 	t.Helper()
-	p := proctest.Start(t, name, path, args...)
+	p := proctest.StartReady(t, name, path, args...)
 	t.Cleanup(func() { proctest.StopAll(t, stopTimeout, p) })
 	return p
 }
@@ -120,8 +119,6 @@ type fleet struct {
 	gate1, gate2 string // http://127.0.0.1:PORT
 }
 
-var upRE = regexp.MustCompile(`msg="microshop is up".* distributor=([0-9.:]+)`)
-
 // startFleet starts `microshop all` and a second gate process that share
 // the distributor and Redis; extra flags go to both gates.
 func startFleet(t *testing.T, r *redisServer, extra ...string) *fleet {
@@ -136,17 +133,9 @@ func startFleet(t *testing.T, r *redisServer, extra ...string) *fleet {
 		"--addr", "127.0.0.1:" + strconv.Itoa(p1), "--distributor", "127.0.0.1:" + strconv.Itoa(p0),
 		"--db", testenv.DSN(t)}, common...)...)
 	f.gate1 = "http://127.0.0.1:" + strconv.Itoa(p1)
-	// With --random-ports the distributor's port is its own: read it from
-	// the log.
-	var dist string
+	// The distributor's address, from the ready file of microshop all.
+	dist := f.all.WaitReady(t, startTimeout).Components["distributor"]["packet"]
 	deadline := time.Now().Add(startTimeout)
-	for dist == "" {
-		if m := upRE.FindStringSubmatch(f.all.Logs()); m != nil {
-			dist = m[1]
-		}
-		f.checkAlive(f.all, deadline)
-		time.Sleep(20 * time.Millisecond)
-	}
 	f.second = start(t, "gate2", binary, append([]string{"gate", "--addr", "127.0.0.1:" + strconv.Itoa(p2),
 		"--distributor", dist}, common...)...)
 	f.gate2 = "http://127.0.0.1:" + strconv.Itoa(p2)

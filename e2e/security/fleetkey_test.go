@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"net"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,8 +12,6 @@ import (
 
 // fleetKey is the --fleet-key of every service and gate the harness starts.
 const fleetKey = "e2e-fleet-key-0123456789"
-
-var listeningRE = regexp.MustCompile(`msg="service listening".* addr=([0-9.]+:[0-9]+)`)
 
 // TestFleetKey: with --fleet-key (which the harness gives every process),
 // the fleet works through the gate, while a
@@ -129,20 +126,15 @@ func TestFleetKeyRegistration(t *testing.T) {
 	}
 }
 
-// listeningAddr waits for service p's "service listening … addr=A" line
-// and returns A.
+// listeningAddr waits for service p's ready file and returns the address
+// its packet listener bound.
 func listeningAddr(t *testing.T, p *proc) string {
 	t.Helper()
-	deadline := time.Now().Add(startTimeout)
-	for {
-		if m := listeningRE.FindStringSubmatch(p.Logs()); m != nil {
-			return m[1]
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never logged its address:\n%s", p.Name, p.Logs())
-		}
-		time.Sleep(20 * time.Millisecond)
+	addr := p.WaitReady(t, startTimeout).Components[p.Args[0]]["packet"]
+	if addr == "" {
+		t.Fatalf("%s: no packet listener in its ready file", p.Name)
 	}
+	return addr
 }
 
 // readList connects to the distributor at addr and returns the first list

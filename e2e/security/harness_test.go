@@ -85,7 +85,7 @@ func newFleet(t *testing.T, redisURL string) *fleet {
 
 func (f *fleet) start(name string, args ...string) *proc {
 	f.t.Helper()
-	p := proctest.Start(f.t, name, binary, args...)
+	p := proctest.StartReady(f.t, name, binary, args...)
 	f.mu.Lock()
 	f.procs = append(f.procs, p)
 	f.mu.Unlock()

@@ -48,6 +48,7 @@ type options struct {
 	logFormat      string
 	debugAddr      string
 	metricsAddr    string
+	readyFile      string
 	advertise      string
 	maxPacket      int
 	maxBody        int64
@@ -162,6 +163,7 @@ func parseFlags(name string, args []string, getenv func(string) string, stdout, 
 	fs.StringVar(&o.debugAddr, "debug-addr", env("MICROSHOP_DEBUG_ADDR", ""), "serve Go's profiler (/debug/pprof/) on this address, e.g. 127.0.0.1:6060; empty = off [MICROSHOP_DEBUG_ADDR]")
 	fs.StringVar(&o.advertise, "advertise", env("MICROSHOP_ADVERTISE", ""), "the address other processes dial to reach this one, HOST or HOST:PORT (all: HOST only), when the one the distributor sees is wrong (NAT, containers, several interfaces); empty = the address the registration comes from, and the listening port [MICROSHOP_ADVERTISE]")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", env("MICROSHOP_METRICS_ADDR", ""), "serve Prometheus metrics (/metrics) on this address, e.g. 127.0.0.1:9100; empty = off [MICROSHOP_METRICS_ADDR]")
+	fs.StringVar(&o.readyFile, "ready-file", env("MICROSHOP_READY_FILE", ""), "once ready, write this JSON file (pid, the bound address of every listener); empty = none [MICROSHOP_READY_FILE]")
 	var envErr error
 	envInt := func(key string, def int64) int64 {
 		v := getenv(key)
@@ -454,7 +456,8 @@ func runOne(ctx context.Context, c component, o *options, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if err := serveOps(ctx, o.debugAddr, o.metricsAddr, log); err != nil {
+	rd := newReadiness(o.readyFile)
+	if err := serveOps(ctx, o.debugAddr, o.metricsAddr, rd, log); err != nil {
 		return err
 	}
 	if o.sec.fleetKey == "" && needsFleetKey(c.name, o.sec.gate.AuthOff) {
@@ -486,6 +489,11 @@ func runOne(ctx context.Context, c component, o *options, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	rd.listening(c.name, listenerName(c), ln.Addr().String())
+	if err := rd.done(); err != nil {
+		ln.Close()
+		return fmt.Errorf("--ready-file: %w", err)
+	}
 	err = start(ctx, c, ln, o, res, log)
 	log.Info("stopped", "component", c.name)
 	return err
@@ -499,7 +507,8 @@ func runAll(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := serveOps(ctx, o.debugAddr, o.metricsAddr, log); err != nil {
+	rd := newReadiness(o.readyFile)
+	if err := serveOps(ctx, o.debugAddr, o.metricsAddr, rd, log); err != nil {
 		return err
 	}
 	if o.sec.noFleetKey {
@@ -545,6 +554,7 @@ func runAll(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 			stopAll()
 			return err
 		}
+		rd.listening(c.name, listenerName(c), ln.Addr().String())
 		run := func(ctx context.Context) error { return start(ctx, c, ln, o, res, log) }
 		if c.kind == kindDistributor {
 			o.distributors[0] = ln.Addr().String()
@@ -579,6 +589,10 @@ func runAll(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		if c.kind == kindGate {
 			log.Info("microshop is up", "gate", ln.Addr().String(), "distributor", o.distributors[0])
 			printAdminKey(stdout, &o.sec, ln.Addr().String())
+			if err := rd.done(); err != nil {
+				stopAll()
+				return fmt.Errorf("--ready-file: %w", err)
+			}
 		}
 	}
 	var ferr error

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -23,18 +24,21 @@ import (
 // gate's base URL once it answers.
 func fleet(t testing.TB, extra ...string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	return "http://" + fleetReady(t, extra...).Components["gate"]["http"]
+}
+
+// fleetReady runs `microshop all` like fleet and returns its ready file.
+func fleetReady(t testing.TB, extra ...string) readyState {
+	t.Helper()
+	addr := "127.0.0.1:0"
+	readyFile := filepath.Join(t.TempDir(), "ready.json")
 	redisURL, _ := testenv.RedisURL(t)
 	args := append([]string{"all", "--addr", addr, "--random-ports", "--log-level", "error", "--auth=off", "--rate-limit", "0", "--rate-limit-strict", "0",
 		"--db", testenv.DSN(t), "--redis", redisURL, "--redis-prefix", testenv.RandomName("mstest:") + ":"}, extra...)
 	if strings.Contains(strings.Join(extra, " "), "--db") {
 		args = append([]string{"all", "--addr", addr, "--random-ports", "--log-level", "error", "--auth=off", "--rate-limit", "0", "--rate-limit-strict", "0"}, extra...)
 	}
+	args = append(args, "--ready-file", readyFile)
 	ctx, cancel := context.WithCancel(context.Background())
 	var logs testenv.SyncBuffer
 	done := make(chan error, 1)
@@ -45,20 +49,34 @@ func fleet(t testing.TB, extra ...string) string {
 			t.Errorf("Run returned %v; logs:\n%s", err, logs.String())
 		}
 	})
-	base := "http://" + addr
-	deadline := time.Now().Add(10 * time.Second)
+	return waitReadyFile(t, readyFile, done, &logs)
+}
+
+// waitReadyFile waits until Run writes its ready file and returns what it
+// says; it fails if Run returns first.
+func waitReadyFile(t testing.TB, path string, done chan error, logs *testenv.SyncBuffer) readyState {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
 	for {
-		resp, err := http.Get(base + "/goods")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return base
+		if b, err := os.ReadFile(path); err == nil {
+			var st readyState
+			if err := json.Unmarshal(b, &st); err != nil {
+				t.Fatalf("ready file %s: %v", b, err)
 			}
+			if !st.Ready || st.Components["gate"]["http"] == "" {
+				t.Fatalf("ready file without the gate's address: %s", b)
+			}
+			return st
+		}
+		select {
+		case err := <-done:
+			done <- err
+			t.Fatalf("Run returned %v before it was ready; logs:\n%s", err, logs.String())
+		case <-time.After(10 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("fleet not ready after 10s (last: %v); logs:\n%s", err, logs.String())
+			t.Fatalf("no ready file after 20s; logs:\n%s", logs.String())
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -19,8 +19,9 @@ import (
 // serveOps serves Go's profiler (/debug/pprof/) on debugAddr and the
 // Prometheus metrics (/metrics) on metricsAddr until ctx is done; an empty
 // address turns its part off, and one address may serve both. Bind the
-// profiler to loopback: profiles reveal internals.
-func serveOps(ctx context.Context, debugAddr, metricsAddr string, log *slog.Logger) error {
+// profiler to loopback: profiles reveal internals. Both serve GET /readyz
+// from rd and record their bound addresses in it.
+func serveOps(ctx context.Context, debugAddr, metricsAddr string, rd *readiness, log *slog.Logger) error {
 	muxes := map[string]*http.ServeMux{}
 	mux := func(addr string) *http.ServeMux {
 		if muxes[addr] == nil {
@@ -40,9 +41,16 @@ func serveOps(ctx context.Context, debugAddr, metricsAddr string, log *slog.Logg
 		mux(metricsAddr).Handle("/metrics", promhttp.HandlerFor(newRegistry(), promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}))
 	}
 	for addr, m := range muxes {
+		m.Handle("GET /readyz", rd)
 		ln, err := listen(addr)
 		if err != nil {
 			return err
+		}
+		if addr == debugAddr {
+			rd.listening("ops", "debug", ln.Addr().String())
+		}
+		if addr == metricsAddr {
+			rd.listening("ops", "metrics", ln.Addr().String())
 		}
 		srv := &http.Server{Handler: m, ReadHeaderTimeout: 5 * time.Second}
 		go srv.Serve(ln)

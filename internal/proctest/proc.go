@@ -1,11 +1,13 @@
 package proctest
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -120,6 +122,8 @@ type Proc struct {
 	waitErr error         // valid once done is closed
 	killed  atomic.Bool   // the test killed the process on purpose
 	frozen  atomic.Bool   // stopped by Freeze and not thawed since
+
+	readyFile string // --ready-file, set by StartReady
 }
 
 // Start starts path with args, its environment that of the test without any
@@ -341,3 +345,48 @@ func WaitDial(t testing.TB, addr string, p *Proc, timeout time.Duration) {
 
 // pollEvery is how often the helpers poll.
 const pollEvery = 20 * time.Millisecond
+
+// Ready is what a microshop process writes to its --ready-file once it is
+// ready: its pid and, per component, the address each listener bound.
+type Ready struct {
+	Pid        int                          `json:"pid"`
+	Ready      bool                         `json:"ready"`
+	Components map[string]map[string]string `json:"components"`
+}
+
+// StartReady is Start for a microshop command: it adds --ready-file, a new
+// file in a temporary directory, for WaitReady to read.
+func StartReady(t testing.TB, name, path string, args ...string) *Proc {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "ready.json")
+	p := Start(t, name, path, append(args, "--ready-file", f)...)
+	p.readyFile = f
+	return p
+}
+
+// WaitReady waits up to timeout until p (started by StartReady) has written
+// its ready file and returns it; it fails the test if p exits first.
+func (p *Proc) WaitReady(t testing.TB, timeout time.Duration) Ready {
+	t.Helper()
+	if p.readyFile == "" {
+		t.Fatalf("%s: WaitReady needs a process started by StartReady", p.Name)
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		if b, err := os.ReadFile(p.readyFile); err == nil {
+			var r Ready
+			if err := json.Unmarshal(b, &r); err != nil || !r.Ready {
+				t.Fatalf("%s: ready file %q: %v", p.Name, b, err)
+			}
+			return r
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("%s exited before it was ready: %v\n%s", p.Name, p.waitErr, p.Logs())
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not ready after %v:\n%s", p.Name, timeout, p.Logs())
+		}
+	}
+}

@@ -1,0 +1,74 @@
+package app
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestReadiness(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ready.json")
+	rd := newReadiness(path)
+	rd.listening("gate", "http", "127.0.0.1:8000")
+	rd.listening("ops", "metrics", "127.0.0.1:9100")
+
+	rec := httptest.NewRecorder()
+	rd.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz before ready: %d, want 503", rec.Code)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("ready file before ready: %v", err)
+	}
+
+	if err := rd.done(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st readyState
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	if !st.Ready || st.Pid != os.Getpid() || st.Components["gate"]["http"] != "127.0.0.1:8000" || st.Components["ops"]["metrics"] != "127.0.0.1:9100" {
+		t.Fatalf("ready file: %s", b)
+	}
+	rec = httptest.NewRecorder()
+	rd.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("/readyz once ready: %d, want 200", rec.Code)
+	}
+	var st2 readyState
+	if err := json.Unmarshal(rec.Body.Bytes(), &st2); err != nil || st2.Components["gate"]["http"] != "127.0.0.1:8000" {
+		t.Fatalf("/readyz: %s (%v)", rec.Body.Bytes(), err)
+	}
+}
+
+// TestReadyFileAll runs microshop all with the metrics listener and checks
+// that the ready file lists every component and that /readyz agrees.
+func TestReadyFileAll(t *testing.T) {
+	st := fleetReady(t, "--metrics-addr", "127.0.0.1:0")
+	for _, c := range components() {
+		if st.Components[c.name][listenerName(c)] == "" {
+			t.Errorf("ready file without %s's %s address: %v", c.name, listenerName(c), st.Components)
+		}
+	}
+	ops := st.Components["ops"]["metrics"]
+	if ops == "" {
+		t.Fatalf("ready file without the metrics listener: %v", st.Components)
+	}
+	resp, err := http.Get("http://" + ops + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got readyState
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || resp.StatusCode != http.StatusOK || got.Components["gate"]["http"] != st.Components["gate"]["http"] {
+		t.Fatalf("/readyz: %d %v (%v)", resp.StatusCode, got, err)
+	}
+}
