@@ -189,6 +189,12 @@ func (f *fleet) startGate(extra ...string) *proc {
 	return p
 }
 
+// callsOthers reports whether service name calls other services, and so
+// takes --request-timeout (each command takes only the flags it uses).
+func callsOthers(name string) bool {
+	return name == "purchases" || name == "reactions" || name == "ratings"
+}
+
 // maxBody is the gate's --max-body in these tests.
 const maxBody = 64 << 10
 
@@ -199,9 +205,13 @@ const maxBody = 64 << 10
 // with --auth=off (e2e/security runs a keyed fleet).
 func (f *fleet) startService(name string, extra ...string) *proc {
 	f.t.Helper()
-	args := append([]string{name, "--addr", "127.0.0.1:0", "--distributor", f.distAddr,
+	args := []string{name, "--addr", "127.0.0.1:0", "--distributor", f.distAddr,
 		"--db", f.db, "--redis", f.redis, "--redis-prefix", f.prefix,
-		"--request-timeout", "5s", "--log-level", "info", "--fleet-key", "none"}, extra...)
+		"--log-level", "info", "--fleet-key", "none"}
+	if callsOthers(name) {
+		args = append(args, "--request-timeout", "5s")
+	}
+	args = append(args, extra...)
 	f.mu.Lock()
 	n := 0
 	for _, p := range f.procs {

@@ -141,7 +141,11 @@ func newFleet(t *testing.T, extraHosts ...string) *fleet {
 // of the fleet gets.
 func (f *fleet) microshop(h *Host, cmd string, args ...string) *proctest.Proc {
 	f.t.Helper()
-	return h.Start(cmd, binary, append([]string{cmd, "--distributor", f.distributors, "--fleet-key", "none"}, args...)...)
+	common := []string{cmd, "--fleet-key", "none"}
+	if cmd != "distributor" { // it registers nowhere: no --distributor
+		common = append(common, "--distributor", f.distributors)
+	}
+	return h.Start(cmd, binary, append(common, args...)...)
 }
 
 // service starts service cmd on h at port, on the fleet's database and Redis.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/microshop/microshop/distributor"
 	"github.com/microshop/microshop/gate"
+	"github.com/microshop/microshop/internal/bench"
 	"github.com/microshop/microshop/internal/cache"
 	"github.com/microshop/microshop/internal/catalog"
 	"github.com/microshop/microshop/internal/store"
@@ -82,7 +83,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	}
 	if name == "bench" {
-		return runBench(ctx, rest, getenv, stdout, stderr)
+		return bench.Run(ctx, rest, getenv, stdout, stderr)
 	}
 	if name == "all" {
 		opts, err := parseFlags(name, rest, getenv, stdout, stderr)
@@ -133,12 +134,7 @@ func parseFlags(name string, args []string, getenv func(string) string, stdout, 
 	fs := flag.NewFlagSet("microshop "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	o := &options{all: name == "all"}
-	env := func(key, def string) string {
-		if v := getenv(key); v != "" {
-			return v
-		}
-		return def
-	}
+	f := &envFlags{fs: fs, getenv: getenv, uses: flagsOf(name)}
 	c, _ := findComponent(name)
 	defAddr := ":" + strconv.Itoa(c.port)
 	if name == "all" {
@@ -148,77 +144,47 @@ func parseFlags(name string, args []string, getenv func(string) string, stdout, 
 	if name == "all" {
 		defRedis = "" // embedded
 	}
-	fs.StringVar(&o.addr, "addr", env("MICROSHOP_ADDR", defAddr), "listen address of this component (all: of the gate) [MICROSHOP_ADDR]")
+	f.String(gProcess, &o.addr, "addr", "MICROSHOP_ADDR", defAddr, "listen address of this component (all: of the gate)")
 	var distributors string
-	fs.StringVar(&distributors, "distributor", env("MICROSHOP_DISTRIBUTOR", defaultDistributor), "the distributors' host:port, comma-separated: the process registers with and follows every one, so any one may be down (all: the first is where its own distributor listens) [MICROSHOP_DISTRIBUTOR]")
-	fs.StringVar(&o.db, "db", env("MICROSHOP_DB", defaultDB), "database: sqlite:PATH or mysql://user:pass@tcp(host:3306)/db [MICROSHOP_DB]")
-	fs.StringVar(&o.redis, "redis", env("MICROSHOP_REDIS", defRedis), "Redis: redis://[:pass@]host:port/db, or host:port,host:port,... for a cluster (all: empty = embedded) [MICROSHOP_REDIS]")
+	f.String(gRegister|gAll, &distributors, "distributor", "MICROSHOP_DISTRIBUTOR", defaultDistributor, "the distributors' host:port, comma-separated: the process registers with and follows every one, so any one may be down (all: the first is where its own distributor listens)")
+	f.String(gDB, &o.db, "db", "MICROSHOP_DB", defaultDB, "database: sqlite:PATH or mysql://user:pass@tcp(host:3306)/db")
+	f.String(gRedis, &o.redis, "redis", "MICROSHOP_REDIS", defRedis, "Redis: redis://[:pass@]host:port/db, or host:port,host:port,... for a cluster (all: empty = embedded)")
 	// --help shows the defaults; those taken from the environment may hold
 	// passwords.
-	fs.Lookup("db").DefValue = store.Redact(fs.Lookup("db").DefValue)
-	fs.Lookup("redis").DefValue = cache.Redact(fs.Lookup("redis").DefValue)
-	fs.StringVar(&o.redisPrefix, "redis-prefix", env("MICROSHOP_REDIS_PREFIX", cache.DefaultPrefix), "prefix of every Redis key [MICROSHOP_REDIS_PREFIX]")
-	fs.StringVar(&o.logLevel, "log-level", env("MICROSHOP_LOG_LEVEL", "info"), "debug (one line per request), info, warn or error [MICROSHOP_LOG_LEVEL]")
-	fs.StringVar(&o.logFormat, "log-format", env("MICROSHOP_LOG_FORMAT", "text"), "text or json [MICROSHOP_LOG_FORMAT]")
-	fs.StringVar(&o.debugAddr, "debug-addr", env("MICROSHOP_DEBUG_ADDR", ""), "serve Go's profiler (/debug/pprof/) on this address, e.g. 127.0.0.1:6060; empty = off [MICROSHOP_DEBUG_ADDR]")
-	fs.StringVar(&o.advertise, "advertise", env("MICROSHOP_ADVERTISE", ""), "the address other processes dial to reach this one, HOST or HOST:PORT (all: HOST only), when the one the distributor sees is wrong (NAT, containers, several interfaces); empty = the address the registration comes from, and the listening port [MICROSHOP_ADVERTISE]")
-	fs.StringVar(&o.metricsAddr, "metrics-addr", env("MICROSHOP_METRICS_ADDR", ""), "serve Prometheus metrics (/metrics) on this address, e.g. 127.0.0.1:9100; empty = off [MICROSHOP_METRICS_ADDR]")
-	fs.StringVar(&o.readyFile, "ready-file", env("MICROSHOP_READY_FILE", ""), "once ready, write this JSON file (pid, the bound address of every listener); empty = none [MICROSHOP_READY_FILE]")
-	var envErr error
-	envInt := func(key string, def int64) int64 {
-		v := getenv(key)
-		if v == "" {
-			return def
-		}
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil && envErr == nil {
-			envErr = fmt.Errorf("%s: want an integer, got %q", key, v)
-		}
-		return n
+	if fl := fs.Lookup("db"); fl != nil {
+		fl.DefValue = store.Redact(fl.DefValue)
 	}
-	envDuration := func(key string, def time.Duration) time.Duration {
-		v := getenv(key)
-		if v == "" {
-			return def
-		}
-		d, err := time.ParseDuration(v)
-		if err != nil && envErr == nil {
-			envErr = fmt.Errorf("%s: want a duration like 10s, got %q", key, v)
-		}
-		return d
+	if fl := fs.Lookup("redis"); fl != nil {
+		fl.DefValue = cache.Redact(fl.DefValue)
 	}
-	envBool := func(key string, def bool) bool {
-		v := getenv(key)
-		if v == "" {
-			return def
-		}
-		b, err := strconv.ParseBool(v)
-		if err != nil && envErr == nil {
-			envErr = fmt.Errorf("%s: want true or false, got %q", key, v)
-		}
-		return b
-	}
+	f.String(gRedis, &o.redisPrefix, "redis-prefix", "MICROSHOP_REDIS_PREFIX", cache.DefaultPrefix, "prefix of every Redis key")
+	f.String(gProcess, &o.logLevel, "log-level", "MICROSHOP_LOG_LEVEL", "info", "debug (one line per request), info, warn or error")
+	f.String(gProcess, &o.logFormat, "log-format", "MICROSHOP_LOG_FORMAT", "text", "text or json")
+	f.String(gProcess, &o.debugAddr, "debug-addr", "MICROSHOP_DEBUG_ADDR", "", "serve Go's profiler (/debug/pprof/) on this address, e.g. 127.0.0.1:6060; empty = off")
+	f.String(gRegister|gAll, &o.advertise, "advertise", "MICROSHOP_ADVERTISE", "", "the address other processes dial to reach this one, HOST or HOST:PORT (all: HOST only), when the one the distributor sees is wrong (NAT, containers, several interfaces); empty = the address the registration comes from, and the listening port")
+	f.String(gProcess, &o.metricsAddr, "metrics-addr", "MICROSHOP_METRICS_ADDR", "", "serve Prometheus metrics (/metrics) on this address, e.g. 127.0.0.1:9100; empty = off")
+	f.String(gProcess, &o.readyFile, "ready-file", "MICROSHOP_READY_FILE", "", "once ready, write this JSON file (pid, the bound address of every listener); empty = none")
 	var maxPacket int64
-	fs.Int64Var(&maxPacket, "max-packet", envInt("MICROSHOP_MAX_PACKET", 1<<20), "largest packet in bytes [MICROSHOP_MAX_PACKET]")
-	fs.Int64Var(&o.maxBody, "max-body", envInt("MICROSHOP_MAX_BODY", 1<<20), "gate: largest request body in bytes [MICROSHOP_MAX_BODY]")
-	fs.DurationVar(&o.requestTimeout, "request-timeout", envDuration("MICROSHOP_REQUEST_TIMEOUT", 10*time.Second), "gate and callers: how long to wait for a service's answer [MICROSHOP_REQUEST_TIMEOUT]")
-	fs.DurationVar(&o.heartbeat, "heartbeat-timeout", envDuration("MICROSHOP_HEARTBEAT_TIMEOUT", defaultHeartbeat), "how long a microshop peer (instance, caller, distributor) may stay silent before it is marked down: its calls fail over and its connection is redialled; peers heartbeat 5 times as often; 0 = off [MICROSHOP_HEARTBEAT_TIMEOUT]")
-	fs.DurationVar(&o.hedgeAfter, "hedge-after", envDuration("MICROSHOP_HEDGE_AFTER", defaultHedgeAfter), "gate and callers: the least wait before a GET with no answer is also sent to another instance (the wait is the route's usual latency plus 4 deviations when that is longer; hedges are capped at 10% of calls); 0 = off [MICROSHOP_HEDGE_AFTER]")
-	goodsCache := env("MICROSHOP_GOODS_CACHE", "microshop")
-	fs.StringVar(&goodsCache, "goods-cache", goodsCache, "goods, purchases, ratings, reactions: the format of the goods' Redis entries: microshop (PREFIX goods:{N}, an hour's TTL) or book (the book's bare key N, no expiry), for a fleet that mixes the book's goods or purchases with microshop's; every process of such a fleet must use the same [MICROSHOP_GOODS_CACHE]")
-	fs.DurationVar(&o.answerDelay, "answer-delay", envDuration("MICROSHOP_ANSWER_DELAY", 0), "services, for testing: delay every answer by this long, to see the fleet route around a slow instance [MICROSHOP_ANSWER_DELAY]")
+	f.Int64(gProcess, &maxPacket, "max-packet", "MICROSHOP_MAX_PACKET", 1<<20, "largest packet in bytes")
+	f.Int64(gGate, &o.maxBody, "max-body", "MICROSHOP_MAX_BODY", 1<<20, "gate: largest request body in bytes")
+	f.Duration(gCaller, &o.requestTimeout, "request-timeout", "MICROSHOP_REQUEST_TIMEOUT", 10*time.Second, "gate and callers: how long to wait for a service's answer")
+	f.Duration(gProcess, &o.heartbeat, "heartbeat-timeout", "MICROSHOP_HEARTBEAT_TIMEOUT", defaultHeartbeat, "how long a microshop peer (instance, caller, distributor) may stay silent before it is marked down: its calls fail over and its connection is redialled; peers heartbeat 5 times as often; 0 = off")
+	f.Duration(gCaller, &o.hedgeAfter, "hedge-after", "MICROSHOP_HEDGE_AFTER", defaultHedgeAfter, "gate and callers: the least wait before a GET with no answer is also sent to another instance (the wait is the route's usual latency plus 4 deviations when that is longer; hedges are capped at 10% of calls); 0 = off")
+	var goodsCache string
+	f.String(gGoodsCache, &goodsCache, "goods-cache", "MICROSHOP_GOODS_CACHE", "microshop", "goods, purchases, ratings, reactions: the format of the goods' Redis entries: microshop (PREFIX goods:{N}, an hour's TTL) or book (the book's bare key N, no expiry), for a fleet that mixes the book's goods or purchases with microshop's; every process of such a fleet must use the same")
+	f.Duration(gService, &o.answerDelay, "answer-delay", "MICROSHOP_ANSWER_DELAY", 0, "services, for testing: delay every answer by this long, to see the fleet route around a slow instance")
 	defConns, defPerHost := packet.DefaultMaxConns, packet.DefaultMaxConnsPerHost
 	if name == "gate" || name == "all" {
 		defConns, defPerHost = gate.DefaultMaxConns, gate.DefaultMaxConnsPerHost
 	}
 	var maxConns, maxPerHost int64
-	fs.Int64Var(&maxConns, "max-conns", envInt("MICROSHOP_MAX_CONNS", int64(defConns)), "connections this component keeps open at once (the gate: HTTP connections; all: the gate's); one more is closed at once; -1 = no limit [MICROSHOP_MAX_CONNS]")
-	fs.Int64Var(&maxPerHost, "max-conns-per-host", envInt("MICROSHOP_MAX_CONNS_PER_HOST", int64(defPerHost)), "connections from one IP address (the gate: --trusted-proxies exempt); -1 = no limit [MICROSHOP_MAX_CONNS_PER_HOST]")
-	fs.BoolVar(&o.randomPorts, "random-ports", envBool("MICROSHOP_RANDOM_PORTS", false), "all: services (and the distributor, unless --distributor is given) listen on free loopback ports instead of 9000, 9010, ... [MICROSHOP_RANDOM_PORTS]")
-	checkChat := chatFlags(fs, &o.chat, getenv)
-	checkSec := securityFlags(fs, name, &o.sec, getenv)
-	if envErr != nil {
-		return nil, envErr
+	f.Int64(gProcess, &maxConns, "max-conns", "MICROSHOP_MAX_CONNS", int64(defConns), "connections this component keeps open at once (the gate: HTTP connections; all: the gate's); one more is closed at once; -1 = no limit")
+	f.Int64(gProcess, &maxPerHost, "max-conns-per-host", "MICROSHOP_MAX_CONNS_PER_HOST", int64(defPerHost), "connections from one IP address (the gate: --trusted-proxies exempt); -1 = no limit")
+	f.Bool(gAll, &o.randomPorts, "random-ports", "MICROSHOP_RANDOM_PORTS", false, "all: services (and the distributor, unless --distributor is given) listen on free loopback ports instead of 9000, 9010, ...")
+	checkChat := chatFlags(f, &o.chat)
+	checkSec := securityFlags(f, name, &o.sec)
+	if f.err != nil {
+		return nil, f.err
 	}
 	fs.Usage = func() {
 		switch name {

@@ -48,6 +48,9 @@ type component struct {
 	kind  kind
 	help  string
 	calls bool // needs a Client to call other services
+	// flags are the flag groups the component uses (flags.go): its
+	// command registers only those, and all the union of every row's.
+	flags group
 	// routes builds the service's handlers (kindService only).
 	routes func(d deps) map[string]service.Handler
 }
@@ -56,44 +59,53 @@ type component struct {
 func components() []component {
 	return []component{
 		{name: "distributor", port: 9000, kind: kindDistributor,
-			help: "the registry: knows where every process is and pushes the list to all"},
+			flags: gProcess,
+			help:  "the registry: knows where every process is and pushes the list to all"},
 		{name: "goods", port: 9010, kind: kindService,
-			help: "POST/GET/DELETE /goods: the catalogue, cached in Redis",
+			flags: gProcess | gRegister | gDB | gRedis | gService | gGoodsCache,
+			help:  "POST/GET/DELETE /goods: the catalogue, cached in Redis",
 			routes: func(d deps) map[string]service.Handler {
 				return goods.New(d.db, catalog.Entries{Redis: d.cache, Format: d.goodsCache}, d.log).Routes()
 			}},
 		{name: "members", port: 9020, kind: kindService,
-			help: "POST/GET/DELETE /members: accounts with argon2id passwords",
+			flags: gProcess | gRegister | gDB | gRedis | gService | gMembers,
+			help:  "POST/GET/DELETE /members: accounts with argon2id passwords",
 			routes: func(d deps) map[string]service.Handler {
 				return newMembers(d)
 			}},
 		{name: "purchases", port: 9030, kind: kindService, calls: true,
-			help: "POST/GET /purchases, GET /rankings: buying (goods checked in Redis first, then asked of the goods service) and best sellers",
+			flags: gProcess | gRegister | gDB | gRedis | gService | gCaller | gGoodsCache,
+			help:  "POST/GET /purchases, GET /rankings: buying (goods checked in Redis first, then asked of the goods service) and best sellers",
 			routes: func(d deps) map[string]service.Handler {
 				return purchases.New(d.db, d.cache, d.lookup(), d.log).Routes()
 			}},
 		{name: "reactions", port: 9040, kind: kindService, calls: true,
-			help: "POST/GET/DELETE /reactions: likes and dislikes per good (Redis counters)",
+			flags: gProcess | gRegister | gDB | gRedis | gService | gCaller | gGoodsCache,
+			help:  "POST/GET/DELETE /reactions: likes and dislikes per good (Redis counters)",
 			routes: func(d deps) map[string]service.Handler {
 				return reactions.New(d.db, d.cache, d.lookup(), d.log).Routes()
 			}},
 		{name: "ratings", port: 9050, kind: kindService, calls: true,
-			help: "POST/GET /ratings: star ratings per good (Redis hashes)",
+			flags: gProcess | gRegister | gDB | gRedis | gService | gCaller | gGoodsCache,
+			help:  "POST/GET /ratings: star ratings per good (Redis hashes)",
 			routes: func(d deps) map[string]service.Handler {
 				return ratings.New(d.db, d.cache, d.lookup(), d.log).Routes()
 			}},
 		{name: "stores", port: 9060, kind: kindService,
-			help: "POST/GET/DELETE /stores: stores near a point (Redis geo)",
+			flags: gProcess | gRegister | gDB | gRedis | gService,
+			help:  "POST/GET/DELETE /stores: stores near a point (Redis geo)",
 			routes: func(d deps) map[string]service.Handler {
 				return stores.New(d.db, d.cache, d.log).Routes()
 			}},
 		{name: "chat", port: 9070, kind: kindService,
-			help: "POST /chat, GET /chat/history: chat rooms, fanned out to every gate by Redis pub/sub",
+			flags: gProcess | gRegister | gDB | gRedis | gService,
+			help:  "POST /chat, GET /chat/history: chat rooms, fanned out to every gate by Redis pub/sub",
 			routes: func(d deps) map[string]service.Handler {
 				return chat.New(d.db, d.cache, d.log).Routes()
 			}},
 		{name: "gate", port: 8000, kind: kindGate,
-			help: "the HTTP front door: routes each request to an instance of its service"},
+			flags: gProcess | gRegister | gRedis | gCaller | gGate,
+			help:  "the HTTP front door: routes each request to an instance of its service"},
 	}
 }
 

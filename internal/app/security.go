@@ -3,7 +3,6 @@ package app
 import (
 	"crypto/rand"
 	"encoding/base64"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -35,18 +34,15 @@ type securityOptions struct {
 	noFleetKey bool
 }
 
-// securityFlags adds the security flags to fs, each with its environment
-// twin, filling s. The returned check validates them after parsing; for
-// `all` without an admin key it generates one.
-func securityFlags(fs *flag.FlagSet, name string, s *securityOptions, getenv func(string) string) (check func() error) {
-	env := func(key, def string) string {
-		if v := getenv(key); v != "" {
-			return v
-		}
-		return def
-	}
-	auth := env("MICROSHOP_AUTH", "on")
-	proxies := env("MICROSHOP_TRUSTED_PROXIES", "")
+// securityFlags adds the security flags, filling s. The returned check
+// validates them after parsing; for `all` without an admin key it generates
+// one.
+func securityFlags(f *envFlags, name string, s *securityOptions) (check func() error) {
+	var auth, proxies string
+	f.String(gGate, &auth, "auth", "MICROSHOP_AUTH", "on", "gate: on = bearer tokens and the admin key decide who may do what; off = the book's open behaviour (never expose it)")
+	f.Var(gGate, secretFlag{&s.gate.AdminKey}, "admin-key", "MICROSHOP_ADMIN_KEY", fmt.Sprintf("gate: the bearer token that manages goods and stores (a `key` of at least %d characters; all: generated and printed when empty)", minAdminKey))
+	f.Var(gProcess, secretFlag{&s.fleetKey}, "fleet-key", "MICROSHOP_FLEET_KEY", fmt.Sprintf("a `secret` shared by the whole fleet (at least %d characters): gates sign the identity they send with it and services refuse identities not signed with it; every process signs its registration and the distributor lists only signed ones; required by the distributor, services and gates with --auth=on; none = run without one on purpose, as the book's processes do (all with --auth=on: generated when empty)", minAdminKey))
+	f.String(gGate, &proxies, "trusted-proxies", "MICROSHOP_TRUSTED_PROXIES", "", "gate: comma-separated CIDRs of proxies whose X-Forwarded-For is believed")
 	limits := []struct {
 		flag, env, def, help string
 		dst                  *gate.Limit
@@ -56,26 +52,12 @@ func securityFlags(fs *flag.FlagSet, name string, s *securityOptions, getenv fun
 		{"rate-limit-strict", "MICROSHOP_RATE_LIMIT_STRICT", defaultStrictRateLimit, "gate: logins and writes (every method but GET and HEAD) per client address (0 = off)", &s.gate.StrictRateLimit},
 	}
 	raw := make([]string, len(limits))
-	fs.StringVar(&auth, "auth", auth, "gate: on = bearer tokens and the admin key decide who may do what; off = the book's open behaviour (never expose it) [MICROSHOP_AUTH]")
-	s.gate.AdminKey, s.fleetKey = env("MICROSHOP_ADMIN_KEY", ""), env("MICROSHOP_FLEET_KEY", "")
-	fs.Var(secretFlag{&s.gate.AdminKey}, "admin-key", fmt.Sprintf("gate: the bearer token that manages goods and stores (a `key` of at least %d characters; all: generated and printed when empty) [MICROSHOP_ADMIN_KEY]", minAdminKey))
-	fs.Var(secretFlag{&s.fleetKey}, "fleet-key", fmt.Sprintf("a `secret` shared by the whole fleet (at least %d characters): gates sign the identity they send with it and services refuse identities not signed with it; every process signs its registration and the distributor lists only signed ones; required by the distributor, services and gates with --auth=on; none = run without one on purpose, as the book's processes do (all with --auth=on: generated when empty) [MICROSHOP_FLEET_KEY]", minAdminKey))
-	fs.StringVar(&proxies, "trusted-proxies", proxies, "gate: comma-separated CIDRs of proxies whose X-Forwarded-For is believed [MICROSHOP_TRUSTED_PROXIES]")
 	for i, l := range limits {
-		raw[i] = env(l.env, l.def)
-		fs.StringVar(&raw[i], l.flag, raw[i], l.help+" ["+l.env+"]")
+		f.String(gGate, &raw[i], l.flag, l.env, l.def, l.help)
 	}
-	var ttlErr, windowErr error
-	s.sessionTTL, ttlErr = parseDurationEnv(getenv, "MICROSHOP_SESSION_TTL", members.DefaultSessionTTL)
-	s.lockoutWindow, windowErr = parseDurationEnv(getenv, "MICROSHOP_LOCKOUT_WINDOW", members.DefaultLockoutWindow)
-	fs.DurationVar(&s.sessionTTL, "session-ttl", s.sessionTTL, "members: how long a login token lasts [MICROSHOP_SESSION_TTL]")
-	fs.DurationVar(&s.lockoutWindow, "lockout-window", s.lockoutWindow, fmt.Sprintf("members: after %d wrong passwords for a username from one address within this window, that address's logins for it get 429 until it has passed; after %d from all addresses, every address's but those the member logged in from before [MICROSHOP_LOCKOUT_WINDOW]", members.DefaultLockoutThreshold, members.DefaultLockoutUsernameThreshold))
+	f.Duration(gMembers, &s.sessionTTL, "session-ttl", "MICROSHOP_SESSION_TTL", members.DefaultSessionTTL, "members: how long a login token lasts")
+	f.Duration(gMembers, &s.lockoutWindow, "lockout-window", "MICROSHOP_LOCKOUT_WINDOW", members.DefaultLockoutWindow, fmt.Sprintf("members: after %d wrong passwords for a username from one address within this window, that address's logins for it get 429 until it has passed; after %d from all addresses, every address's but those the member logged in from before", members.DefaultLockoutThreshold, members.DefaultLockoutUsernameThreshold))
 	return func() error {
-		for _, err := range []error{ttlErr, windowErr} {
-			if err != nil {
-				return err
-			}
-		}
 		switch strings.ToLower(auth) {
 		case "on", "true", "1":
 			s.gate.AuthOff = false
@@ -155,18 +137,6 @@ func needsFleetKey(name string, authOff bool) bool {
 	}
 	c, ok := findComponent(name)
 	return ok && c.kind == kindService
-}
-
-func parseDurationEnv(getenv func(string) string, key string, def time.Duration) (time.Duration, error) {
-	v := getenv(key)
-	if v == "" {
-		return def, nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil {
-		return def, fmt.Errorf("%s: want a duration like 24h, got %q", key, v)
-	}
-	return d, nil
 }
 
 // printAdminKey tells the operator of `all` the admin key it generated, on

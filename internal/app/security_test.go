@@ -21,13 +21,16 @@ func TestSecurityFlags(t *testing.T) {
 		t.Errorf("gate defaults = %+v; want auth on, no key, 100/s, 100/s, 10/s, 24h, 15m", s)
 	}
 	o, err = parse("gate", map[string]string{"MICROSHOP_AUTH": "off", "MICROSHOP_RATE_LIMIT": "0", "MICROSHOP_TRUSTED_PROXIES": "10.0.0.0/8"},
-		"--rate-limit-strict", "5/m", "--session-ttl", "2s")
+		"--rate-limit-strict", "5/m")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if s := o.sec; !s.gate.AuthOff || !s.gate.RateLimit.IsZero() || s.gate.StrictRateLimit.Period != time.Minute ||
-		len(s.gate.TrustedProxies) != 1 || s.sessionTTL != 2*time.Second {
+		len(s.gate.TrustedProxies) != 1 {
 		t.Errorf("parsed %+v", s)
+	}
+	if o, err = parse("members", nil, "--session-ttl", "2s"); err != nil || o.sec.sessionTTL != 2*time.Second {
+		t.Errorf("members --session-ttl 2s: %v, %v; want 2s", o.sec.sessionTTL, err)
 	}
 	// all without a key makes one up (printed at start-up); a gate does not.
 	o, err = parse("all", nil)
@@ -60,7 +63,11 @@ func TestSecurityFlags(t *testing.T) {
 		{[]string{"--session-ttl", "10ms"}, "--session-ttl"},
 		{[]string{"--lockout-window", "0s"}, "--lockout-window"},
 	} {
-		if _, err := parse("gate", nil, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+		name := "gate"
+		if strings.HasPrefix(tc.want, "--session") || strings.HasPrefix(tc.want, "--lockout") {
+			name = "members"
+		}
+		if _, err := parse(name, nil, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("parse(%q) = %v; want an error mentioning %s", tc.args, err, tc.want)
 		}
 	}

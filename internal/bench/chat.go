@@ -1,4 +1,7 @@
-package app
+// Package bench holds microshop's load generators, run as
+// `microshop bench KIND`: chat, subscribers and publishers on chat sockets
+// across gates, which counts every delivery and reports latencies.
+package bench
 
 import (
 	"bytes"
@@ -36,8 +39,9 @@ type benchChatOptions struct {
 	token       string // bearer token for every socket ("" = none)
 }
 
-// runBench runs `microshop bench KIND`; chat is the only kind.
-func runBench(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+// Run runs `microshop bench KIND` with args after "bench"; chat is the
+// only kind. getenv reads the environment twins of the flags.
+func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "chat" {
 		fmt.Fprintln(stderr, "Usage: microshop bench chat [flags]   (microshop bench chat --help)")
 		return errors.New("bench: want a kind of load: chat")
