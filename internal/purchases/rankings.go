@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/microshop/microshop/internal/store"
 	"github.com/microshop/microshop/service"
 )
 
@@ -73,8 +74,7 @@ func (s *Service) Rankings(ctx context.Context, p Period, top int) ([]Ranked, er
 		return list, nil
 	}
 	var se *service.Error
-	var de *dbError
-	if errors.As(err, &se) || errors.As(err, &de) || ctx.Err() != nil {
+	if errors.As(err, &se) || store.IsFailure(err) || ctx.Err() != nil {
 		return nil, err
 	}
 	if !errors.Is(err, errRebuildBusy) && !errors.Is(err, errNoCache) {

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 	"time"
+
+	"github.com/microshop/microshop/internal/store"
 )
 
 // This file is the database side of the rankings: the purchases table read
@@ -43,12 +45,6 @@ const (
 	topWindowSQL = `SELECT goodsid, COUNT(*) AS sales FROM purchases WHERE date >= ? AND date < ? GROUP BY goodsid ORDER BY sales DESC, goodsid ASC LIMIT ? OFFSET ?`
 )
 
-// dbError marks a database failure, to tell it from a Redis failure.
-type dbError struct{ err error }
-
-func (e *dbError) Error() string { return "purchases: database: " + e.err.Error() }
-func (e *dbError) Unwrap() error { return e.err }
-
 // sales is one good's number of sales.
 type sales struct {
 	good  int64
@@ -67,24 +63,24 @@ func (t table) maxID(ctx context.Context) (int64, error) {
 	var m int64
 	if t.sql.takeBarrier == "" {
 		if err := t.db.QueryRowContext(ctx, maxIDSQL).Scan(&m); err != nil {
-			return 0, &dbError{fmt.Errorf("read the watermark: %w", err)}
+			return 0, store.Failure("purchases", fmt.Errorf("read the watermark: %w", err))
 		}
 		return m, nil
 	}
 	tx, err := t.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
-		return 0, &dbError{fmt.Errorf("read the watermark: %w", err)}
+		return 0, store.Failure("purchases", fmt.Errorf("read the watermark: %w", err))
 	}
 	defer tx.Rollback()
 	var one int
 	if err := tx.QueryRowContext(ctx, t.sql.takeBarrier).Scan(&one); err != nil {
-		return 0, &dbError{fmt.Errorf("read the watermark: barrier: %w", err)}
+		return 0, store.Failure("purchases", fmt.Errorf("read the watermark: barrier: %w", err))
 	}
 	if err := tx.QueryRowContext(ctx, maxIDSQL).Scan(&m); err != nil {
-		return 0, &dbError{fmt.Errorf("read the watermark: %w", err)}
+		return 0, store.Failure("purchases", fmt.Errorf("read the watermark: %w", err))
 	}
 	if err := tx.Commit(); err != nil {
-		return 0, &dbError{fmt.Errorf("read the watermark: %w", err)}
+		return 0, store.Failure("purchases", fmt.Errorf("read the watermark: %w", err))
 	}
 	return m, nil
 }
@@ -120,19 +116,19 @@ func (t table) top(ctx context.Context, w window, offset, n int) ([]sales, error
 func (t table) querySales(ctx context.Context, what, q string, args ...any) ([]sales, error) {
 	rows, err := t.db.QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, &dbError{fmt.Errorf("%s: %w", what, err)}
+		return nil, store.Failure("purchases", fmt.Errorf("%s: %w", what, err))
 	}
 	defer rows.Close()
 	var list []sales
 	for rows.Next() {
 		var s sales
 		if err := rows.Scan(&s.good, &s.sales); err != nil {
-			return nil, &dbError{fmt.Errorf("%s: %w", what, err)}
+			return nil, store.Failure("purchases", fmt.Errorf("%s: %w", what, err))
 		}
 		list = append(list, s)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, &dbError{fmt.Errorf("%s: %w", what, err)}
+		return nil, store.Failure("purchases", fmt.Errorf("%s: %w", what, err))
 	}
 	return list, nil
 }
@@ -145,19 +141,19 @@ func (t table) since(ctx context.Context, w window, from, to int64) ([]sale, err
 	}
 	rows, err := t.db.QueryContext(ctx, q, t.windowArgs(w, from, to)...)
 	if err != nil {
-		return nil, &dbError{fmt.Errorf("read sales of %s since %d: %w", w.name, from, err)}
+		return nil, store.Failure("purchases", fmt.Errorf("read sales of %s since %d: %w", w.name, from, err))
 	}
 	defer rows.Close()
 	var list []sale
 	for rows.Next() {
 		var s sale
 		if err := rows.Scan(&s.id, &s.good); err != nil {
-			return nil, &dbError{fmt.Errorf("read sales of %s since %d: %w", w.name, from, err)}
+			return nil, store.Failure("purchases", fmt.Errorf("read sales of %s since %d: %w", w.name, from, err))
 		}
 		list = append(list, s)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, &dbError{fmt.Errorf("read sales of %s since %d: %w", w.name, from, err)}
+		return nil, store.Failure("purchases", fmt.Errorf("read sales of %s since %d: %w", w.name, from, err))
 	}
 	return list, nil
 }

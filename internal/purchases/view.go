@@ -274,7 +274,7 @@ func (s *Service) record(ctx context.Context, id, good int64, date time.Time) {
 
 // viewPage returns ranks [off, off+n) of w's view, rebuilding the view when
 // it is missing and compacting it when it is due. Redis failures are
-// returned as they are, database failures as *dbError.
+// returned as they are, database failures as *store.Error.
 func (s *Service) viewPage(ctx context.Context, w window, off, n int) ([]sales, error) {
 	if s.cache == nil {
 		return nil, errNoCache

@@ -55,12 +55,6 @@ func queriesFor(d store.Dialect) *queries {
 	return &sqliteQueries
 }
 
-// dbError marks a database failure, to tell it from a Redis failure.
-type dbError struct{ err error }
-
-func (e *dbError) Error() string { return "ratings: database: " + e.err.Error() }
-func (e *dbError) Unwrap() error { return e.err }
-
 // entry is one member's rating of a good, as stored and as merged into Redis.
 type entry struct {
 	user    int64
@@ -78,7 +72,7 @@ func (s *Service) write(ctx context.Context, user, good int64, stars int) (entry
 		return tx.QueryRowContext(ctx, s.q.current, user, good).Scan(&e.version, &e.stars)
 	})
 	if err != nil {
-		return entry{}, &dbError{fmt.Errorf("rate good %d by member %d: %w", good, user, err)}
+		return entry{}, store.Failure("ratings", fmt.Errorf("rate good %d by member %d: %w", good, user, err))
 	}
 	return e, nil
 }
@@ -88,13 +82,13 @@ func (s *Service) dbSummary(ctx context.Context, good int64) (Summary, error) {
 	var sum Summary
 	rows, err := s.db.QueryContext(ctx, s.q.histogram, good)
 	if err != nil {
-		return Summary{}, &dbError{fmt.Errorf("sum up ratings of good %d: %w", good, err)}
+		return Summary{}, store.Failure("ratings", fmt.Errorf("sum up ratings of good %d: %w", good, err))
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var stars, n int64
 		if err := rows.Scan(&stars, &n); err != nil {
-			return Summary{}, &dbError{fmt.Errorf("sum up ratings of good %d: %w", good, err)}
+			return Summary{}, store.Failure("ratings", fmt.Errorf("sum up ratings of good %d: %w", good, err))
 		}
 		if stars >= 1 && stars <= 5 {
 			sum.Histogram[stars-1] = n
@@ -103,7 +97,7 @@ func (s *Service) dbSummary(ctx context.Context, good int64) (Summary, error) {
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return Summary{}, &dbError{fmt.Errorf("sum up ratings of good %d: %w", good, err)}
+		return Summary{}, store.Failure("ratings", fmt.Errorf("sum up ratings of good %d: %w", good, err))
 	}
 	return sum, nil
 }
@@ -112,19 +106,19 @@ func (s *Service) dbSummary(ctx context.Context, good int64) (Summary, error) {
 func (s *Service) snapshot(ctx context.Context, good int64) ([]entry, error) {
 	rows, err := s.db.QueryContext(ctx, s.q.snapshot, good)
 	if err != nil {
-		return nil, &dbError{fmt.Errorf("read ratings of good %d: %w", good, err)}
+		return nil, store.Failure("ratings", fmt.Errorf("read ratings of good %d: %w", good, err))
 	}
 	defer rows.Close()
 	var es []entry
 	for rows.Next() {
 		var e entry
 		if err := rows.Scan(&e.user, &e.version, &e.stars); err != nil {
-			return nil, &dbError{fmt.Errorf("read ratings of good %d: %w", good, err)}
+			return nil, store.Failure("ratings", fmt.Errorf("read ratings of good %d: %w", good, err))
 		}
 		es = append(es, e)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, &dbError{fmt.Errorf("read ratings of good %d: %w", good, err)}
+		return nil, store.Failure("ratings", fmt.Errorf("read ratings of good %d: %w", good, err))
 	}
 	return es, nil
 }

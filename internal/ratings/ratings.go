@@ -186,8 +186,7 @@ func (s *Service) Summary(ctx context.Context, good int64) (Summary, error) {
 	if err == nil {
 		return sum, nil
 	}
-	var dbErr *dbError
-	if errors.As(err, &dbErr) {
+	if store.IsFailure(err) {
 		return Summary{}, err
 	}
 	if !errors.Is(err, errRebuildRaced) {

@@ -95,7 +95,7 @@ var summaryFields = []string{"built", "count", "sum", "h1", "h2", "h3", "h4", "h
 
 // viewSummary reads good's ratings from Redis, rebuilding the view when it
 // is not built. Redis failures are returned as they are; database failures
-// as *dbError.
+// as *store.Error.
 func (s *Service) viewSummary(ctx context.Context, good int64) (Summary, error) {
 	var sum Summary
 	err := view.Read(ctx, func() (bool, error) {

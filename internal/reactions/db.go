@@ -67,12 +67,6 @@ func queriesFor(d store.Dialect) *queries {
 	return &sqliteQueries
 }
 
-// dbError marks a database failure, to tell it from a Redis failure.
-type dbError struct{ err error }
-
-func (e *dbError) Error() string { return "reactions: database: " + e.err.Error() }
-func (e *dbError) Unwrap() error { return e.err }
-
 // entry is one member's state for a good, as stored and as merged into Redis.
 type entry struct {
 	user     int64
@@ -103,7 +97,7 @@ func (s *Service) write(ctx context.Context, user, good int64, reaction string) 
 		return err
 	})
 	if err != nil {
-		return entry{}, false, &dbError{fmt.Errorf("set reaction of member %d to good %d: %w", user, good, err)}
+		return entry{}, false, store.Failure("reactions", fmt.Errorf("set reaction of member %d to good %d: %w", user, good, err))
 	}
 	return e, ok, nil
 }
@@ -113,14 +107,14 @@ func (s *Service) dbCounts(ctx context.Context, good, user int64) (Counts, error
 	var c Counts
 	rows, err := s.db.QueryContext(ctx, s.q.counts, good)
 	if err != nil {
-		return Counts{}, &dbError{fmt.Errorf("count reactions of good %d: %w", good, err)}
+		return Counts{}, store.Failure("reactions", fmt.Errorf("count reactions of good %d: %w", good, err))
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var r string
 		var n int64
 		if err := rows.Scan(&r, &n); err != nil {
-			return Counts{}, &dbError{fmt.Errorf("count reactions of good %d: %w", good, err)}
+			return Counts{}, store.Failure("reactions", fmt.Errorf("count reactions of good %d: %w", good, err))
 		}
 		switch r {
 		case Like:
@@ -130,12 +124,12 @@ func (s *Service) dbCounts(ctx context.Context, good, user int64) (Counts, error
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return Counts{}, &dbError{fmt.Errorf("count reactions of good %d: %w", good, err)}
+		return Counts{}, store.Failure("reactions", fmt.Errorf("count reactions of good %d: %w", good, err))
 	}
 	if user != 0 {
 		err := s.db.QueryRowContext(ctx, s.q.mine, user, good).Scan(&c.Mine)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return Counts{}, &dbError{fmt.Errorf("read reaction of member %d to good %d: %w", user, good, err)}
+			return Counts{}, store.Failure("reactions", fmt.Errorf("read reaction of member %d to good %d: %w", user, good, err))
 		}
 	}
 	return c, nil
@@ -145,19 +139,19 @@ func (s *Service) dbCounts(ctx context.Context, good, user int64) (Counts, error
 func (s *Service) snapshot(ctx context.Context, good int64) ([]entry, error) {
 	rows, err := s.db.QueryContext(ctx, s.q.snapshot, good)
 	if err != nil {
-		return nil, &dbError{fmt.Errorf("read reactions of good %d: %w", good, err)}
+		return nil, store.Failure("reactions", fmt.Errorf("read reactions of good %d: %w", good, err))
 	}
 	defer rows.Close()
 	var es []entry
 	for rows.Next() {
 		var e entry
 		if err := rows.Scan(&e.user, &e.version, &e.reaction); err != nil {
-			return nil, &dbError{fmt.Errorf("read reactions of good %d: %w", good, err)}
+			return nil, store.Failure("reactions", fmt.Errorf("read reactions of good %d: %w", good, err))
 		}
 		es = append(es, e)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, &dbError{fmt.Errorf("read reactions of good %d: %w", good, err)}
+		return nil, store.Failure("reactions", fmt.Errorf("read reactions of good %d: %w", good, err))
 	}
 	return es, nil
 }

@@ -207,8 +207,7 @@ func (s *Service) Counts(ctx context.Context, good, user int64) (Counts, error) 
 	if err == nil {
 		return c, nil
 	}
-	var dbErr *dbError
-	if errors.As(err, &dbErr) {
+	if store.IsFailure(err) {
 		return Counts{}, err
 	}
 	if !errors.Is(err, errRebuildRaced) {

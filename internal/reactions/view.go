@@ -85,7 +85,7 @@ func (s *Service) merge(ctx context.Context, good int64, epoch string, built boo
 
 // viewCounts reads good's counts from Redis, rebuilding the view when it is
 // not built. Redis failures are returned as they are; database failures as
-// *dbError.
+// *store.Error.
 func (s *Service) viewCounts(ctx context.Context, good, user int64) (Counts, error) {
 	fields := []string{"built", "likes", "dislikes"}
 	if user != 0 {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"sort"
+
+	"github.com/microshop/microshop/internal/store"
 )
 
 // The SQL is the same on both engines.
@@ -17,12 +19,6 @@ const (
 WHERE deleted = 0 AND latitude BETWEEN ? AND ?`
 )
 
-// dbError marks a database failure, to tell it from a Redis failure.
-type dbError struct{ err error }
-
-func (e *dbError) Error() string { return "stores: database: " + e.err.Error() }
-func (e *dbError) Unwrap() error { return e.err }
-
 // entry is one store as stored and as merged into Redis.
 type entry struct {
 	id       int64
@@ -34,11 +30,11 @@ type entry struct {
 func (s *Service) insert(ctx context.Context, name string, lon, lat float64) (int64, error) {
 	res, err := s.db.ExecContext(ctx, insertSQL, name, lon, lat)
 	if err != nil {
-		return 0, &dbError{fmt.Errorf("add store: %w", err)}
+		return 0, store.Failure("stores", fmt.Errorf("add store: %w", err))
 	}
 	id, err := res.LastInsertId()
 	if err != nil {
-		return 0, &dbError{fmt.Errorf("add store: %w", err)}
+		return 0, store.Failure("stores", fmt.Errorf("add store: %w", err))
 	}
 	return id, nil
 }
@@ -47,11 +43,11 @@ func (s *Service) insert(ctx context.Context, name string, lon, lat float64) (in
 func (s *Service) markDeleted(ctx context.Context, id int64) (bool, error) {
 	res, err := s.db.ExecContext(ctx, deleteSQL, id)
 	if err != nil {
-		return false, &dbError{fmt.Errorf("delete store %d: %w", id, err)}
+		return false, store.Failure("stores", fmt.Errorf("delete store %d: %w", id, err))
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return false, &dbError{fmt.Errorf("delete store %d: %w", id, err)}
+		return false, store.Failure("stores", fmt.Errorf("delete store %d: %w", id, err))
 	}
 	return n == 1, nil
 }
@@ -60,7 +56,7 @@ func (s *Service) markDeleted(ctx context.Context, id int64) (bool, error) {
 func (s *Service) snapshot(ctx context.Context) ([]entry, error) {
 	rows, err := s.db.QueryContext(ctx, snapshotSQL)
 	if err != nil {
-		return nil, &dbError{fmt.Errorf("read stores: %w", err)}
+		return nil, store.Failure("stores", fmt.Errorf("read stores: %w", err))
 	}
 	defer rows.Close()
 	var es []entry
@@ -68,13 +64,13 @@ func (s *Service) snapshot(ctx context.Context) ([]entry, error) {
 		var e entry
 		var deleted int64
 		if err := rows.Scan(&e.id, &e.name, &e.lon, &e.lat, &deleted); err != nil {
-			return nil, &dbError{fmt.Errorf("read stores: %w", err)}
+			return nil, store.Failure("stores", fmt.Errorf("read stores: %w", err))
 		}
 		e.deleted = deleted != 0
 		es = append(es, e)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, &dbError{fmt.Errorf("read stores: %w", err)}
+		return nil, store.Failure("stores", fmt.Errorf("read stores: %w", err))
 	}
 	return es, nil
 }
@@ -87,14 +83,14 @@ func (s *Service) dbNear(ctx context.Context, lon, lat, radius float64, limit in
 	span := radius/(earthRadius*math.Pi/180) + 1e-6
 	rows, err := s.db.QueryContext(ctx, bandSQL, lat-span, lat+span)
 	if err != nil {
-		return nil, &dbError{fmt.Errorf("search stores: %w", err)}
+		return nil, store.Failure("stores", fmt.Errorf("search stores: %w", err))
 	}
 	defer rows.Close()
 	found := []Store{}
 	for rows.Next() {
 		var st Store
 		if err := rows.Scan(&st.ID, &st.Name, &st.Longitude, &st.Latitude); err != nil {
-			return nil, &dbError{fmt.Errorf("search stores: %w", err)}
+			return nil, store.Failure("stores", fmt.Errorf("search stores: %w", err))
 		}
 		if d := distance(lon, lat, st.Longitude, st.Latitude); d <= radius {
 			st.Distance = d
@@ -102,7 +98,7 @@ func (s *Service) dbNear(ctx context.Context, lon, lat, radius float64, limit in
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, &dbError{fmt.Errorf("search stores: %w", err)}
+		return nil, store.Failure("stores", fmt.Errorf("search stores: %w", err))
 	}
 	sort.Slice(found, func(i, j int) bool {
 		if found[i].Distance != found[j].Distance {

@@ -259,8 +259,7 @@ func (s *Service) Near(ctx context.Context, lon, lat, radius float64, limit int)
 	if err == nil {
 		return found, nil
 	}
-	var dbErr *dbError
-	if errors.As(err, &dbErr) {
+	if store.IsFailure(err) {
 		return nil, err
 	}
 	if !errors.Is(err, errRebuildRaced) {

@@ -148,7 +148,7 @@ func (s *Service) merge(ctx context.Context, epoch string, built bool, es []entr
 }
 
 // viewNear searches the Redis view, rebuilding it when it is not built.
-// Redis failures are returned as they are; database failures as *dbError.
+// Redis failures are returned as they are; database failures as *store.Error.
 func (s *Service) viewNear(ctx context.Context, lon, lat, radius float64, limit int) ([]Store, error) {
 	var found []Store
 	err := view.Read(ctx, func() (bool, error) {
