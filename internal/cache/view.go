@@ -20,6 +20,31 @@ if redis.call('TTL', KEYS[1]) == -1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) 
 return redis.call('HGET', KEYS[1], 'epoch')
 `)
 
+// MergeScript returns the merge script of a view kept in one hash
+// (KEYS[1]), body wrapped in the frame every such view shares. ARGV: the
+// epoch token ("" for none), "1" to mark the hash built, the TTL in
+// seconds, then the entries from ARGV[4] on. With a token the script does
+// nothing and returns -1 unless the hash's epoch field holds it (a rebuild
+// whose view vanished: View.Raced); after body it marks the hash built when
+// told, gives it the TTL unless it has one, and returns applied. body
+// merges the entries: it sees key (KEYS[1]) and counts each entry it
+// applies in applied. To keep the view exact whatever order merges arrive
+// in, body applies an entry only when its version is higher than the
+// view's.
+func MergeScript(body string) *redis.Script {
+	return redis.NewScript(`
+local key = KEYS[1]
+if ARGV[1] ~= '' and redis.call('HGET', key, 'epoch') ~= ARGV[1] then
+  return -1
+end
+local applied = 0
+` + body + `
+if ARGV[2] == '1' then redis.call('HSET', key, 'built', '1') end
+if redis.call('TTL', key) == -1 then redis.call('EXPIRE', key, ARGV[3]) end
+return applied
+`)
+}
+
 // View is the machinery of a versioned Redis view of database rows, each
 // entry carrying a version: writes merge their row at once, and a reader
 // that finds the view not built rebuilds it from a database snapshot,

@@ -7,8 +7,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/microshop/microshop/internal/cache"
 )
 
@@ -24,20 +22,11 @@ const chunk = 500
 // eviction, expiry); the reader tries again or computes in the database.
 var errRebuildRaced = errors.New("ratings: the view vanished during its rebuild")
 
-// mergeScript merges ratings into a good's hash (KEYS[1]).
-// ARGV: epoch token ("" for none), "1" to mark the hash built, TTL in
-// seconds, then triples userid, version, stars. An entry replaces the
-// member's field only when its version is higher, moving count, sum and
-// the histogram by the difference, so the script is idempotent and
-// order-independent. With an epoch token it does nothing and returns -1
-// unless the hash's epoch field holds that token. It returns the number of
-// entries applied.
-var mergeScript = redis.NewScript(`
-local key = KEYS[1]
-if ARGV[1] ~= '' and redis.call('HGET', key, 'epoch') ~= ARGV[1] then
-  return -1
-end
-local applied = 0
+// mergeScript merges ratings into a good's hash, in cache's frame
+// (cache.MergeScript): the entries are triples userid, version, stars; one
+// replaces the member's field only when its version is higher, moving
+// count, sum and the histogram by the difference.
+var mergeScript = cache.MergeScript(`
 for i = 4, #ARGV, 3 do
   local field = 'u:' .. ARGV[i]
   local version = tonumber(ARGV[i + 1])
@@ -62,9 +51,6 @@ for i = 4, #ARGV, 3 do
     applied = applied + 1
   end
 end
-if ARGV[2] == '1' then redis.call('HSET', key, 'built', '1') end
-if redis.call('TTL', key) == -1 then redis.call('EXPIRE', key, ARGV[3]) end
-return applied
 `)
 
 // view is the rebuild machinery of the goods' views (see the package
