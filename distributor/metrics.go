@@ -21,9 +21,22 @@ var (
 		Name: "microshop_distributor_client_sessions_total",
 		Help: "Sessions of a process with its distributors, by event: up (a distributor answered a new connection), lost (the connection closed), silent (the distributor sent nothing past the heartbeat timeout).",
 	}, []string{"event"})
+	refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "microshop_distributor_registrations_refused_total",
+		Help: "Registrations the distributor refused, by reason: malformed (not a registration), invalid (a bad name, port or route), unsigned (not signed with the fleet's key), replay (not made for its connection).",
+	}, []string{"reason"})
 )
+
+// refusedBy are refused's children, by reason.
+var refusedBy = map[string]prometheus.Counter{}
+
+func init() {
+	for _, r := range []string{"malformed", "invalid", "unsigned", "replay"} {
+		refusedBy[r] = refused.WithLabelValues(r)
+	}
+}
 
 // Collectors returns the distributor's metrics, for a Prometheus registry.
 func Collectors() []prometheus.Collector {
-	return []prometheus.Collector{registered, broadcasts, silentDropped, sessions}
+	return []prometheus.Collector{registered, broadcasts, silentDropped, sessions, refused}
 }

@@ -203,18 +203,22 @@ func (s *Server) onMessage(c *packet.Conn, m *packet.Message) {
 	var reg Registration
 	if err := json.Unmarshal(m.Params, &reg); err != nil {
 		s.log.Warn("distributor: malformed registration", "remote", c.RemoteAddr().String(), "err", err)
+		refusedBy["malformed"].Inc()
 		return
 	}
 	if err := validate(reg); err != nil {
 		s.log.Warn("distributor: registration refused", "remote", c.RemoteAddr().String(), "err", err)
+		refusedBy["invalid"].Inc()
 		return
 	}
 	if len(s.FleetKey) > 0 && !verifySig(s.FleetKey, &reg, time.Now()) {
 		s.log.Warn("distributor: registration refused: not signed with this fleet's key (--fleet-key)", "remote", c.RemoteAddr().String(), "name", reg.Name)
+		refusedBy["unsigned"].Inc()
 		return
 	}
 	if len(s.FleetKey) > 0 && (reg.Nonce == "" || reg.Nonce != s.nonceOf(c)) {
 		s.log.Warn("distributor: registration refused: not made for this connection (a replay, or a client that did not ask its challenge)", "remote", c.RemoteAddr().String(), "name", reg.Name)
+		refusedBy["replay"].Inc()
 		return
 	}
 	host, _, _ := net.SplitHostPort(c.RemoteAddr().String())

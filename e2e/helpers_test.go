@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -174,14 +176,15 @@ func (f *fleet) startDistributor() *proc {
 }
 
 // startGate starts the gate on a free port and waits until it accepts. It
-// logs at debug level: the tests read its "connected to instance" lines.
+// serves /metrics and /readyz on an ops listener of its own (waitGateConnected
+// reads its peers there).
 // These tests exercise the book's open API, so the gate runs --auth=off
 // without rate limits; e2e/security tests authentication and limits.
 func (f *fleet) startGate(extra ...string) *proc {
 	f.t.Helper()
 	addr := "127.0.0.1:" + strconv.Itoa(proctest.FreePort(f.t))
 	args := append([]string{"gate", "--addr", addr, "--distributor", f.distAddr,
-		"--log-level", "debug", "--request-timeout", "5s", "--max-body", strconv.Itoa(maxBody),
+		"--log-level", "debug", "--metrics-addr", "127.0.0.1:0", "--request-timeout", "5s", "--max-body", strconv.Itoa(maxBody),
 		"--auth=off", "--rate-limit", "0", "--rate-limit-strict", "0", "--rate-limit-member", "0"}, extra...)
 	p := f.start("gate", args...)
 	f.gateURL = "http://" + addr
@@ -336,28 +339,60 @@ func nodesNamed(nodes []node, name string) []node {
 	return out
 }
 
-// waitGateConnected waits until the gate's log says it is connected to
-// every one of addrs (its debug line "connected to instance … addr=A").
+// waitGateConnected waits until the gate's GET /readyz (on its ops
+// listener) lists every one of addrs as an up peer.
 func (f *fleet) waitGateConnected(gate *proc, addrs ...string) {
 	f.t.Helper()
+	ops := f.opsAddr(gate)
 	deadline := time.Now().Add(startTimeout)
+	var last []proctest.Peer
 	for {
 		missing := ""
-		for _, a := range addrs {
-			if len(gate.LogLines("connected to instance", "addr="+a)) == 0 {
-				missing = a
-				break
+		if r, ok := readyz(ops); ok {
+			last = r.Peers
+			for _, a := range addrs {
+				if !slices.ContainsFunc(r.Peers, func(p proctest.Peer) bool { return p.Addr == a && p.Up }) {
+					missing = a
+					break
+				}
 			}
+		} else {
+			missing = addrs[0]
 		}
 		if missing == "" {
 			return
 		}
 		f.checkAlive()
 		if time.Now().After(deadline) {
-			f.t.Fatalf("the gate never logged \"connected to instance\" for %s (all of %v) in %v", missing, addrs, startTimeout)
+			f.t.Fatalf("the gate's /readyz never listed %s up (all of %v) in %v; its peers: %+v", missing, addrs, startTimeout, last)
 		}
 		time.Sleep(pollEvery)
 	}
+}
+
+// opsAddr returns the address of p's ops listener (--metrics-addr or
+// --debug-addr), from its ready file.
+func (f *fleet) opsAddr(p *proc) string {
+	f.t.Helper()
+	ops := f.ready(p).Components["ops"]
+	addr := cmp.Or(ops["metrics"], ops["debug"])
+	if addr == "" {
+		f.t.Fatalf("%s: no ops listener in its ready file (run it with --metrics-addr)", p.Name)
+	}
+	return addr
+}
+
+// readyz reads GET /readyz on ops; ok is false until it answers 200.
+func readyz(ops string) (r proctest.Ready, ok bool) {
+	resp, err := http.Get("http://" + ops + "/readyz")
+	if err != nil {
+		return r, false
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&r) != nil {
+		return r, false
+	}
+	return r, true
 }
 
 // listenAddr returns the address service p listens on, from its ready file.

@@ -1,10 +1,12 @@
 package service
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -174,6 +176,29 @@ func (c *Client) Known(method, path string) bool {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return c.known[method+path]
+}
+
+// InstanceState is what a Client knows of one listed instance now.
+type InstanceState struct {
+	Name    string `json:"name"`
+	Addr    string `json:"addr"`    // host:port
+	Up      bool   `json:"up"`      // connected (and, if it heartbeats, answering): calls can be sent
+	Ejected bool   `json:"ejected"` // its calls timed out: the balancer skips it for a while
+}
+
+// Instances reports every instance the client keeps now, sorted by name
+// and address (the gate shows them on GET /readyz).
+func (c *Client) Instances() []InstanceState {
+	c.mu.RLock()
+	out := make([]InstanceState, 0, len(c.instances))
+	for _, in := range c.instances {
+		out = append(out, InstanceState{Name: in.name, Addr: in.addr, Up: in.usable(), Ejected: in.health.ejected()})
+	}
+	c.mu.RUnlock()
+	slices.SortFunc(out, func(a, b InstanceState) int {
+		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Addr, b.Addr))
+	})
+	return out
 }
 
 // Call sends a request for "METHOD path" to an instance and returns its

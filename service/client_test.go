@@ -216,6 +216,15 @@ func TestSilentBookPeerIsEjectedAndReadmitted(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Logf("b ejected %v after its freeze", time.Since(frozen).Round(time.Millisecond))
+	// Instances reports it: both listed and connected, b ejected, a not.
+	got := c.Instances()
+	ok := len(got) == 2
+	for _, in := range got {
+		ok = ok && in.Up && in.Ejected == (in.Addr == bAddr)
+	}
+	if !ok {
+		t.Errorf("Instances() with b (%s) ejected = %+v", bAddr, got)
+	}
 	b.ln.Thaw()
 	waitFor(t, 10*time.Second, "b is probed and re-admitted", func() bool { return !c.Ejected(bAddr) })
 	waitFor(t, 5*time.Second, "b answers again", func() bool { return distinct(t, c, 8)["b"] > 0 })

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/microshop/microshop/internal/proctest"
 )
 
 // Clients on both gates in one room each see every message from both
@@ -163,9 +165,20 @@ func TestSlowClient(t *testing.T) {
 	slow := dialRaw(t, f.gate2, "slowroom", "slow") // never reads
 	fast := dial(t, f.gate2, "slowroom", "fast")
 	pad := strings.Repeat("p", 1990)
+	ops := f.second.WaitReady(t, startTimeout).OpsAddr()
+	const slowDrops = `microshop_gate_chat_disconnects_total{reason="slow"}`
+	dropped := func() float64 {
+		t.Helper()
+		n, err := proctest.Metric(ops, slowDrops)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := dropped()
 	sent := 0
 	deadline := time.Now().Add(90 * time.Second)
-	for !strings.Contains(f.second.Logs(), "chat: disconnected a slow client") {
+	for dropped() == before {
 		for range 20 {
 			sent++
 			f.mustPost(f.gate1, "slowroom", fmt.Sprint(sent, pad))
@@ -173,6 +186,10 @@ func TestSlowClient(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the slow client was not disconnected after %d messages", sent)
 		}
+	}
+	// The operator is told.
+	if len(f.second.LoggedAfter(1, "chat: disconnected a slow client")) == 0 {
+		t.Errorf("gate2 did not log \"chat: disconnected a slow client\":\n%s", f.second.LogTail(4<<10))
 	}
 	f.mustPost(f.gate1, "slowroom", "end")
 	got := fast.until("end")

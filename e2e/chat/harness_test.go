@@ -137,7 +137,7 @@ func startFleet(t *testing.T, r *redisServer, extra ...string) *fleet {
 	dist := f.all.WaitReady(t, startTimeout).Components["distributor"]["packet"]
 	deadline := time.Now().Add(startTimeout)
 	f.second = start(t, "gate2", binary, append([]string{"gate", "--addr", "127.0.0.1:" + strconv.Itoa(p2),
-		"--distributor", dist}, common...)...)
+		"--distributor", dist, "--metrics-addr", "127.0.0.1:0"}, common...)...) // its /metrics: TestSlowClient
 	f.gate2 = "http://127.0.0.1:" + strconv.Itoa(p2)
 	for _, g := range []struct {
 		url string

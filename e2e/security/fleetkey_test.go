@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/microshop/microshop/internal/proctest"
 )
 
 // fleetKey is the --fleet-key of every service and gate the harness starts.
@@ -88,6 +90,16 @@ func TestFleetKeyRegistration(t *testing.T) {
 	}
 	defer impostor.Close()
 	port := impostor.Addr().(*net.TCPAddr).Port
+	ops := f.dist.WaitReady(t, startTimeout).OpsAddr()
+	refused := func() float64 {
+		t.Helper()
+		n, err := proctest.Metric(ops, `microshop_distributor_registrations_refused_total{reason="unsigned"}`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := refused()
 	nc, err := net.DialTimeout("tcp", f.distAddr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -102,11 +114,14 @@ func TestFleetKeyRegistration(t *testing.T) {
 		}
 	}
 	deadline := time.Now().Add(startTimeout)
-	for len(f.dist.LogLines("registration refused: not signed")) < 2 {
+	for refused() < before+2 {
 		if time.Now().After(deadline) {
 			t.Fatalf("the distributor never refused the unsigned and the forged registration:\n%s", f.dist.Logs())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	if n := len(f.dist.LoggedAfter(2, "registration refused: not signed")); n < 2 {
+		t.Errorf("the distributor logged %d \"registration refused: not signed\" lines; want 2:\n%s", n, f.dist.LogTail(4<<10))
 	}
 	// A new connection gets the list at once: members only at its real
 	// address.

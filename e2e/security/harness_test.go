@@ -78,7 +78,7 @@ func newFleet(t *testing.T, redisURL string) *fleet {
 	}
 	t.Cleanup(f.stop)
 	f.distAddr = "127.0.0.1:" + strconv.Itoa(proctest.FreePort(t))
-	f.dist = f.start("distributor", "distributor", "--addr", f.distAddr, "--fleet-key", fleetKey)
+	f.dist = f.start("distributor", "distributor", "--addr", f.distAddr, "--fleet-key", fleetKey, "--metrics-addr", "127.0.0.1:0")
 	f.waitDial(f.distAddr, f.dist)
 	return f
 }

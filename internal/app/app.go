@@ -373,7 +373,7 @@ func listen(addr string) (net.Listener, error) {
 }
 
 // start runs component c on ln until ctx is done.
-func start(ctx context.Context, c component, ln net.Listener, o *options, res *resources, log *slog.Logger) error {
+func start(ctx context.Context, c component, ln net.Listener, o *options, res *resources, rd *readiness, log *slog.Logger) error {
 	switch c.kind {
 	case kindDistributor:
 		return newDistributor(o, log).Serve(ctx, ln)
@@ -384,6 +384,7 @@ func start(ctx context.Context, c component, ln net.Listener, o *options, res *r
 			cfg.Cache = res.cache
 		}
 		g := gate.New(cfg)
+		rd.gatePeers(g.Client())
 		return g.Serve(ctx, ln)
 	}
 	slog := log.With("component", c.name)
@@ -460,7 +461,7 @@ func runOne(ctx context.Context, c component, o *options, stderr io.Writer) erro
 		ln.Close()
 		return fmt.Errorf("--ready-file: %w", err)
 	}
-	err = start(ctx, c, ln, o, res, log)
+	err = start(ctx, c, ln, o, res, rd, log)
 	log.Info("stopped", "component", c.name)
 	return err
 }
@@ -521,7 +522,7 @@ func runAll(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 			return err
 		}
 		rd.listening(c.name, listenerName(c), ln.Addr().String())
-		run := func(ctx context.Context) error { return start(ctx, c, ln, o, res, log) }
+		run := func(ctx context.Context) error { return start(ctx, c, ln, o, res, rd, log) }
 		if c.kind == kindDistributor {
 			o.distributors[0] = ln.Addr().String()
 			reg = newDistributor(o, log)

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+
+	"github.com/microshop/microshop/service"
 )
 
 // readiness records the address each listener of this process bound and
@@ -18,7 +20,8 @@ type readiness struct {
 
 	mu         sync.Mutex
 	ready      bool
-	components map[string]map[string]string // component → listener → bound address
+	components map[string]map[string]string   // component → listener → bound address
+	peers      func() []service.InstanceState // the gate's instances; nil = not a gate
 }
 
 // readyState is the JSON of the ready file and of /readyz.
@@ -26,6 +29,9 @@ type readyState struct {
 	Pid        int                          `json:"pid"`
 	Ready      bool                         `json:"ready"`
 	Components map[string]map[string]string `json:"components"`
+	// Peers are the instances the gate keeps a connection to, and whether
+	// each is up now: on /readyz only (the file is written once).
+	Peers *[]service.InstanceState `json:"peers,omitempty"`
 }
 
 func newReadiness(path string) *readiness {
@@ -42,10 +48,23 @@ func (r *readiness) listening(component, listener, addr string) {
 	r.components[component][listener] = addr
 }
 
-func (r *readiness) state() ([]byte, bool) {
+// gatePeers makes /readyz report the instances of the gate's client.
+func (r *readiness) gatePeers(c *service.Client) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	b, _ := json.Marshal(readyState{Pid: os.Getpid(), Ready: r.ready, Components: r.components})
+	r.peers = c.Instances
+}
+
+// state is the JSON of the ready file (withPeers false) or of /readyz.
+func (r *readiness) state(withPeers bool) ([]byte, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := readyState{Pid: os.Getpid(), Ready: r.ready, Components: r.components}
+	if withPeers && r.peers != nil {
+		p := r.peers()
+		st.Peers = &p
+	}
+	b, _ := json.Marshal(st)
 	return b, r.ready
 }
 
@@ -57,7 +76,7 @@ func (r *readiness) done() error {
 	if r.path == "" {
 		return nil
 	}
-	b, _ := r.state()
+	b, _ := r.state(false)
 	tmp, err := os.CreateTemp(filepath.Dir(r.path), ".ready-*")
 	if err != nil {
 		return err
@@ -74,9 +93,10 @@ func (r *readiness) done() error {
 	return os.Rename(tmp.Name(), r.path)
 }
 
-// ServeHTTP answers GET /readyz: 200 and the state once ready, 503 before.
+// ServeHTTP answers GET /readyz: 200 and the state once ready, 503 before;
+// a gate's adds its peers.
 func (r *readiness) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
-	b, ok := r.state()
+	b, ok := r.state(true)
 	w.Header().Set("Content-Type", "application/json")
 	if !ok {
 		w.WriteHeader(http.StatusServiceUnavailable)

@@ -6,7 +6,11 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/microshop/microshop/service"
 )
 
 func TestReadiness(t *testing.T) {
@@ -47,6 +51,19 @@ func TestReadiness(t *testing.T) {
 	if err := json.Unmarshal(rec.Body.Bytes(), &st2); err != nil || st2.Components["gate"]["http"] != "127.0.0.1:8000" {
 		t.Fatalf("/readyz: %s (%v)", rec.Body.Bytes(), err)
 	}
+	if st.Peers != nil || st2.Peers != nil {
+		t.Fatalf("peers without a gate's client: file %s, /readyz %s", b, rec.Body.Bytes())
+	}
+
+	// A gate's /readyz lists its client's instances: none yet is [].
+	c := service.NewClient(service.ClientConfig{})
+	defer c.Close()
+	rd.gatePeers(c)
+	rec = httptest.NewRecorder()
+	rd.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+	if !strings.Contains(rec.Body.String(), `"peers":[]`) {
+		t.Fatalf("/readyz of a gate with no instances: %s", rec.Body.Bytes())
+	}
 }
 
 // TestReadyFileAll runs microshop all with the metrics listener and checks
@@ -70,5 +87,41 @@ func TestReadyFileAll(t *testing.T) {
 	var got readyState
 	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || resp.StatusCode != http.StatusOK || got.Components["gate"]["http"] != st.Components["gate"]["http"] {
 		t.Fatalf("/readyz: %d %v (%v)", resp.StatusCode, got, err)
+	}
+	// The gate connects to every service: each is a peer, up, at the
+	// address the ready file gives.
+	want := map[string]string{}
+	for _, c := range components() {
+		if c.kind == kindService {
+			want[st.Components[c.name]["packet"]] = c.name
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got = readyState{}
+		resp, err := http.Get("http://" + ops + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = json.NewDecoder(resp.Body).Decode(&got)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		up := 0
+		if got.Peers != nil {
+			for _, p := range *got.Peers {
+				if p.Up && want[p.Addr] == p.Name {
+					up++
+				}
+			}
+		}
+		if up == len(want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz peers %+v; want every service up at %v", got.Peers, want)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

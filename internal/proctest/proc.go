@@ -3,8 +3,10 @@ package proctest
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -347,11 +349,21 @@ func WaitDial(t testing.TB, addr string, p *Proc, timeout time.Duration) {
 const pollEvery = 20 * time.Millisecond
 
 // Ready is what a microshop process writes to its --ready-file once it is
-// ready: its pid and, per component, the address each listener bound.
+// ready: its pid and, per component, the address each listener bound. Its
+// GET /readyz adds, on a gate, Peers.
 type Ready struct {
 	Pid        int                          `json:"pid"`
 	Ready      bool                         `json:"ready"`
 	Components map[string]map[string]string `json:"components"`
+	Peers      []Peer                       `json:"peers"`
+}
+
+// Peer is one instance a gate keeps a connection to (GET /readyz).
+type Peer struct {
+	Name    string `json:"name"`
+	Addr    string `json:"addr"`
+	Up      bool   `json:"up"`
+	Ejected bool   `json:"ejected"`
 }
 
 // StartReady is Start for a microshop command: it adds --ready-file, a new
@@ -388,5 +400,55 @@ func (p *Proc) WaitReady(t testing.TB, timeout time.Duration) Ready {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s not ready after %v:\n%s", p.Name, timeout, p.Logs())
 		}
+	}
+}
+
+// OpsAddr returns the address of the ops listener (--metrics-addr, else
+// --debug-addr) in r; "" when the process runs none.
+func (r Ready) OpsAddr() string {
+	ops := r.Components["ops"]
+	if a := ops["metrics"]; a != "" {
+		return a
+	}
+	return ops["debug"]
+}
+
+// Metric reads GET /metrics on ops (host:port) and returns the value of
+// series, a metric's name with its labels as Prometheus writes them, e.g.
+// `microshop_gate_chat_disconnects_total{reason="slow"}`; 0 when the
+// series is not there yet.
+func Metric(ops, series string) (float64, error) {
+	resp, err := http.Get("http://" + ops + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return 0, nil
+}
+
+// LoggedAfter returns the output lines that contain every one of subs, for
+// a one-shot assertion on the n lines the process wrote before a state the
+// test has already observed (an answer, a metric): it gives the output
+// pipe up to a second to deliver them, and does not wait for the state.
+func (p *Proc) LoggedAfter(n int, subs ...string) []string {
+	deadline := time.Now().Add(time.Second)
+	for {
+		lines := p.LogLines(subs...)
+		if len(lines) >= n || time.Now().After(deadline) {
+			return lines
+		}
+		time.Sleep(pollEvery)
 	}
 }
