@@ -1,6 +1,7 @@
 package service
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 )
@@ -106,6 +107,18 @@ func (r *Request) RequireAdmin() error {
 		return Unauthorized(msgAdmin)
 	}
 	return Forbidden(msgAdmin)
+}
+
+// Admin wraps h so that only a caller who may manage the shop reaches it
+// (Request.RequireAdmin): a route table declares its admin routes with it,
+// as "POST/goods": service.Admin(s.create).
+func Admin(h Handler) Handler {
+	return func(ctx context.Context, r *Request) (Result, error) {
+		if err := r.RequireAdmin(); err != nil {
+			return nil, err
+		}
+		return h(ctx, r)
+	}
 }
 
 // decodeAuth reads a packet's auth object; absent or null is nil.

@@ -1,6 +1,7 @@
 package service
 
 import (
+	"context"
 	"encoding/json"
 	"testing"
 )
@@ -77,5 +78,26 @@ func TestDecodeAuth(t *testing.T) {
 	a, err := decodeAuth(json.RawMessage(`{"member":3,"admin":false,"session":"ab"}`))
 	if err != nil || *a != (Auth{Member: 3, Session: "ab"}) {
 		t.Errorf("decodeAuth = %+v, %v", a, err)
+	}
+}
+
+// Admin lets only the admin (or the book's anonymous caller) reach the
+// handler; anyone else gets the error and the handler never runs.
+func TestAdmin(t *testing.T) {
+	for _, tt := range []struct {
+		auth *Auth
+		code int
+	}{
+		{nil, 0},
+		{&Auth{Admin: true}, 0},
+		{&Auth{Member: 5, Session: "h"}, 403},
+		{&Auth{}, 401},
+	} {
+		ran := false
+		h := Admin(func(context.Context, *Request) (Result, error) { ran = true; return Result{}, nil })
+		_, err := h(context.Background(), &Request{Auth: tt.auth})
+		if code, _ := ErrorCode(err); code != tt.code || ran != (tt.code == 0) {
+			t.Errorf("Admin with auth %+v: code %d, handler ran %v; want code %d, ran %v", tt.auth, code, ran, tt.code, tt.code == 0)
+		}
 	}
 }

@@ -109,17 +109,14 @@ func New(db *store.DB, c catalog.Entries, log *slog.Logger) *Service {
 // Routes returns the handlers of the goods service by "METHOD/path".
 func (s *Service) Routes() map[string]service.Handler {
 	return map[string]service.Handler{
-		"POST/goods":   s.create,
+		"POST/goods":   service.Admin(s.create),
 		"GET/goods":    s.get,
-		"DELETE/goods": s.delete,
+		"DELETE/goods": service.Admin(s.delete),
 	}
 }
 
 // create validates a new good, inserts it, then caches it.
 func (s *Service) create(ctx context.Context, r *service.Request) (service.Result, error) {
-	if err := r.RequireAdmin(); err != nil {
-		return nil, err
-	}
 	g, err := parseGood(r.Params)
 	if err != nil {
 		return nil, err
@@ -225,9 +222,6 @@ func (s *Service) forget(ctx context.Context, id int64) {
 // delete removes a good from the database, then replaces its cache entry
 // with a tombstone (see catalog.Forget).
 func (s *Service) delete(ctx context.Context, r *service.Request) (service.Result, error) {
-	if err := r.RequireAdmin(); err != nil {
-		return nil, err
-	}
 	id, err := r.Params.ID("id")
 	if err != nil {
 		return nil, err

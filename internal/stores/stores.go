@@ -125,9 +125,9 @@ func New(db *store.DB, c *cache.Cache, log *slog.Logger) *Service {
 // Routes returns the handlers of the service by "METHOD/path".
 func (s *Service) Routes() map[string]service.Handler {
 	return map[string]service.Handler{
-		"POST/stores":   s.handlePost,
+		"POST/stores":   service.Admin(s.handlePost),
 		"GET/stores":    s.handleGet,
-		"DELETE/stores": s.handleDelete,
+		"DELETE/stores": service.Admin(s.handleDelete),
 	}
 }
 
@@ -149,9 +149,6 @@ func position(p service.Params) (lon, lat float64, err error) {
 }
 
 func (s *Service) handlePost(ctx context.Context, r *service.Request) (service.Result, error) {
-	if err := r.RequireAdmin(); err != nil {
-		return nil, err
-	}
 	name, err := r.Params.Text("name", 1, MaxNameLength)
 	if err != nil {
 		return nil, err
@@ -171,9 +168,6 @@ func (s *Service) handlePost(ctx context.Context, r *service.Request) (service.R
 }
 
 func (s *Service) handleDelete(ctx context.Context, r *service.Request) (service.Result, error) {
-	if err := r.RequireAdmin(); err != nil {
-		return nil, err
-	}
 	id, err := r.Params.ID("id")
 	if err != nil {
 		return nil, err
