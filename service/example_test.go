@@ -53,8 +53,11 @@ func Example() {
 		Logger:   quiet,
 	})
 	go watch.Run(ctx)
-	for !client.Has("GET", "/hello") {
-		time.Sleep(10 * time.Millisecond)
+	for deadline := time.Now().Add(5 * time.Second); !client.Has("GET", "/hello"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			fmt.Println("the route was never listed")
+			return
+		}
 	}
 
 	m, err := client.Call(ctx, "GET", "/hello", []byte(`{"name":"kim"}`))

@@ -92,71 +92,51 @@ func (f *envFlags) Var(g group, v flag.Value, name, key, text string) {
 	}
 }
 
-func (f *envFlags) Int64(g group, p *int64, name, key string, def int64, text string) {
-	*p = def
-	if v := f.env(g, key); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			f.fail(key, "an integer", v)
-		}
-		*p = n
+// envValue is variable key parsed by parse, or def when the variable is
+// unset or its group unused; a value that does not parse is kept in f.err
+// ("want" says what was wanted).
+func envValue[T any](f *envFlags, g group, key, want string, def T, parse func(string) (T, error)) T {
+	v := f.env(g, key)
+	if v == "" {
+		return def
 	}
+	x, err := parse(v)
+	if err != nil {
+		f.fail(key, want, v)
+	}
+	return x
+}
+
+func (f *envFlags) Int64(g group, p *int64, name, key string, def int64, text string) {
+	*p = envValue(f, g, key, "an integer", def, func(v string) (int64, error) { return strconv.ParseInt(v, 10, 64) })
 	if f.uses&g != 0 {
 		f.fs.Int64Var(p, name, *p, help(text, key))
 	}
 }
 
 func (f *envFlags) Int(g group, p *int, name, key string, def int, text string) {
-	*p = def
-	if v := f.env(g, key); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			f.fail(key, "an integer", v)
-		}
-		*p = n
-	}
+	*p = envValue(f, g, key, "an integer", def, strconv.Atoi)
 	if f.uses&g != 0 {
 		f.fs.IntVar(p, name, *p, help(text, key))
 	}
 }
 
 func (f *envFlags) Float(g group, p *float64, name, key string, def float64, text string) {
-	*p = def
-	if v := f.env(g, key); v != "" {
-		x, err := strconv.ParseFloat(v, 64)
-		if err != nil {
-			f.fail(key, "a number", v)
-		}
-		*p = x
-	}
+	*p = envValue(f, g, key, "a number", def, func(v string) (float64, error) { return strconv.ParseFloat(v, 64) })
 	if f.uses&g != 0 {
 		f.fs.Float64Var(p, name, *p, help(text, key))
 	}
 }
 
 func (f *envFlags) Duration(g group, p *time.Duration, name, key string, def time.Duration, text string) {
-	*p = def
-	if v := f.env(g, key); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			f.fail(key, "a duration like 10s", v)
-		}
-		*p = d
-	}
+	*p = envValue(f, g, key, "a duration like 10s", def, time.ParseDuration)
 	if f.uses&g != 0 {
 		f.fs.DurationVar(p, name, *p, help(text, key))
 	}
 }
 
 func (f *envFlags) Bool(g group, p *bool, name, key string, def bool, text string) {
-	*p = def
-	if v := f.env(g, key); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			f.fail(key, "true or false", v)
-		}
-		*p = b
-	}
+	*p = envValue(f, g, key, "true or false", def, strconv.ParseBool)
 	if f.uses&g != 0 {
 		f.fs.BoolVar(p, name, *p, help(text, key))
 	}
