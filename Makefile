@@ -13,11 +13,11 @@ export GOTOOLCHAIN
 
 STATICCHECK := go run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: check fmt vet staticcheck vulncheck lint test race
+.PHONY: check fmt vet staticcheck layers vulncheck lint test race
 
 check: lint vulncheck race
 
-lint: fmt vet staticcheck
+lint: fmt vet staticcheck layers
 
 fmt:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
@@ -27,6 +27,12 @@ vet:
 
 staticcheck:
 	$(STATICCHECK) -checks all ./...
+
+# layers: the public packages, for anyone who writes a service or a gate,
+# import nothing under internal/ (CONTRIBUTING.md, "Layers").
+layers:
+	@bad=$$(go list -deps ./packet ./distributor ./service ./gate | grep '^github.com/microshop/microshop/internal/'); \
+	if [ -n "$$bad" ]; then echo "a public package imports internal packages:"; echo "$$bad"; exit 1; fi
 
 vulncheck:
 	bash scripts/vulncheck.sh

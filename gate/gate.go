@@ -3,6 +3,11 @@
 // owns the route (round robin, as the distributor lists them), and turns
 // the answer back into HTTP: the book's JSON body, with an HTTP status that
 // tells the outcome.
+//
+// The gate is the proxy only. Who makes a request and whether it may pass
+// (tokens, rate limits) is an Admitter's to decide; routes the gate serves
+// itself (chat sockets) are http.Handlers given in Config.Handlers. A
+// program assembles the three: microshop's own are in internal/edge.
 package gate
 
 import (
@@ -12,14 +17,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/microshop/microshop/distributor"
-	"github.com/microshop/microshop/internal/cache"
 	"github.com/microshop/microshop/packet"
 	"github.com/microshop/microshop/service"
 )
@@ -40,25 +43,31 @@ type Config struct {
 	MaxBody int64
 	// MaxPacket limits packet size (packet.DefaultMaxSize when 0).
 	MaxPacket int
-	// Cache is the deployment's Redis, whose pub/sub carries chat messages
-	// to every gate; nil disables chat sockets (GET /chat answers 503).
-	Cache *cache.Cache
-	// Chat configures the chat sockets.
-	Chat ChatConfig
-	// Security configures authentication and rate limits (auth.go).
-	Security Security
-	// FleetKey signs the auth object of every request (service.FleetKey).
+	// FleetKey signs the gate's registration (and, in a Client made by New,
+	// the auth object of every request: see service.FleetKey).
 	FleetKey service.FleetKey
 	// Heartbeat is the heartbeat timeout (service.ClientConfig.Heartbeat);
 	// zero turns heartbeats off.
 	Heartbeat time.Duration
-	// HedgeAfter is the least wait before a GET is hedged
-	// (service.ClientConfig.HedgeAfter); zero turns hedging off.
-	HedgeAfter time.Duration
+	// Client is how the gate calls services; the gate feeds it the
+	// distributor's list, and Serve closes it when it returns. nil: New
+	// makes one from the fields above.
+	Client *service.Client
+	// Admit decides who makes each request and whether it may pass (rate
+	// limits, tokens): see Admitter. nil admits every request with no
+	// identity, as the book's gate does.
+	Admit Admitter
+	// Handlers are routes the gate serves itself, by "METHOD /path" (for
+	// example "GET /chat" for chat sockets), after Admit and before the
+	// distributor's routes; AuthFrom tells a handler who is asking.
+	Handlers map[string]http.Handler
+	// OnShutdown, when set, is called once Serve begins to stop, before it
+	// waits for the requests in flight: connections a handler took over
+	// (WebSockets) are its to close.
+	OnShutdown func()
 	// Conns caps the HTTP connections, in all and per client address
-	// (DefaultMaxConns and DefaultMaxConnsPerHost for zero fields); the
-	// TrustedProxies are exempt from the per-address cap. A connection over
-	// a cap is closed at once.
+	// (DefaultMaxConns and DefaultMaxConnsPerHost for zero fields). A
+	// connection over a cap is closed at once.
 	Conns  packet.Limits
 	Logger *slog.Logger
 }
@@ -75,9 +84,6 @@ type Gate struct {
 	cfg    Config
 	log    *slog.Logger
 	client *service.Client
-	dc     *distributor.Client
-	chat   *chatHub // nil without Cache
-	guard  *guard
 }
 
 // New returns a gate; Serve starts it.
@@ -91,18 +97,10 @@ func New(cfg Config) *Gate {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	g := &Gate{cfg: cfg, log: cfg.Logger.With("component", "gate")}
-	g.client = service.NewClient(service.ClientConfig{RequestTimeout: cfg.RequestTimeout, MaxPacket: cfg.MaxPacket, FleetKey: cfg.FleetKey,
-		Heartbeat: cfg.Heartbeat, HedgeAfter: cfg.HedgeAfter, IdentitiesOnly: !cfg.Security.AuthOff, Logger: g.log})
-	g.guard = newGuard(cfg, g.log)
-	if cfg.Cache != nil {
-		g.chat = newChatHub(cfg.Cache, cfg.Chat, g.log)
-		if !cfg.Security.AuthOff {
-			g.chat.ended = func(ctx context.Context, hash string) bool {
-				_, err := g.session(ctx, hash)
-				return errors.Is(err, errBadToken)
-			}
-		}
+	g := &Gate{cfg: cfg, log: cfg.Logger.With("component", "gate"), client: cfg.Client}
+	if g.client == nil {
+		g.client = service.NewClient(service.ClientConfig{RequestTimeout: cfg.RequestTimeout, MaxPacket: cfg.MaxPacket, FleetKey: cfg.FleetKey,
+			Heartbeat: cfg.Heartbeat, Logger: g.log})
 	}
 	return g
 }
@@ -119,7 +117,7 @@ func (g *Gate) Serve(ctx context.Context, ln net.Listener) error {
 	if err != nil {
 		return fmt.Errorf("gate: %w", err)
 	}
-	g.dc = distributor.NewClient(distributor.ClientConfig{
+	dc := distributor.NewClient(distributor.ClientConfig{
 		Addrs:        g.cfg.Distributors,
 		Heartbeat:    g.cfg.Heartbeat,
 		Registration: &distributor.Registration{Name: "gate", Host: host, Port: port, URLs: []string{}},
@@ -130,7 +128,7 @@ func (g *Gate) Serve(ctx context.Context, ln net.Listener) error {
 	})
 	regCtx, leave := context.WithCancel(context.WithoutCancel(ctx))
 	regDone := make(chan struct{})
-	go func() { defer close(regDone); g.dc.Run(regCtx) }()
+	go func() { defer close(regDone); dc.Run(regCtx) }()
 	defer func() {
 		leave()
 		<-regDone
@@ -140,7 +138,7 @@ func (g *Gate) Serve(ctx context.Context, ln net.Listener) error {
 	// Serve once the first list has arrived (or after a short wait when the
 	// distributor is away), so the first requests find their routes.
 	select {
-	case <-g.dc.Ready():
+	case <-dc.Ready():
 	case <-time.After(2 * time.Second):
 		g.log.Warn("no list from the distributor yet; serving anyway")
 	case <-ctx.Done():
@@ -172,10 +170,6 @@ func (g *Gate) Serve(ctx context.Context, ln net.Listener) error {
 	if limits.PerHost == 0 {
 		limits.PerHost = DefaultMaxConnsPerHost
 	}
-	limits.Exempt = func(host string) bool {
-		a, err := netip.ParseAddr(host)
-		return err == nil && trusted(a.Unmap(), g.cfg.Security.TrustedProxies)
-	}
 	var refusedAt atomic.Int64
 	ln = packet.LimitListener(ln, packet.NewConnCounter(limits), func(addr net.Addr) {
 		connsRefused.Inc()
@@ -185,11 +179,6 @@ func (g *Gate) Serve(ctx context.Context, ln net.Listener) error {
 		}
 	})
 	g.log.Info("gate listening", "addr", ln.Addr().String(), "distributors", strings.Join(g.cfg.Distributors, ","))
-	g.logSecurity()
-	if g.chat != nil {
-		g.chat.start()
-		defer g.chat.close()
-	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -197,8 +186,8 @@ func (g *Gate) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("gate: %w", err)
 	case <-ctx.Done():
 	}
-	if g.chat != nil {
-		g.chat.close() // chat sockets are hijacked: Shutdown does not wait for them
+	if g.cfg.OnShutdown != nil {
+		g.cfg.OnShutdown() // taken-over connections: Shutdown does not wait for them
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), g.cfg.RequestTimeout+time.Second)
 	defer cancel()

@@ -16,28 +16,9 @@ import (
 	"github.com/microshop/microshop/service"
 )
 
-// callError maps a Client error to the HTTP status and message the client
-// gets; method tells whether a lost request may have been applied.
-func callError(method string, err error) (int, string) {
-	switch {
-	case errors.Is(err, service.ErrNoRoute):
-		return http.StatusNotFound, "unknown route"
-	case errors.Is(err, service.ErrNotEnforcing):
-		return http.StatusServiceUnavailable, "this route is served only by processes that cannot enforce identities (the book's services ignore who is asking): a gate with --auth=on does not route to them; run a fleet with the book's services with --auth=off"
-	case errors.Is(err, service.ErrNoInstance):
-		return http.StatusServiceUnavailable, "no instance of this route is available now; retry later"
-	case errors.Is(err, service.ErrInstanceLost) && method == http.MethodPost:
-		return http.StatusServiceUnavailable, "the instance serving this request stopped answering while it was in flight; it may or may not have been applied"
-	case errors.Is(err, service.ErrInstanceLost):
-		return http.StatusServiceUnavailable, "the instances serving this request went away; retry"
-	case errors.Is(err, packet.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
-		return http.StatusGatewayTimeout, "the service did not answer in time"
-	}
-	return http.StatusBadGateway, "the service could not be reached"
-}
-
-// Handler returns the gate's HTTP handler: every path is looked up in the
-// distributor's list as "METHOD/path".
+// Handler returns the gate's HTTP handler: every request goes through the
+// Admitter, then to a handler of Config.Handlers, or to the service whose
+// route "METHOD/path" the distributor lists.
 func (g *Gate) Handler() http.Handler {
 	return http.HandlerFunc(g.serveHTTP)
 }
@@ -45,13 +26,14 @@ func (g *Gate) Handler() http.Handler {
 func (g *Gate) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	label, known := "unmatched", false // the metric label; whether the route is listed
+	own := g.cfg.Handlers[r.Method+" "+r.URL.Path]
 	switch {
-	case isChatSocket(r):
-		label = chatRoute
+	case own != nil:
+		label = r.Method + " " + r.URL.Path
 	case g.client.Known(r.Method, r.URL.Path):
 		label, known = r.Method+" "+r.URL.Path, true
 	}
-	status := g.route(w, r, known)
+	status := g.route(w, r, own, known)
 	observe(label, status, time.Since(start))
 	if status >= 500 {
 		g.log.Warn("request", "method", r.Method, "path", r.URL.Path, "status", status, "took", time.Since(start))
@@ -60,26 +42,30 @@ func (g *Gate) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// route serves one request and returns the status written; known tells
-// whether the distributor lists its route or did.
-func (g *Gate) route(w http.ResponseWriter, r *http.Request, known bool) int {
-	auth, status := g.admit(w, r) // rate limits and token (auth.go)
-	if status != 0 {
-		return status
+// route serves one request and returns the status written; own is its
+// handler of Config.Handlers, if any; known tells whether the distributor
+// lists its route or did.
+func (g *Gate) route(w http.ResponseWriter, r *http.Request, own http.Handler, known bool) int {
+	var auth *service.Auth
+	if g.cfg.Admit != nil {
+		var status int
+		if auth, status = g.cfg.Admit.Admit(w, r); status != 0 {
+			return status
+		}
 	}
-	if isChatSocket(r) {
-		return g.serveChat(w, r.WithContext(withAuth(r.Context(), auth)))
+	if own != nil {
+		return serveOwn(own, w, r.WithContext(WithAuth(r.Context(), auth)))
 	}
 	if !known {
-		return writeError(w, http.StatusNotFound, "unknown route "+r.Method+" "+r.URL.Path)
+		return WriteError(w, http.StatusNotFound, "unknown route "+r.Method+" "+r.URL.Path)
 	}
 	params, err := Params(r, g.cfg.MaxBody)
 	if err != nil {
 		var pe *paramError
 		if errors.As(err, &pe) {
-			return writeError(w, pe.status, pe.msg)
+			return WriteError(w, pe.status, pe.msg)
 		}
-		return writeError(w, http.StatusBadRequest, "unreadable request")
+		return WriteError(w, http.StatusBadRequest, "unreadable request")
 	}
 	if k := r.Header.Get("Idempotency-Key"); k != "" && r.Method == http.MethodPost {
 		// The draft's form is a quoted string: "KEY". A bare KEY is taken too.
@@ -87,28 +73,28 @@ func (g *Gate) route(w http.ResponseWriter, r *http.Request, known bool) int {
 			k = k[1 : len(k)-1]
 		}
 		if !validIdempotencyKey(k) {
-			return writeError(w, http.StatusBadRequest, "Idempotency-Key must be 1 to 255 printable ASCII characters")
+			return WriteError(w, http.StatusBadRequest, "Idempotency-Key must be 1 to 255 printable ASCII characters")
 		}
 		params[IdempotencyParam] = k // the header wins over a parameter of the name
 	}
 	body, err := json.Marshal(params)
 	if err != nil {
-		return writeError(w, http.StatusBadRequest, "unencodable parameters")
+		return WriteError(w, http.StatusBadRequest, "unencodable parameters")
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.RequestTimeout)
 	defer cancel()
 	m, err := g.client.CallAuth(ctx, auth, r.Method, r.URL.Path, body)
 	if err != nil {
 		if r.Context().Err() != nil {
-			return 499 // client went away; nothing to write
+			return StatusClientGone // nothing to write
 		}
-		status, msg := callError(r.Method, err)
-		return writeError(w, status, msg)
+		status, msg := service.CallStatus(r.Method, err)
+		return WriteError(w, status, msg)
 	}
 	status, msg := m.Status()
 	if m.ErrorObject != "" {
 		// A book service's database error object: its SQL text stays here.
-		return writeError(w, status, msg)
+		return WriteError(w, status, msg)
 	}
 	if status == http.StatusTooManyRequests {
 		setRetryAfter(w.Header(), m)
@@ -118,6 +104,10 @@ func (g *Gate) route(w http.ResponseWriter, r *http.Request, known bool) int {
 	w.Write(m.Raw)
 	return status
 }
+
+// StatusClientGone is the status recorded (never sent) for a request whose
+// client went away before its answer: nginx's 499.
+const StatusClientGone = 499
 
 // IdempotencyParam is the parameter in which the gate passes a POST's
 // Idempotency-Key header (the IETF httpapi draft) to the service: a service
@@ -139,16 +129,19 @@ func validIdempotencyKey(k string) bool {
 	return true
 }
 
-// Status maps an answer's errorcode to an HTTP status (packet.Message.Status):
-// 0 is 200, a code that is an HTTP error status (microshop services use
-// those) is itself, and the book's errorcode 1 gets the status its message
-// or database error calls for (400 when nothing more can be told).
-func Status(m *packet.Message) int {
-	s, _ := m.Status()
-	return s
+// setRetryAfter gives a service's 429 (the login lockout) its Retry-After
+// header, from the answer's retryafter field (seconds).
+func setRetryAfter(h http.Header, m *packet.Message) {
+	var res struct {
+		RetryAfter int64 `json:"retryafter"`
+	}
+	json.Unmarshal(m.Raw, &res)
+	h.Set("Retry-After", strconv.FormatInt(max(res.RetryAfter, 1), 10))
 }
 
-func writeError(w http.ResponseWriter, status int, msg string) int {
+// WriteError writes the book's error body, {"errorcode": status,
+// "errormessage": msg}, with the HTTP status, and returns the status.
+func WriteError(w http.ResponseWriter, status int, msg string) int {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(status)
 	b, _ := json.Marshal(struct {

@@ -3,10 +3,16 @@ package gate
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/microshop/microshop/packet"
+	"github.com/microshop/microshop/service"
 )
 
 func TestParams(t *testing.T) {
@@ -62,6 +68,95 @@ func TestUnknownRouteIs404(t *testing.T) {
 	}
 	if w.Code != http.StatusNotFound || json.Unmarshal(w.Body.Bytes(), &body) != nil || body.ErrorCode != 404 {
 		t.Fatalf("GET /nowhere = %d %s; want 404 with errorcode 404", w.Code, w.Body)
+	}
+}
+
+func TestServiceRetryAfter(t *testing.T) {
+	h := http.Header{}
+	setRetryAfter(h, mustDecode(t, `{"key":1,"errorcode":429,"errormessage":"locked","retryafter":42}`))
+	if got := h.Get("Retry-After"); got != "42" {
+		t.Errorf("Retry-After = %q; want 42", got)
+	}
+	setRetryAfter(h, mustDecode(t, `{"key":1,"errorcode":429,"errormessage":"busy"}`))
+	if got := h.Get("Retry-After"); got != "1" {
+		t.Errorf("Retry-After without retryafter = %q; want 1", got)
+	}
+}
+
+func mustDecode(t *testing.T, s string) *packet.Message {
+	t.Helper()
+	m, err := packet.Decode([]byte(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// denyAll refuses every request with 429, naming what it saw.
+type denyAll struct{ seen []string }
+
+func (d *denyAll) Admit(w http.ResponseWriter, r *http.Request) (*service.Auth, int) {
+	d.seen = append(d.seen, r.Method+" "+r.URL.Path)
+	return nil, WriteError(w, http.StatusTooManyRequests, "no")
+}
+
+// admitAs admits every request as member 7.
+type admitAs struct{}
+
+func (admitAs) Admit(http.ResponseWriter, *http.Request) (*service.Auth, int) {
+	return &service.Auth{Member: 7}, 0
+}
+
+// The Admitter sees every request first, own routes and unknown ones
+// included; an own handler learns the identity from AuthFrom, and the
+// status it writes is the one recorded.
+func TestAdmitterAndOwnHandlers(t *testing.T) {
+	own := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a := AuthFrom(r.Context())
+		if a == nil {
+			WriteError(w, http.StatusTeapot, "no identity")
+			return
+		}
+		w.WriteHeader(http.StatusAccepted)
+		fmt.Fprintf(w, `{"member":%d}`, a.Member)
+	})
+	deny := &denyAll{}
+	g := New(Config{Distributors: []string{"127.0.0.1:1"}, Admit: deny, Handlers: map[string]http.Handler{"GET /mine": own}})
+	defer g.Client().Close()
+	for _, path := range []string{"/mine", "/nowhere"} {
+		w := httptest.NewRecorder()
+		g.Handler().ServeHTTP(w, httptest.NewRequest("GET", path, nil))
+		if w.Code != 429 {
+			t.Errorf("GET %s with an Admitter that refuses: %d; want 429", path, w.Code)
+		}
+	}
+	if len(deny.seen) != 2 {
+		t.Errorf("the Admitter saw %v; want both requests", deny.seen)
+	}
+
+	g = New(Config{Distributors: []string{"127.0.0.1:1"}, Admit: admitAs{}, Handlers: map[string]http.Handler{"GET /mine": own}})
+	defer g.Client().Close()
+	before := testutil.ToFloat64(httpRequests.WithLabelValues("GET /mine", "202"))
+	w := httptest.NewRecorder()
+	g.Handler().ServeHTTP(w, httptest.NewRequest("GET", "/mine", nil))
+	if w.Code != 202 || w.Body.String() != `{"member":7}` {
+		t.Errorf("GET /mine admitted as member 7: %d %s; want 202 {\"member\":7}", w.Code, w.Body)
+	}
+	if n := testutil.ToFloat64(httpRequests.WithLabelValues("GET /mine", "202")) - before; n != 1 {
+		t.Errorf("microshop_gate_requests_total{route=\"GET /mine\",status=\"202\"} went up by %v; want 1", n)
+	}
+	w = httptest.NewRecorder()
+	g.Handler().ServeHTTP(w, httptest.NewRequest("POST", "/mine", nil))
+	if w.Code != 404 {
+		t.Errorf("POST /mine (only GET is the gate's): %d; want 404", w.Code)
+	}
+
+	open := New(Config{Distributors: []string{"127.0.0.1:1"}, Handlers: map[string]http.Handler{"GET /mine": own}})
+	defer open.Client().Close()
+	w = httptest.NewRecorder()
+	open.Handler().ServeHTTP(w, httptest.NewRequest("GET", "/mine", nil))
+	if w.Code != http.StatusTeapot {
+		t.Errorf("GET /mine without an Admitter: %d; want the handler to see no identity", w.Code)
 	}
 }
 

@@ -42,7 +42,6 @@ func TestShutdownClosesFreshConnections(t *testing.T) {
 
 	var logs testenv.SyncBuffer
 	gc := Config{Distributors: []string{dln.Addr().String()}, RequestTimeout: 10 * time.Second, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
-	gc.Security.AuthOff = true
 	g := New(gc)
 	gctx, stopGate := context.WithCancel(bg)
 	gln := listen()
@@ -74,8 +73,12 @@ func TestShutdownClosesFreshConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer idle.Close()
-	for !strings.Contains(logs.String(), "gate listening") {
-		time.Sleep(10 * time.Millisecond)
+	// The gate accepts connections in order: once a later one is
+	// answered, the idle one has been accepted.
+	if resp, err := http.Get("http://" + gln.Addr().String() + "/nowhere"); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
 	}
 
 	stopGate()

@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net/http"
 	"slices"
 	"sync"
 	"time"
@@ -214,6 +216,50 @@ func (c *Client) CallAuth(ctx context.Context, auth *Auth, method, path string, 
 	m, err := c.callAuth(ctx, auth, method, path, params)
 	clientCallsBy[callOutcome(err)].Inc()
 	return m, err
+}
+
+// Do is the typed call: it calls "METHOD path" as auth (nil: no
+// identity) with params encoded as a JSON object (nil: none; []byte and
+// json.RawMessage are sent as they are) and decodes the answer into out
+// (see Decode). Its errors are Call's, or an *Error for an answer that
+// tells a failure: map either to an HTTP status with CallStatus.
+func (c *Client) Do(ctx context.Context, auth *Auth, method, path string, params, out any) error {
+	var body []byte
+	switch p := params.(type) {
+	case nil:
+	case []byte:
+		body = p
+	case json.RawMessage:
+		body = p
+	default:
+		b, err := json.Marshal(p)
+		if err != nil {
+			return fmt.Errorf("service: %s %s: cannot encode the parameters: %w", method, path, err)
+		}
+		body = b
+	}
+	m, err := c.CallAuth(ctx, auth, method, path, body)
+	if err != nil {
+		return err
+	}
+	return Decode(m, out)
+}
+
+// Decode turns an answer into a typed one, so that no caller parses
+// errorcode: an answer that tells a failure is an *Error with the HTTP
+// status and message of packet.Message.Status (the book's codes and
+// database error objects included); a success is decoded into out (nil:
+// not decoded), and one that does not decode is a 502 *Error.
+func Decode(m *packet.Message, out any) error {
+	if status, msg := m.Status(); status != http.StatusOK {
+		return &Error{Code: status, Message: msg}
+	}
+	if out != nil {
+		if err := json.Unmarshal(m.Raw, out); err != nil {
+			return &Error{Code: http.StatusBadGateway, Message: "a service answered what cannot be read"}
+		}
+	}
+	return nil
 }
 
 // callOutcome names err for the client's metric.

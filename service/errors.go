@@ -1,9 +1,12 @@
 package service
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
+
+	"github.com/microshop/microshop/packet"
 )
 
 // Error is an error meant for the client. Code is the HTTP status that tells
@@ -56,4 +59,31 @@ func ErrorCode(err error) (int, string) {
 		return e.Code, e.Message
 	}
 	return http.StatusInternalServerError, "internal error"
+}
+
+// CallStatus maps an error of Client.Call to the HTTP status and message
+// the fleet's client gets: the one table of the edge, used by the gate and
+// by the handlers it serves itself. method tells whether a request lost in
+// flight may have been applied (a POST). ErrNoRoute is a 404 here: at the
+// edge it means nobody serves the path; a caller for whom a missing route
+// is a missing dependency answers 503 instead.
+func CallStatus(method string, err error) (int, string) {
+	var e *Error
+	switch {
+	case errors.As(err, &e):
+		return e.Code, e.Message
+	case errors.Is(err, ErrNoRoute):
+		return http.StatusNotFound, "unknown route"
+	case errors.Is(err, ErrNotEnforcing):
+		return http.StatusServiceUnavailable, "this route is served only by processes that cannot enforce identities (the book's services ignore who is asking): a gate with --auth=on does not route to them; run a fleet with the book's services with --auth=off"
+	case errors.Is(err, ErrNoInstance):
+		return http.StatusServiceUnavailable, "no instance of this route is available now; retry later"
+	case errors.Is(err, ErrInstanceLost) && method == http.MethodPost:
+		return http.StatusServiceUnavailable, "the instance serving this request stopped answering while it was in flight; it may or may not have been applied"
+	case errors.Is(err, ErrInstanceLost):
+		return http.StatusServiceUnavailable, "the instances serving this request went away; retry"
+	case errors.Is(err, packet.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout, "the service did not answer in time"
+	}
+	return http.StatusBadGateway, "the service could not be reached"
 }

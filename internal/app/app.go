@@ -23,6 +23,7 @@ import (
 	"github.com/microshop/microshop/internal/bench"
 	"github.com/microshop/microshop/internal/cache"
 	"github.com/microshop/microshop/internal/catalog"
+	"github.com/microshop/microshop/internal/edge/chatws"
 	"github.com/microshop/microshop/internal/store"
 	"github.com/microshop/microshop/packet"
 	"github.com/microshop/microshop/service"
@@ -61,7 +62,7 @@ type options struct {
 	all            bool          // the command is all
 	conns          packet.Limits // --max-conns, --max-conns-per-host
 	randomPorts    bool
-	chat           gate.ChatConfig
+	chat           chatws.Config
 	sec            securityOptions
 }
 
@@ -378,14 +379,11 @@ func start(ctx context.Context, c component, ln net.Listener, o *options, res *r
 	case kindDistributor:
 		return newDistributor(o, log).Serve(ctx, ln)
 	case kindGate:
-		cfg := gate.Config{Distributors: o.distributors, Advertise: o.advertise, RequestTimeout: o.requestTimeout, MaxBody: o.maxBody, MaxPacket: o.maxPacket,
-			Chat: o.chat, Security: o.sec.gate, FleetKey: service.FleetKey(o.sec.fleetKey), Heartbeat: o.heartbeat, HedgeAfter: o.hedgeAfter, Conns: o.conns, Logger: log}
+		var c *cache.Cache
 		if res != nil {
-			cfg.Cache = res.cache
+			c = res.cache
 		}
-		g := gate.New(cfg)
-		rd.gatePeers(g.Client())
-		return g.Serve(ctx, ln)
+		return runGate(ctx, o, c, ln, rd, log)
 	}
 	slog := log.With("component", c.name)
 	d := deps{db: res.db, cache: res.cache, goodsCache: o.goodsCache, log: slog, sec: &o.sec}
@@ -427,7 +425,7 @@ func runOne(ctx context.Context, c component, o *options, stderr io.Writer) erro
 	if err := serveOps(ctx, o.debugAddr, o.metricsAddr, rd, log); err != nil {
 		return err
 	}
-	if o.sec.fleetKey == "" && needsFleetKey(c.name, o.sec.gate.AuthOff) {
+	if o.sec.fleetKey == "" && needsFleetKey(c.name, o.sec.guard.AuthOff) {
 		if !o.sec.noFleetKey {
 			return fmt.Errorf("--fleet-key is required: give the distributor, every service and every gate the same secret (at least %d characters), "+
 				"so that reaching a port inside the fleet is not enough to act as a member or to list a process; "+

@@ -13,6 +13,8 @@ import (
 
 	"github.com/microshop/microshop/distributor"
 	"github.com/microshop/microshop/gate"
+	"github.com/microshop/microshop/internal/edge/auth"
+	"github.com/microshop/microshop/internal/edge/chatws"
 	"github.com/microshop/microshop/service"
 )
 
@@ -68,6 +70,8 @@ func newRegistry() *prometheus.Registry {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(service.Collectors()...)
 	reg.MustRegister(gate.Collectors()...)
+	reg.MustRegister(auth.Collectors()...)
+	reg.MustRegister(chatws.Collectors()...)
 	reg.MustRegister(distributor.Collectors()...)
 	return reg
 }

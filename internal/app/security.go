@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/microshop/microshop/gate"
+	"github.com/microshop/microshop/internal/edge/auth"
+	"github.com/microshop/microshop/internal/edge/limit"
 	"github.com/microshop/microshop/internal/members"
 	"github.com/microshop/microshop/service"
 )
@@ -23,7 +25,7 @@ const (
 
 // securityOptions are the flags of authentication, sessions and limits.
 type securityOptions struct {
-	gate          gate.Security
+	guard         auth.Config // the gate's admission: auth and limits
 	sessionTTL    time.Duration
 	lockoutWindow time.Duration
 	// generatedKey is set when `all` made up the admin key.
@@ -40,16 +42,16 @@ type securityOptions struct {
 func securityFlags(f *envFlags, name string, s *securityOptions) (check func() error) {
 	var auth, proxies string
 	f.String(gGate, &auth, "auth", "MICROSHOP_AUTH", "on", "gate: on = bearer tokens and the admin key decide who may do what; off = the book's open behaviour (never expose it)")
-	f.Var(gGate, secretFlag{&s.gate.AdminKey}, "admin-key", "MICROSHOP_ADMIN_KEY", fmt.Sprintf("gate: the bearer token that manages goods and stores (a `key` of at least %d characters; all: generated and printed when empty)", minAdminKey))
+	f.Var(gGate, secretFlag{&s.guard.AdminKey}, "admin-key", "MICROSHOP_ADMIN_KEY", fmt.Sprintf("gate: the bearer token that manages goods and stores (a `key` of at least %d characters; all: generated and printed when empty)", minAdminKey))
 	f.Var(gProcess, secretFlag{&s.fleetKey}, "fleet-key", "MICROSHOP_FLEET_KEY", fmt.Sprintf("a `secret` shared by the whole fleet (at least %d characters): gates sign the identity they send with it and services refuse identities not signed with it; every process signs its registration and the distributor lists only signed ones; required by the distributor, services and gates with --auth=on; none = run without one on purpose, as the book's processes do (all with --auth=on: generated when empty)", minAdminKey))
 	f.String(gGate, &proxies, "trusted-proxies", "MICROSHOP_TRUSTED_PROXIES", "", "gate: comma-separated CIDRs of proxies whose X-Forwarded-For is believed")
 	limits := []struct {
 		flag, env, def, help string
-		dst                  *gate.Limit
+		dst                  *limit.Limit
 	}{
-		{"rate-limit", "MICROSHOP_RATE_LIMIT", defaultRateLimit, "gate: requests per client address (N/s, N/m, N/h; 0 = off)", &s.gate.RateLimit},
-		{"rate-limit-member", "MICROSHOP_RATE_LIMIT_MEMBER", defaultMemberRateLimit, "gate: requests per member with a token (0 = off)", &s.gate.MemberRateLimit},
-		{"rate-limit-strict", "MICROSHOP_RATE_LIMIT_STRICT", defaultStrictRateLimit, "gate: logins and writes (every method but GET and HEAD) per client address (0 = off)", &s.gate.StrictRateLimit},
+		{"rate-limit", "MICROSHOP_RATE_LIMIT", defaultRateLimit, "gate: requests per client address (N/s, N/m, N/h; 0 = off)", &s.guard.RateLimit},
+		{"rate-limit-member", "MICROSHOP_RATE_LIMIT_MEMBER", defaultMemberRateLimit, "gate: requests per member with a token (0 = off)", &s.guard.MemberRateLimit},
+		{"rate-limit-strict", "MICROSHOP_RATE_LIMIT_STRICT", defaultStrictRateLimit, "gate: logins and writes (every method but GET and HEAD) per client address (0 = off)", &s.guard.StrictRateLimit},
 	}
 	raw := make([]string, len(limits))
 	for i, l := range limits {
@@ -60,14 +62,14 @@ func securityFlags(f *envFlags, name string, s *securityOptions) (check func() e
 	return func() error {
 		switch strings.ToLower(auth) {
 		case "on", "true", "1":
-			s.gate.AuthOff = false
+			s.guard.AuthOff = false
 		case "off", "false", "0":
-			s.gate.AuthOff = true
+			s.guard.AuthOff = true
 		default:
 			return fmt.Errorf("--auth: want on or off, got %q", auth)
 		}
 		for i, l := range limits {
-			lim, err := gate.ParseLimit(raw[i])
+			lim, err := limit.Parse(raw[i])
 			if err != nil {
 				return fmt.Errorf("--%s: %w", l.flag, err)
 			}
@@ -77,14 +79,14 @@ func securityFlags(f *envFlags, name string, s *securityOptions) (check func() e
 		if err != nil {
 			return fmt.Errorf("--trusted-proxies: %w", err)
 		}
-		s.gate.TrustedProxies = p
+		s.guard.TrustedProxies = p
 		if s.sessionTTL < time.Second {
 			return fmt.Errorf("--session-ttl: want at least 1s, got %v", s.sessionTTL)
 		}
 		if s.lockoutWindow < time.Second {
 			return fmt.Errorf("--lockout-window: want at least 1s, got %v", s.lockoutWindow)
 		}
-		if k := s.gate.AdminKey; k != "" && len(k) < minAdminKey {
+		if k := s.guard.AdminKey; k != "" && len(k) < minAdminKey {
 			return fmt.Errorf("--admin-key: want at least %d characters", minAdminKey)
 		}
 		if s.fleetKey == FleetKeyNone {
@@ -92,15 +94,15 @@ func securityFlags(f *envFlags, name string, s *securityOptions) (check func() e
 		} else if k := s.fleetKey; k != "" && len(k) < minAdminKey {
 			return fmt.Errorf("--fleet-key: want at least %d characters", minAdminKey)
 		}
-		if name == "all" && !s.gate.AuthOff && s.fleetKey == "" && !s.noFleetKey {
+		if name == "all" && !s.guard.AuthOff && s.fleetKey == "" && !s.noFleetKey {
 			b := make([]byte, 24)
 			rand.Read(b)
 			s.fleetKey = base64.RawURLEncoding.EncodeToString(b)
 		}
-		if name == "all" && !s.gate.AuthOff && s.gate.AdminKey == "" {
+		if name == "all" && !s.guard.AuthOff && s.guard.AdminKey == "" {
 			b := make([]byte, 24)
 			rand.Read(b)
-			s.gate.AdminKey = base64.RawURLEncoding.EncodeToString(b)
+			s.guard.AdminKey = base64.RawURLEncoding.EncodeToString(b)
 			s.generatedKey = true
 		}
 		return nil
@@ -153,7 +155,7 @@ func printAdminKey(w io.Writer, s *securityOptions, gateAddr string) {
 		"Add goods with it, for example:\n\n"+
 		"    curl -X POST http://%s/goods -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -d '{\"name\":\"tea\",\"category\":\"drinks\",\"price\":300}'\n\n"+
 		"Set --admin-key (MICROSHOP_ADMIN_KEY) to keep one across restarts.\n\n",
-		s.gate.AdminKey, host, s.gate.AdminKey)
+		s.guard.AdminKey, host, s.guard.AdminKey)
 }
 
 // newMembers builds the members service with the session and lockout flags.

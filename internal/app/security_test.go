@@ -16,8 +16,8 @@ func TestSecurityFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := o.sec
-	if s.gate.AuthOff || s.gate.AdminKey != "" || s.gate.RateLimit.Rate != 100 || s.gate.StrictRateLimit.Rate != 10 ||
-		s.gate.MemberRateLimit.Rate != 100 || s.sessionTTL != 24*time.Hour || s.lockoutWindow != 15*time.Minute {
+	if s.guard.AuthOff || s.guard.AdminKey != "" || s.guard.RateLimit.Rate != 100 || s.guard.StrictRateLimit.Rate != 10 ||
+		s.guard.MemberRateLimit.Rate != 100 || s.sessionTTL != 24*time.Hour || s.lockoutWindow != 15*time.Minute {
 		t.Errorf("gate defaults = %+v; want auth on, no key, 100/s, 100/s, 10/s, 24h, 15m", s)
 	}
 	o, err = parse("gate", map[string]string{"MICROSHOP_AUTH": "off", "MICROSHOP_RATE_LIMIT": "0", "MICROSHOP_TRUSTED_PROXIES": "10.0.0.0/8"},
@@ -25,8 +25,8 @@ func TestSecurityFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := o.sec; !s.gate.AuthOff || !s.gate.RateLimit.IsZero() || s.gate.StrictRateLimit.Period != time.Minute ||
-		len(s.gate.TrustedProxies) != 1 {
+	if s := o.sec; !s.guard.AuthOff || !s.guard.RateLimit.IsZero() || s.guard.StrictRateLimit.Period != time.Minute ||
+		len(s.guard.TrustedProxies) != 1 {
 		t.Errorf("parsed %+v", s)
 	}
 	if o, err = parse("members", nil, "--session-ttl", "2s"); err != nil || o.sec.sessionTTL != 2*time.Second {
@@ -34,10 +34,10 @@ func TestSecurityFlags(t *testing.T) {
 	}
 	// all without a key makes one up (printed at start-up); a gate does not.
 	o, err = parse("all", nil)
-	if err != nil || len(o.sec.gate.AdminKey) < minAdminKey || !o.sec.generatedKey {
-		t.Errorf("all: admin key %q, generated %v, %v; want a generated key", o.sec.gate.AdminKey, o.sec.generatedKey, err)
+	if err != nil || len(o.sec.guard.AdminKey) < minAdminKey || !o.sec.generatedKey {
+		t.Errorf("all: admin key %q, generated %v, %v; want a generated key", o.sec.guard.AdminKey, o.sec.generatedKey, err)
 	}
-	if o, _ := parse("all", nil, "--auth=off"); o.sec.gate.AdminKey != "" {
+	if o, _ := parse("all", nil, "--auth=off"); o.sec.guard.AdminKey != "" {
 		t.Error("all --auth=off generated an admin key")
 	}
 	// all with auth on generates a fleet key, unless told none (a fleet with

@@ -248,24 +248,19 @@ func (l *Lookup) Find(ctx context.Context, id int64) (Good, error) {
 	params, _ := json.Marshal(map[string]int64{"id": id})
 	m, err := l.Caller.Call(ctx, "GET", "/goods", params)
 	if err != nil {
-		var se *service.Error
-		if errors.As(err, &se) {
-			return Good{}, se
-		}
 		return Good{}, service.Unavailable("goods service unavailable")
-	}
-	switch status, msg := m.Status(); status {
-	case http.StatusOK:
-	case http.StatusNotFound:
-		return Good{}, service.NotFound("good %d not found", id)
-	default:
-		return Good{}, service.Unavailable("goods service answered %d: %s", status, msg)
 	}
 	var body struct {
 		Results []Good `json:"results"`
 	}
-	if err := json.Unmarshal(m.Raw, &body); err != nil {
+	var se *service.Error
+	switch err := service.Decode(m, &body); {
+	case errors.As(err, &se) && se.Code == http.StatusNotFound:
+		return Good{}, service.NotFound("good %d not found", id)
+	case errors.As(err, &se) && se.Code == http.StatusBadGateway:
 		return Good{}, service.Unavailable("goods service gave an unusable answer")
+	case errors.As(err, &se):
+		return Good{}, service.Unavailable("goods service answered %d: %s", se.Code, se.Message)
 	}
 	i := slices.IndexFunc(body.Results, func(g Good) bool { return g.ID == id })
 	if i < 0 {

@@ -204,7 +204,7 @@ func (s *Service) history(ctx context.Context, r *service.Request) (service.Resu
 	res := service.Results(msgs)
 	// The window holds exactly the published messages; the database may
 	// also hold one stored a moment ago and not published yet. The gate
-	// joining a client to the room needs to know which (see gate.goLive).
+	// joining a client to the room needs to know which (see goLive in internal/edge/chatws).
 	res["source"] = "database"
 	if fromWindow {
 		res["source"] = "window"

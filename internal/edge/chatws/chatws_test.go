@@ -1,4 +1,4 @@
-package gate
+package chatws
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/microshop/microshop/distributor"
+	"github.com/microshop/microshop/gate"
 	"github.com/microshop/microshop/internal/cache"
 	"github.com/microshop/microshop/internal/chat"
 	"github.com/microshop/microshop/internal/testenv"
@@ -52,8 +53,8 @@ func TestBucket(t *testing.T) {
 	}
 }
 
-func testHub(queue int) *chatHub {
-	return newChatHub(nil, ChatConfig{Queue: queue, History: 4}, slog.New(slog.DiscardHandler))
+func testHub(queue int) *Hub {
+	return New(Config{Queue: queue, History: 4, Logger: slog.New(slog.DiscardHandler)})
 }
 
 func frame(id int) []byte { return []byte(fmt.Sprintf(`{"id":%d,"room":"r","text":"m%d"}`, id, id)) }
@@ -217,15 +218,16 @@ func TestSlowClientDropped(t *testing.T) {
 	}
 }
 
-// chatFleet is a distributor, a chat service and a gate, in process.
+// chatFleet is a distributor, a chat service and a gate serving a hub, in
+// process.
 type chatFleet struct {
-	gate  *Gate
+	hub   *Hub   // nil: chat disabled
 	url   string // ws://127.0.0.1:PORT
 	http  string // http://127.0.0.1:PORT
 	cache *cache.Cache
 }
 
-func startChatFleet(t *testing.T, cfg ChatConfig, withCache bool) *chatFleet {
+func startChatFleet(t *testing.T, cfg Config, withCache bool) *chatFleet {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var stops []chan struct{}
@@ -254,14 +256,24 @@ func startChatFleet(t *testing.T, cfg ChatConfig, withCache bool) *chatFleet {
 	})
 	// These tests are about chat mechanics, in the book's open mode;
 	// TestChatUser covers who a socket speaks as with authentication on.
-	gc := Config{Distributors: []string{dist}, RequestTimeout: 5 * time.Second, Chat: cfg, Logger: quiet}
-	gc.Security.AuthOff = true
+	// No Admitter: every socket is the book's open mode.
+	client := service.NewClient(service.ClientConfig{RequestTimeout: 5 * time.Second, Logger: quiet})
+	f := &chatFleet{cache: c}
+	handler := Disabled
 	if withCache {
-		gc.Cache = c
+		cfg.Cache, cfg.Client, cfg.RequestTimeout, cfg.Logger = c, client, 5*time.Second, quiet
+		f.hub = New(cfg)
+		f.hub.Start()
+		handler = f.hub
 	}
-	g := New(gc)
+	g := gate.New(gate.Config{Distributors: []string{dist}, RequestTimeout: 5 * time.Second, Client: client, Logger: quiet,
+		Handlers: map[string]http.Handler{"GET /chat": handler}, OnShutdown: func() {
+			if f.hub != nil {
+				f.hub.Close()
+			}
+		}})
 	addr := run(func(ln net.Listener) { g.Serve(ctx, ln) })
-	f := &chatFleet{gate: g, url: "ws://" + addr, http: "http://" + addr, cache: c}
+	f.url, f.http = "ws://"+addr, "http://"+addr
 	deadline := time.Now().Add(10 * time.Second)
 	for !g.Client().Has("POST", "/chat") {
 		if time.Now().After(deadline) {
@@ -334,7 +346,7 @@ func send(t *testing.T, c *websocket.Conn, v any) {
 }
 
 func TestChatSockets(t *testing.T) {
-	f := startChatFleet(t, ChatConfig{Rate: 1, Burst: 2}, true)
+	f := startChatFleet(t, Config{Rate: 1, Burst: 2}, true)
 	f.post(t, "lobby", "before anyone came")
 	ann := f.dial(t, "room=lobby&userid=ann")
 	if m := read(t, ann); m.Text != "before anyone came" || m.User != "poster" {
@@ -383,7 +395,7 @@ func TestChatSockets(t *testing.T) {
 
 	// A closed client frees its room.
 	other.Close(websocket.StatusNormalClosure, "")
-	waitFor(t, "the other room to be freed", func() bool { return f.gate.chat.clients("other") == 0 })
+	waitFor(t, "the other room to be freed", func() bool { return f.hub.clients("other") == 0 })
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -398,8 +410,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func TestChatHTTPErrors(t *testing.T) {
-	f := startChatFleet(t, ChatConfig{}, true)
-	noChat := startChatFleet(t, ChatConfig{}, false)
+	f := startChatFleet(t, Config{}, true)
+	noChat := startChatFleet(t, Config{}, false)
 	for _, tc := range []struct {
 		base, query string
 		upgrade     bool
@@ -438,7 +450,7 @@ func TestChatHTTPErrors(t *testing.T) {
 // A client that never reads is disconnected once its queue overflows; the
 // others keep receiving everything, in order.
 func TestSlowClientDisconnected(t *testing.T) {
-	f := startChatFleet(t, ChatConfig{Queue: 8, Rate: 1000, Burst: 1000}, true)
+	f := startChatFleet(t, Config{Queue: 8, Rate: 1000, Burst: 1000}, true)
 	slow := f.dial(t, "room=busy&userid=slow") // never reads
 	fast := f.dial(t, "room=busy&userid=fast")
 	got := make(chan []string, 1)
@@ -464,7 +476,7 @@ func TestSlowClientDisconnected(t *testing.T) {
 	// Big messages fill the socket buffers, then the queue.
 	pad := strings.Repeat("p", chat.MaxTextLen-10)
 	n := 0
-	for f.gate.chat.clients("busy") == 2 {
+	for f.hub.clients("busy") == 2 {
 		n++
 		if n > 20000 {
 			t.Fatal("the slow client was never disconnected")
@@ -514,7 +526,7 @@ func TestChatUser(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := httptest.NewRequest("GET", "/chat?room=r&"+tc.query, nil)
 			if tc.auth != nil {
-				r = r.WithContext(withAuth(r.Context(), tc.auth))
+				r = r.WithContext(gate.WithAuth(r.Context(), tc.auth))
 			}
 			got, status, err := chatUser(r)
 			if tc.status != 0 {
@@ -534,20 +546,16 @@ func TestChatUser(t *testing.T) {
 // of one member get one burst between them; another member has their own,
 // and a socket without a member (the book's open mode) its own.
 func TestChatRatePerMember(t *testing.T) {
-	log := slog.New(slog.DiscardHandler)
-	g := New(Config{Distributors: []string{"127.0.0.1:1"}, Logger: log})
-	defer g.Client().Close()
-	cfg := ChatConfig{Rate: 0.001, Burst: 3}
-	g.chat = newChatHub(nil, cfg, log)
-	a1, a2 := newChatClient(g.chat.ctx, "r", "7", g.chat.cfg), newChatClient(g.chat.ctx, "r", "7", g.chat.cfg)
+	h := New(Config{Rate: 0.001, Burst: 3, Logger: slog.New(slog.DiscardHandler)})
+	a1, a2 := newChatClient(h.ctx, "r", "7", h.cfg), newChatClient(h.ctx, "r", "7", h.cfg)
 	a1.member, a2.member = 7, 7
-	b := newChatClient(g.chat.ctx, "r", "8", g.chat.cfg)
+	b := newChatClient(h.ctx, "r", "8", h.cfg)
 	b.member = 8
-	guest := newChatClient(g.chat.ctx, "r", "guest", g.chat.cfg)
+	guest := newChatClient(h.ctx, "r", "guest", h.cfg)
 	sent := 0
 	for range 4 {
 		for _, c := range []*chatClient{a1, a2} {
-			if g.chatAllow(c) {
+			if h.allow(c) {
 				sent++
 			}
 		}
@@ -556,7 +564,7 @@ func TestChatRatePerMember(t *testing.T) {
 		t.Fatalf("two sockets of one member sent %d of 8 messages with a burst of 3; want 3", sent)
 	}
 	for _, c := range []*chatClient{b, guest} {
-		if !g.chatAllow(c) {
+		if !h.allow(c) {
 			t.Fatalf("%s's first message was refused: the allowance is not its own", c.user)
 		}
 	}

@@ -1,4 +1,4 @@
-package gate
+package chatws
 
 import (
 	"bufio"
@@ -91,7 +91,7 @@ type batchWriter struct {
 func (w *batchWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	hj, ok := w.ResponseWriter.(http.Hijacker)
 	if !ok {
-		return nil, nil, errors.New("gate: the connection cannot be taken over")
+		return nil, nil, errors.New("chat: the connection cannot be taken over")
 	}
 	nc, brw, err := hj.Hijack()
 	if err != nil {

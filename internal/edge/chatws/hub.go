@@ -1,4 +1,11 @@
-package gate
+// Package chatws serves the chat sockets of the fleet's edge (GET /chat):
+// an http.Handler the gate serves itself (gate.Config.Handlers). Each gate
+// holds one Redis subscription to every room of the deployment and fans
+// what is published out to its local sockets; what a client sends is
+// posted to the chat service (POST /chat), and a joining client first gets
+// the room's history (GET /chat/history). The rooms' channels and names
+// are the chat service's contract, package internal/chat/topic.
+package chatws
 
 import (
 	"context"
@@ -6,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,12 +23,30 @@ import (
 
 	"github.com/microshop/microshop/internal/cache"
 	"github.com/microshop/microshop/internal/chat/topic"
+	"github.com/microshop/microshop/internal/edge/limit"
 	"github.com/microshop/microshop/service"
 )
 
-// ChatConfig configures the gate's chat sockets (GET /chat). Zero fields
-// take their defaults.
-type ChatConfig struct {
+// Config configures a Hub. Zero fields take their defaults.
+type Config struct {
+	// Cache is the deployment's Redis, whose pub/sub carries the messages
+	// to every gate (required).
+	Cache *cache.Cache
+	// Client calls the chat service (required).
+	Client *service.Client
+	// Limiter keeps each member's message allowance (nil: one in process).
+	Limiter *limit.Limiter
+	// SessionEnded, when set, reports whether a session (by its hash, see
+	// service.Auth) has ended; a transient failure is false. Every
+	// SessionCheck the sockets of ended sessions are closed.
+	SessionEnded func(ctx context.Context, hash string) bool
+	// TrustedProxies are the networks of proxies whose X-Forwarded-For is
+	// believed (for the cap per client address, see gate.ClientAddr).
+	TrustedProxies []netip.Prefix
+	// RequestTimeout bounds each call to the chat service (default 10s).
+	RequestTimeout time.Duration
+	Logger         *slog.Logger
+
 	// Queue bounds each client's send queue, in messages (default 256). A
 	// client that falls that far behind is disconnected (close code 1008),
 	// so that a slow reader never slows its room or the gate.
@@ -55,7 +81,16 @@ type ChatConfig struct {
 	OriginPatterns []string
 }
 
-func (c *ChatConfig) setDefaults() {
+func (c *Config) setDefaults() {
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Limiter == nil {
+		c.Limiter = limit.New(nil, c.Logger)
+	}
 	if c.Queue <= 0 {
 		c.Queue = 256
 	}
@@ -104,16 +139,16 @@ const (
 // write in progress before the connection is closed under it.
 const kickGrace = time.Second
 
-// chatHub holds a gate's chat clients by room and the gate's one Redis
+// Hub holds a gate's chat clients by room and the gate's one Redis
 // subscription: a PSUBSCRIBE on every room's channel of the deployment.
 // Each published message is received once per gate and fanned out to the
 // room's local clients as the same bytes, without blocking on any client.
 //
-// Lock order: chatHub.mu, then nothing (client fields it guards are
+// Lock order: Hub.mu, then nothing (client fields it guards are
 // marked; channel sends under it never block).
-type chatHub struct {
+type Hub struct {
 	cache *cache.Cache
-	cfg   ChatConfig
+	cfg   Config
 	log   *slog.Logger
 
 	ctx    context.Context // canceled when the hub closes
@@ -131,19 +166,17 @@ type chatHub struct {
 	perAddr   map[string]int // sockets per client address
 	closing   bool
 
-	// ended, when set, reports whether a session hash names a session
-	// that ended (the gate's session check); transient failures are false.
-	ended func(ctx context.Context, hash string) bool
-
 	conns     sync.WaitGroup // chat sockets being served
 	closeOnce sync.Once
 }
 
-func newChatHub(c *cache.Cache, cfg ChatConfig, log *slog.Logger) *chatHub {
+// New returns a hub; Start subscribes it, ServeHTTP serves its sockets and
+// Close ends them.
+func New(cfg Config) *Hub {
 	cfg.setDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	return &chatHub{
-		cache: c, cfg: cfg, log: log,
+	return &Hub{
+		cache: cfg.Cache, cfg: cfg, log: cfg.Logger.With("component", "gate"),
 		ctx: ctx, cancel: cancel,
 		ready:     make(chan struct{}),
 		received:  make(chan struct{}),
@@ -153,10 +186,10 @@ func newChatHub(c *cache.Cache, cfg ChatConfig, log *slog.Logger) *chatHub {
 	}
 }
 
-// start subscribes to every room's channel and fans out what arrives. The
+// Start subscribes to every room's channel and fans out what arrives. The
 // subscription survives Redis outages: go-redis reconnects and subscribes
 // again by itself.
-func (h *chatHub) start() {
+func (h *Hub) Start() {
 	h.pubsub = h.cache.PSubscribe(h.ctx, topic.Pattern(h.cache.Prefix))
 	ch := h.pubsub.ChannelWithSubscriptions(redis.WithChannelSize(4096))
 	go func() {
@@ -181,7 +214,7 @@ func (h *chatHub) start() {
 			}
 		}
 	}()
-	if h.ended != nil {
+	if h.cfg.SessionEnded != nil {
 		go h.watchSessions()
 	}
 }
@@ -190,7 +223,7 @@ func (h *chatHub) start() {
 // ended: each distinct session is checked once (from Redis when its cached
 // value verifies, else asked of the members service), on every gate, so a
 // logout reaches every socket of the member within about SessionCheck.
-func (h *chatHub) watchSessions() {
+func (h *Hub) watchSessions() {
 	t := time.NewTicker(h.cfg.SessionCheck)
 	defer t.Stop()
 	for {
@@ -211,7 +244,7 @@ func (h *chatHub) watchSessions() {
 		h.mu.Unlock()
 		for hash, clients := range bySession {
 			ctx, cancel := context.WithTimeout(h.ctx, h.cfg.SessionCheck)
-			ended := h.ended(ctx, hash)
+			ended := h.cfg.SessionEnded(ctx, hash)
 			cancel()
 			if !ended {
 				continue
@@ -226,12 +259,12 @@ func (h *chatHub) watchSessions() {
 	}
 }
 
-// close disconnects every client (close code 1001), waits until their
+// Close disconnects every client (close code 1001), waits until their
 // sockets are closed (a few seconds at most) and drops the subscription.
 // Calls after the first do nothing.
-func (h *chatHub) close() { h.closeOnce.Do(h.shutdown) }
+func (h *Hub) Close() { h.closeOnce.Do(h.shutdown) }
 
-func (h *chatHub) shutdown() {
+func (h *Hub) shutdown() {
 	h.mu.Lock()
 	h.closing = true
 	for _, clients := range h.rooms {
@@ -258,7 +291,7 @@ func (h *chatHub) shutdown() {
 // waitReady waits a moment for the subscription, so that a client joining
 // just after the gate started misses nothing. With Redis down it gives up:
 // the client gets the history and live messages once Redis is back.
-func (h *chatHub) waitReady(ctx context.Context) {
+func (h *Hub) waitReady(ctx context.Context) {
 	t := time.NewTimer(2 * time.Second)
 	defer t.Stop()
 	select {
@@ -271,7 +304,7 @@ func (h *chatHub) waitReady(ctx context.Context) {
 // dispatch hands frame to every client of room: joining clients buffer it,
 // live ones queue it (unless their history already held it); a client
 // whose buffer or queue is full is dropped.
-func (h *chatHub) dispatch(room string, frame []byte) {
+func (h *Hub) dispatch(room string, frame []byte) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	id := int64(-1) // parsed once, when a client needs it
@@ -308,7 +341,7 @@ var (
 // join adds c to its room in the joining state (live messages are
 // buffered until goLive). It refuses c when the hub is closing, or when c's
 // member or address holds its cap of sockets.
-func (h *chatHub) join(c *chatClient) error {
+func (h *Hub) join(c *chatClient) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closing {
@@ -340,7 +373,7 @@ func (h *chatHub) join(c *chatClient) error {
 
 // leave removes c from its room (if still there) and frees the room when
 // it was the last local client; each join is matched by one leave.
-func (h *chatHub) leave(c *chatClient) {
+func (h *Hub) leave(c *chatClient) {
 	h.mu.Lock()
 	h.removeLocked(c)
 	c.pending = nil
@@ -359,7 +392,7 @@ func (h *chatHub) leave(c *chatClient) {
 	chatClients.Dec()
 }
 
-func (h *chatHub) removeLocked(c *chatClient) {
+func (h *Hub) removeLocked(c *chatClient) {
 	clients := h.rooms[c.room]
 	delete(clients, c)
 	if len(clients) == 0 {
@@ -368,7 +401,7 @@ func (h *chatHub) removeLocked(c *chatClient) {
 }
 
 // dropLocked removes c from its room and disconnects it.
-func (h *chatHub) dropLocked(c *chatClient, code websocket.StatusCode, reason string) {
+func (h *Hub) dropLocked(c *chatClient, code websocket.StatusCode, reason string) {
 	if reason == reasonSlow {
 		h.log.Info("chat: disconnected a slow client", "room", c.room, "user", c.user)
 		chatDropped.WithLabelValues("slow").Inc()
@@ -389,7 +422,7 @@ func (h *chatHub) dropLocked(c *chatClient, code websocket.StatusCode, reason st
 // history's ids after going live, skipping those messages when they
 // arrive, until a message newer than the whole history shows that the
 // subscription has caught up (see alreadySent).
-func (h *chatHub) goLive(c *chatClient, hist chatHistory) {
+func (h *Hub) goLive(c *chatClient, hist chatHistory) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if _, ok := h.rooms[c.room][c]; !ok {
@@ -425,7 +458,7 @@ func (h *chatHub) goLive(c *chatClient, hist chatHistory) {
 }
 
 // clients returns how many local clients room has (for tests).
-func (h *chatHub) clients(room string) int {
+func (h *Hub) clients(room string) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return len(h.rooms[room])
@@ -449,13 +482,13 @@ type chatClient struct {
 	conn       *websocket.Conn
 	send       chan []byte // frames to write, in order
 
-	joining bool     // guarded by chatHub.mu
-	pending [][]byte // guarded by chatHub.mu: live frames buffered while joining
+	joining bool     // guarded by Hub.mu
+	pending [][]byte // guarded by Hub.mu: live frames buffered while joining
 
 	// sent holds the ids of the history frames c was sent, and newest the
 	// highest of them, until the subscription is known to have delivered
 	// them all; sentUntil, for a history read from the database, is the
-	// earliest time they may be forgotten. Guarded by chatHub.mu.
+	// earliest time they may be forgotten. Guarded by Hub.mu.
 	sent      map[int64]bool
 	newest    int64
 	sentUntil time.Time
@@ -472,7 +505,7 @@ type chatClient struct {
 	bucket bucket // used by the read loop only
 }
 
-func newChatClient(ctx context.Context, room, user string, cfg ChatConfig) *chatClient {
+func newChatClient(ctx context.Context, room, user string, cfg Config) *chatClient {
 	c := &chatClient{
 		room: room, user: user,
 		// Room for the whole history on top of the queue.

@@ -1,4 +1,4 @@
-package gate
+package chatws
 
 import (
 	"context"
@@ -16,7 +16,9 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/microshop/microshop/gate"
 	"github.com/microshop/microshop/internal/chat/topic"
+	"github.com/microshop/microshop/internal/edge/limit"
 	"github.com/microshop/microshop/packet"
 	"github.com/microshop/microshop/service"
 )
@@ -25,11 +27,6 @@ import (
 // of 2,000 characters, each escaped as \uXXXX, fits.
 const maxChatFrame = 16 << 10
 
-// isChatSocket reports whether r asks for a chat socket (GET /chat).
-func isChatSocket(r *http.Request) bool {
-	return r.Method == http.MethodGet && r.URL.Path == "/chat"
-}
-
 // chatUser is the one place that says who a chat socket speaks as. With
 // authentication on it is the token's member (no token: 401; a userid
 // naming someone else: 403); the admin key, or authentication off (the
@@ -37,7 +34,7 @@ func isChatSocket(r *http.Request) bool {
 // as a generated guest name. status is the HTTP status of a refusal.
 func chatUser(r *http.Request) (user string, status int, err error) {
 	q := r.URL.Query().Get("userid")
-	if a := AuthFrom(r.Context()); a != nil && !a.Admin {
+	if a := gate.AuthFrom(r.Context()); a != nil && !a.Admin {
 		switch {
 		case a.Member == 0:
 			return "", http.StatusUnauthorized, errors.New("log in first: connect with Authorization: Bearer TOKEN or ?token=TOKEN")
@@ -64,104 +61,101 @@ func chatUserParam(u string) (string, error) {
 	return u, nil
 }
 
-// serveChat serves GET /chat?room=NAME: it upgrades to a WebSocket, sends
+// Disabled is the handler of GET /chat on a gate without Redis.
+var Disabled http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	gate.WriteError(w, http.StatusServiceUnavailable, "chat is disabled on this gate: it was started without Redis (--redis)")
+})
+
+// ServeHTTP serves GET /chat?room=NAME: it upgrades to a WebSocket, sends
 // the room's recent history, then every message of the room from any gate,
 // and posts what the client sends ({"text": "..."}) to the chat service.
-// It returns once the socket is closed.
-func (g *Gate) serveChat(w http.ResponseWriter, r *http.Request) int {
-	h := g.chat
-	if h == nil {
-		return writeError(w, http.StatusServiceUnavailable, "chat is disabled on this gate: it was started without Redis (--redis)")
-	}
+// It returns once the socket is closed. Who the socket speaks as comes
+// from gate.AuthFrom (see chatUser).
+func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.serve(w, r) }
+
+// serve is ServeHTTP; it returns the status written (101 for a socket).
+func (h *Hub) serve(w http.ResponseWriter, r *http.Request) int {
 	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
-		return writeError(w, http.StatusBadRequest, "GET /chat is a WebSocket: connect with a WebSocket client to ws://HOST/chat?room=NAME; past messages are at GET /chat/history?room=NAME")
+		return gate.WriteError(w, http.StatusBadRequest, "GET /chat is a WebSocket: connect with a WebSocket client to ws://HOST/chat?room=NAME; past messages are at GET /chat/history?room=NAME")
 	}
 	room := r.URL.Query().Get("room")
 	if err := topic.CheckRoom(room); err != nil {
-		return writeError(w, http.StatusBadRequest, err.Error())
+		return gate.WriteError(w, http.StatusBadRequest, err.Error())
 	}
 	user, status, err := chatUser(r)
 	if err != nil {
-		return writeError(w, status, err.Error())
+		return gate.WriteError(w, status, err.Error())
 	}
 
 	// Subscribed before the history is read, with live messages buffered
 	// meanwhile: nothing falls between the history and the live messages.
 	h.waitReady(r.Context())
 	c := newChatClient(h.ctx, room, user, h.cfg)
-	c.auth = AuthFrom(r.Context())
+	c.auth = gate.AuthFrom(r.Context())
 	if a := c.auth; a != nil && !a.Admin {
 		c.member = a.Member
 	}
-	c.addr = addrKey(ClientAddr(r, g.cfg.Security.TrustedProxies))
+	c.addr = limit.AddrKey(gate.ClientAddr(r, h.cfg.TrustedProxies))
 	if err := h.join(c); err != nil {
 		if errors.Is(err, errHubClosing) {
-			return writeError(w, http.StatusServiceUnavailable, err.Error())
+			return gate.WriteError(w, http.StatusServiceUnavailable, err.Error())
 		}
 		w.Header().Set("Retry-After", "60")
-		return writeError(w, http.StatusTooManyRequests, err.Error()+": close one first")
+		return gate.WriteError(w, http.StatusTooManyRequests, err.Error()+": close one first")
 	}
 	defer h.leave(c)
-	history, status, msg := g.chatHistory(r.Context(), room)
+	history, status, msg := h.history(r.Context(), room)
 	if status != 0 {
-		if status == 499 {
+		if status == gate.StatusClientGone {
 			return status
 		}
-		return writeError(w, status, msg)
+		return gate.WriteError(w, status, msg)
 	}
 	bw := &batchWriter{ResponseWriter: w, timeout: h.cfg.WriteTimeout}
 	conn, err := websocket.Accept(bw, r, &websocket.AcceptOptions{OriginPatterns: h.cfg.OriginPatterns})
 	if err != nil {
-		g.log.Debug("chat: upgrade refused", "err", err)
+		h.log.Debug("chat: upgrade refused", "err", err)
 		return http.StatusBadRequest // Accept wrote the answer
 	}
 	conn.SetReadLimit(maxChatFrame)
 	c.conn = conn
 	c.out.Store(bw.conn)
 	h.goLive(c, history)
-	g.log.Debug("chat: joined", "room", room, "user", user)
+	h.log.Debug("chat: joined", "room", room, "user", user)
 
 	var wg sync.WaitGroup
 	wg.Go(func() { h.writeLoop(c) })
 	wg.Go(func() { h.pingLoop(c) })
-	g.chatReadLoop(c)
+	h.readLoop(c)
 	c.kick(websocket.StatusNormalClosure, "")
 	wg.Wait()
 	c.cancelWrite()
 	conn.CloseNow()
-	g.log.Debug("chat: left", "room", room, "user", user)
+	h.log.Debug("chat: left", "room", room, "user", user)
 	return http.StatusSwitchingProtocols
 }
 
-// chatHistory fetches the room's recent messages from the chat service as
+// history fetches the room's recent messages from the chat service as
 // frames to send, with their ids; or an HTTP status and message when it
 // cannot.
-func (g *Gate) chatHistory(ctx context.Context, room string) (h chatHistory, status int, msg string) {
-	params, _ := json.Marshal(map[string]any{"room": room, "limit": g.chat.cfg.History})
-	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
+func (h *Hub) history(ctx context.Context, room string) (hist chatHistory, status int, msg string) {
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.RequestTimeout)
 	defer cancel()
-	m, err := g.client.Call(ctx, http.MethodGet, "/chat/history", params)
-	if err != nil {
-		status, msg := chatCallError(ctx, http.MethodGet, err)
-		return h, status, msg
-	}
-	if s := Status(m); s != http.StatusOK {
-		return h, s, m.ErrorMessage
-	}
 	var res struct {
 		Results []json.RawMessage `json:"results"`
 		Source  string            `json:"source"`
 	}
-	if err := json.Unmarshal(m.Raw, &res); err != nil {
-		return h, http.StatusBadGateway, "the chat service answered an unreadable history"
+	if err := h.cfg.Client.Do(ctx, nil, http.MethodGet, "/chat/history", map[string]any{"room": room, "limit": h.cfg.History}, &res); err != nil {
+		status, msg := callError(ctx, http.MethodGet, err)
+		return hist, status, msg
 	}
-	h.ids = make(map[int64]bool, len(res.Results))
+	hist.ids = make(map[int64]bool, len(res.Results))
 	for _, f := range res.Results {
-		h.frames = append(h.frames, f)
-		h.ids[frameID(f)] = true
+		hist.frames = append(hist.frames, f)
+		hist.ids[frameID(f)] = true
 	}
-	h.published = res.Source == "window"
-	return h, 0, ""
+	hist.published = res.Source == "window"
+	return hist, 0, ""
 }
 
 // chatHistory is the history a joining client gets.
@@ -174,25 +168,25 @@ type chatHistory struct {
 	published bool
 }
 
-// chatCallError maps a Client error of a call to the chat service to an
-// HTTP status and message: callError's, except that a chat service never
-// listed is a 503 too (chat sockets are the gate's route, not a service's).
-func chatCallError(ctx context.Context, method string, err error) (int, string) {
+// callError maps a Client error of a call to the chat service to an HTTP
+// status and message: service.CallStatus's, except that a chat service
+// never listed is a 503 (chat sockets are the gate's route, and the chat
+// service a dependency of theirs).
+func callError(ctx context.Context, method string, err error) (int, string) {
 	switch {
 	case ctx.Err() != nil && !errors.Is(err, packet.ErrTimeout):
-		return 499, "the client went away"
+		return gate.StatusClientGone, "the client went away"
 	case errors.Is(err, service.ErrNoRoute):
 		return http.StatusServiceUnavailable, "no chat service is running"
 	}
-	return callError(method, err)
+	return service.CallStatus(method, err)
 }
 
-// chatReadLoop reads the client's messages until the socket closes and
+// readLoop reads the client's messages until the socket closes and
 // posts each to the chat service, one at a time, so that a client's
 // messages reach the room in the order sent. Errors go back to the client
 // as {"error": "..."} frames.
-func (g *Gate) chatReadLoop(c *chatClient) {
-	h := g.chat
+func (h *Hub) readLoop(c *chatClient) {
 	for {
 		typ, data, err := c.conn.Read(h.ctx)
 		if err != nil {
@@ -209,56 +203,50 @@ func (g *Gate) chatReadLoop(c *chatClient) {
 			h.fail(c, `send a JSON object {"text": "..."}`)
 			continue
 		}
-		if !g.chatAllow(c) {
+		if !h.allow(c) {
 			h.fail(c, fmt.Sprintf("too many messages: at most %g a second, %d at once, for each member across all their sockets; this one was not sent", h.cfg.Rate, h.cfg.Burst))
 			continue
 		}
-		if msg := g.chatPost(c, *in.Text); msg != "" {
+		if msg := h.post(c, *in.Text); msg != "" {
 			h.fail(c, msg)
 		}
 	}
 }
 
-// chatAllow takes one message from c's allowance: a member's, shared by
-// all their sockets on every gate (the gate's limiter: GCRA in Redis, or
-// per gate while Redis is down); a socket without a member, its own.
-func (g *Gate) chatAllow(c *chatClient) bool {
+// allow takes one message from c's allowance: a member's, shared by all
+// their sockets on every gate (the limiter: GCRA in Redis, or per gate
+// while Redis is down); a socket without a member, its own.
+func (h *Hub) allow(c *chatClient) bool {
 	if c.member == 0 {
 		return c.bucket.allow(time.Now())
 	}
-	cfg := g.chat.cfg
+	cfg := h.cfg
 	// cfg.Rate a second, as a count per 1,000 s so that a fraction is exact.
-	lim := Limit{Rate: int(math.Round(cfg.Rate * 1000)), Burst: cfg.Burst, Period: 1000 * time.Second}
-	ctx, cancel := context.WithTimeout(g.chat.ctx, time.Second)
+	lim := limit.Limit{Rate: int(math.Round(cfg.Rate * 1000)), Burst: cfg.Burst, Period: 1000 * time.Second}
+	ctx, cancel := context.WithTimeout(h.ctx, time.Second)
 	defer cancel()
-	return g.guard.limiter.allow(ctx, "chat:member:"+strconv.FormatInt(c.member, 10), lim).allowed
+	return cfg.Limiter.Allow(ctx, "chat:member:"+strconv.FormatInt(c.member, 10), lim).Allowed
 }
 
-// chatPost sends one message through POST /chat; it returns an error
-// message for the client, or "" on success.
-func (g *Gate) chatPost(c *chatClient, text string) string {
-	params, err := json.Marshal(map[string]any{"room": c.room, "text": text, "userid": c.user})
-	if err != nil {
-		return "unencodable message"
-	}
-	ctx, cancel := context.WithTimeout(g.chat.ctx, g.cfg.RequestTimeout)
+// post sends one message through POST /chat; it returns an error message
+// for the client, or "" on success.
+func (h *Hub) post(c *chatClient, text string) string {
+	ctx, cancel := context.WithTimeout(h.ctx, h.cfg.RequestTimeout)
 	defer cancel()
-	m, err := g.client.CallAuth(ctx, c.auth, http.MethodPost, "/chat", params)
-	if err != nil {
-		_, msg := chatCallError(ctx, http.MethodPost, err)
-		return msg
+	err := h.cfg.Client.Do(ctx, c.auth, http.MethodPost, "/chat", map[string]any{"room": c.room, "text": text, "userid": c.user}, nil)
+	var se *service.Error
+	switch {
+	case err == nil:
+		return ""
+	case errors.As(err, &se) && se.Message == "":
+		return "the message was not sent"
 	}
-	if Status(m) != http.StatusOK {
-		if m.ErrorMessage == "" {
-			return "the message was not sent"
-		}
-		return m.ErrorMessage
-	}
-	return ""
+	_, msg := callError(ctx, http.MethodPost, err)
+	return msg
 }
 
 // fail queues an error frame for c, disconnecting it when its queue is full.
-func (h *chatHub) fail(c *chatClient, msg string) {
+func (h *Hub) fail(c *chatClient, msg string) {
 	b, _ := json.Marshal(struct {
 		Error string `json:"error"`
 	}{msg})
@@ -272,7 +260,7 @@ func (h *chatHub) fail(c *chatClient, msg string) {
 // writeLoop is the only writer of c's messages: it writes the queued
 // frames in order, many per socket write when they pile up, until c is
 // kicked, then closes the socket with the kick's code and reason.
-func (h *chatHub) writeLoop(c *chatClient) {
+func (h *Hub) writeLoop(c *chatClient) {
 	for {
 		select {
 		case <-c.kicked:
@@ -332,7 +320,7 @@ func (c *chatClient) close() {
 
 // pingLoop pings c every PingInterval and closes the socket when a pong
 // does not come back within the interval.
-func (h *chatHub) pingLoop(c *chatClient) {
+func (h *Hub) pingLoop(c *chatClient) {
 	t := time.NewTicker(h.cfg.PingInterval)
 	defer t.Stop()
 	for {

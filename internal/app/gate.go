@@ -4,16 +4,68 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/microshop/microshop/gate"
 	"github.com/microshop/microshop/internal/cache"
+	"github.com/microshop/microshop/internal/edge/auth"
+	"github.com/microshop/microshop/internal/edge/chatws"
+	"github.com/microshop/microshop/internal/edge/limit"
+	"github.com/microshop/microshop/service"
 )
+
+// runGate assembles the gate from its parts and serves it on ln until ctx
+// is done: the proxy (package gate), the admission of requests (rate limits
+// and tokens, internal/edge/auth) and chat sockets (internal/edge/chatws,
+// with Redis only). c is nil without Redis.
+func runGate(ctx context.Context, o *options, c *cache.Cache, ln net.Listener, rd *readiness, log *slog.Logger) error {
+	fleetKey := service.FleetKey(o.sec.fleetKey)
+	client := service.NewClient(service.ClientConfig{RequestTimeout: o.requestTimeout, MaxPacket: o.maxPacket, FleetKey: fleetKey,
+		Heartbeat: o.heartbeat, HedgeAfter: o.hedgeAfter, IdentitiesOnly: !o.sec.guard.AuthOff, Logger: log.With("component", "gate")})
+	limiter := limit.New(c, log.With("component", "gate"))
+	ac := o.sec.guard
+	ac.FleetKey, ac.Cache, ac.Client, ac.Limiter, ac.Logger = []byte(o.sec.fleetKey), c, client, limiter, log
+	guard := auth.New(ac)
+	guard.LogPosture()
+
+	chat := chatws.Disabled
+	shutdown := func() {}
+	if c != nil {
+		cc := o.chat
+		cc.Cache, cc.Client, cc.Limiter, cc.TrustedProxies, cc.RequestTimeout, cc.Logger = c, client, limiter, ac.TrustedProxies, o.requestTimeout, log
+		if !ac.AuthOff {
+			cc.SessionEnded = guard.Ended
+		}
+		hub := chatws.New(cc)
+		hub.Start()
+		defer hub.Close()
+		chat, shutdown = hub, hub.Close
+	}
+	conns := o.conns
+	if conns.Max == 0 {
+		conns.Max = gate.DefaultMaxConns
+	}
+	if conns.PerHost == 0 {
+		conns.PerHost = gate.DefaultMaxConnsPerHost
+	}
+	conns.Exempt = func(host string) bool { // trusted proxies carry many clients
+		a, err := netip.ParseAddr(host)
+		return err == nil && gate.Trusted(a.Unmap(), ac.TrustedProxies)
+	}
+	g := gate.New(gate.Config{Distributors: o.distributors, Advertise: o.advertise, RequestTimeout: o.requestTimeout, MaxBody: o.maxBody,
+		MaxPacket: o.maxPacket, FleetKey: fleetKey, Heartbeat: o.heartbeat, Client: client, Admit: guard,
+		Handlers: map[string]http.Handler{"GET /chat": chat}, OnShutdown: shutdown, Conns: conns, Logger: log})
+	rd.gatePeers(client)
+	return g.Serve(ctx, ln)
+}
 
 // chatFlags adds the gate's chat flags, filling c. The returned check
 // validates the values after parsing.
-func chatFlags(f *envFlags, c *gate.ChatConfig) (check func() error) {
+func chatFlags(f *envFlags, c *chatws.Config) (check func() error) {
 	f.Int(gGate, &c.Queue, "chat-queue", "MICROSHOP_CHAT_QUEUE", 256, "gate: messages queued per chat socket before a slow reader is disconnected")
 	f.Float(gGate, &c.Rate, "chat-rate", "MICROSHOP_CHAT_RATE", 10, "gate: messages a second each member may send, on average, across all their chat sockets and every gate (a socket of --auth=off: each socket)")
 	f.Int(gGate, &c.Burst, "chat-burst", "MICROSHOP_CHAT_BURST", 20, "gate: messages each member (a socket of --auth=off: each socket) may send at once")

@@ -1,0 +1,242 @@
+// Package auth admits requests at the fleet's edge: it is microshop's
+// gate.Admitter. It applies the rate limits and turns a bearer token into
+// the identity the gate sends with the request (service.Auth).
+//
+// Authentication: a request with "Authorization: Bearer TOKEN" is the
+// admin's when TOKEN is the admin key, else the member's whose session
+// TOKEN starts (see internal/members/session.go). The guard looks the
+// session up in Redis (in the format of package
+// internal/members/sessioncache, the members service's contract) and
+// believes what it finds only when its MAC, made with the fleet key,
+// verifies; on a miss, on a value that does not verify, with Redis down,
+// or without a fleet key (nothing to verify with) it asks the members
+// service (GET /sessions), which reads the database. A request without the
+// header is anonymous. Each service then decides what its caller may do.
+// With authentication off the guard sends no identity: the book's open
+// behaviour.
+package auth
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/microshop/microshop/gate"
+	"github.com/microshop/microshop/internal/cache"
+	"github.com/microshop/microshop/internal/edge/limit"
+	"github.com/microshop/microshop/internal/members/sessioncache"
+	"github.com/microshop/microshop/service"
+)
+
+// Config configures a Guard. The zero value authenticates (members by
+// token; no admin key, so no admin) and does not limit.
+type Config struct {
+	// AuthOff turns authentication off: the book's open behaviour.
+	AuthOff bool
+	// AdminKey, sent as the bearer token, manages goods and stores; empty
+	// means nobody can.
+	AdminKey string
+	// TrustedProxies are the networks of proxies whose X-Forwarded-For is
+	// believed (see gate.ClientAddr).
+	TrustedProxies []netip.Prefix
+	// The rate limits; a zero Limit is off.
+	RateLimit       limit.Limit // every request, per client address
+	MemberRateLimit limit.Limit // every request with a member's token, per member
+	StrictRateLimit limit.Limit // logins and writes, per client address
+	// FleetKey verifies the sessions cached in Redis; without one the
+	// guard believes none and asks the members service every time.
+	FleetKey []byte
+	// Cache is the deployment's Redis (nil: sessions from the members
+	// service only).
+	Cache *cache.Cache
+	// Client asks the members service (GET /sessions).
+	Client *service.Client
+	// Limiter keeps the rate limits (nil: one in process).
+	Limiter *limit.Limiter
+	Logger  *slog.Logger
+}
+
+// Guard is the edge's gate.Admitter.
+type Guard struct {
+	cfg       Config
+	log       *slog.Logger
+	adminHash []byte // SHA-256 of the admin key, nil without one
+	// sessions verifies cached sessions; nil without a fleet key, when
+	// the guard believes no cached session.
+	sessions *sessioncache.Signer
+	// lastUnverified is when a cached session last failed verification
+	// (unix nanos), to log it at most once a minute.
+	lastUnverified atomic.Int64
+}
+
+// New returns a guard.
+func New(cfg Config) *Guard {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Limiter == nil {
+		cfg.Limiter = limit.New(nil, cfg.Logger)
+	}
+	g := &Guard{cfg: cfg, log: cfg.Logger.With("component", "gate"), sessions: sessioncache.NewSigner(cfg.FleetKey)}
+	if cfg.AdminKey != "" {
+		sum := sha256.Sum256([]byte(cfg.AdminKey))
+		g.adminHash = sum[:]
+	}
+	return g
+}
+
+// maxToken bounds the bearer tokens worth hashing (a session token is 43
+// characters; the admin key is the operator's choice).
+const maxToken = 1024
+
+var errBadToken = errors.New("invalid or expired token")
+
+// bearer returns the credential r presents: the Authorization header, ""
+// when none. Browsers cannot set headers on a WebSocket: a WebSocket
+// upgrade (a chat socket) may give its token as ?token= instead.
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	if h == "" && r.Method == http.MethodGet && strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		if t := r.URL.Query().Get("token"); t != "" {
+			h = "Bearer " + t
+		}
+	}
+	return h
+}
+
+// bearerToken parses an Authorization header h: the token, and ok false
+// when h is not "Bearer TOKEN".
+func bearerToken(h string) (token string, ok bool) {
+	scheme, token, _ := strings.Cut(strings.TrimSpace(h), " ")
+	token = strings.TrimSpace(token)
+	return token, strings.EqualFold(scheme, "Bearer") && token != ""
+}
+
+// isAdmin reports whether token is the admin key: one SHA-256 and a
+// constant-time comparison, no lookup, so it is cheap enough to run before
+// the rate limits.
+func (g *Guard) isAdmin(token string) bool {
+	if g.adminHash == nil || len(token) > maxToken {
+		return false
+	}
+	sum := sha256.Sum256([]byte(token))
+	return subtle.ConstantTimeCompare(sum[:], g.adminHash) == 1
+}
+
+// authenticate returns the identity of r to send with its request, nil
+// with authentication off. A 401 (or 503) is written when the token cannot
+// be accepted; its status is returned then.
+func (g *Guard) authenticate(ctx context.Context, w http.ResponseWriter, r *http.Request) (auth *service.Auth, status int) {
+	if g.cfg.AuthOff {
+		return nil, 0
+	}
+	h := bearer(r)
+	addr := limit.AddrKey(gate.ClientAddr(r, g.cfg.TrustedProxies))
+	if addr == "unknown" {
+		addr = ""
+	}
+	if h == "" {
+		return &service.Auth{Addr: addr}, 0
+	}
+	token, ok := bearerToken(h)
+	if !ok {
+		return nil, writeUnauthorized(w, "malformed Authorization header: want Bearer TOKEN")
+	}
+	if len(token) > maxToken {
+		return nil, writeUnauthorized(w, errBadToken.Error())
+	}
+	if g.isAdmin(token) {
+		return &service.Auth{Admin: true, Addr: addr}, 0
+	}
+	hash := sessioncache.HashToken(token)
+	member, err := g.session(ctx, hash)
+	switch {
+	case errors.Is(err, errBadToken):
+		return nil, writeUnauthorized(w, err.Error())
+	case err != nil:
+		if r.Context().Err() != nil {
+			return nil, gate.StatusClientGone
+		}
+		g.log.Warn("cannot check a token: members service unavailable", "err", err)
+		return nil, gate.WriteError(w, http.StatusServiceUnavailable, "cannot check the token now; retry")
+	}
+	return &service.Auth{Member: member, Session: hash, Addr: addr}, 0
+}
+
+func writeUnauthorized(w http.ResponseWriter, msg string) int {
+	w.Header().Set("WWW-Authenticate", `Bearer realm="microshop"`)
+	return gate.WriteError(w, http.StatusUnauthorized, msg)
+}
+
+// Ended reports whether the session with the given hash has ended (logout,
+// expiry, account deleted); a failure to tell is false. Chat sockets close
+// with it.
+func (g *Guard) Ended(ctx context.Context, hash string) bool {
+	_, err := g.session(ctx, hash)
+	return errors.Is(err, errBadToken)
+}
+
+// session returns the member of the live session with the given hash:
+// from Redis when the cached value verifies, else from the members service.
+// errBadToken means the token is unknown, expired or revoked.
+func (g *Guard) session(ctx context.Context, hash string) (int64, error) {
+	if c := g.cfg.Cache; g.sessions != nil && c != nil {
+		// With Redis failing, the cache's breaker answers at once.
+		if v, err := c.Get(ctx, sessioncache.Key(c, hash)).Result(); err == nil {
+			switch s := g.sessions.Open(hash, v, time.Now()); s.State {
+			case sessioncache.Live:
+				return s.Member, nil
+			case sessioncache.Ended:
+				return 0, errBadToken
+			default:
+				g.unverified()
+			}
+		}
+	}
+	var res struct {
+		UserID int64 `json:"userid"`
+	}
+	var se *service.Error
+	switch err := g.cfg.Client.Do(ctx, &service.Auth{Session: hash}, "GET", "/sessions", nil, &res); {
+	case errors.As(err, &se) && se.Code == http.StatusUnauthorized:
+		return 0, errBadToken
+	case err != nil:
+		return 0, fmt.Errorf("GET /sessions: %w", err)
+	case res.UserID < 1:
+		return 0, errors.New("GET /sessions: no userid in the answer")
+	}
+	return res.UserID, nil
+}
+
+// unverified logs, at most once a minute, that a cached session failed
+// verification and was ignored.
+func (g *Guard) unverified() {
+	now := time.Now().UnixNano()
+	last := g.lastUnverified.Load()
+	if now-last < int64(time.Minute) || !g.lastUnverified.CompareAndSwap(last, now) {
+		return
+	}
+	g.log.Warn("a cached session in Redis did not verify with this fleet's key and was ignored; asked the members service instead " +
+		"(written by another deployment sharing Redis, made up by someone who can write to it, or cached before a fleet key change)")
+}
+
+// LogPosture tells at start-up how the guard protects the fleet, loudly
+// when it does not.
+func (g *Guard) LogPosture() {
+	c := &g.cfg
+	if c.AuthOff {
+		g.log.Warn("AUTHENTICATION IS OFF (--auth=off): anyone can act as any member and manage goods and stores, as in the book. Never expose this gate.")
+	} else if c.AdminKey == "" {
+		g.log.Warn("no admin key (--admin-key): nobody can add or delete goods and stores through this gate")
+	}
+	g.log.Info("rate limits", "per_address", limit.Format(c.RateLimit), "per_member", limit.Format(c.MemberRateLimit),
+		"strict_per_address", limit.Format(c.StrictRateLimit), "shared_in_redis", c.Cache != nil, "trusted_proxies", len(c.TrustedProxies))
+}
