@@ -11,7 +11,7 @@ var (
 	})
 	broadcasts = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "microshop_distributor_broadcasts_total",
-		Help: "Times the distributor pushed the full list to every connection after a change.",
+		Help: "Times the distributor pushed the list after a change (to every connection that had not had it; changes made meanwhile are pushed together).",
 	})
 	silentDropped = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "microshop_distributor_silent_dropped_total",

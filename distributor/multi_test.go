@@ -306,3 +306,34 @@ func TestRegistrationBoundToConnection(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// Lists are pushed outside the registry's lock, in any order between
+// pushes, yet every connection sees them in the order they were made:
+// while processes only join, each list a watcher gets is at least as long
+// as the one before. A connection that never reads slows nobody.
+func TestListsInOrderWhileManyJoin(t *testing.T) {
+	ln, _ := runServer(t, "127.0.0.1:0")
+	addr := ln.Addr().String()
+	stuck, err := net.Dial("tcp", addr) // connects and never reads
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.Close()
+	w := runClient(t, "watcher", 1, 0, addr)
+	w.waitNames(t, 5*time.Second, "watcher")
+	const n = 30
+	want := []string{"watcher"}
+	for i := range n {
+		name := fmt.Sprintf("p%02d", i)
+		want = append(want, name)
+		go runClient(t, name, 100+i, 0, addr)
+	}
+	w.waitNames(t, 10*time.Second, want...)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i := 1; i < len(w.lists); i++ {
+		if len(w.lists[i]) < len(w.lists[i-1]) {
+			t.Fatalf("list %d has %d processes after one of %d: an older list arrived after a newer one", i, len(w.lists[i]), len(w.lists[i-1]))
+		}
+	}
+}

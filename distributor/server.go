@@ -50,16 +50,21 @@ type Server struct {
 	settled  bool // guarded by mu; lists are pushed only once settled
 	stopping bool // guarded by mu; a stopping registry pushes no more lists
 
-	mu    sync.Mutex // guards conns and seq; held while queueing pushes so every connection sees lists in order
-	conns map[*packet.Conn]*member
-	seq   uint64
-	wg    sync.WaitGroup // connection goroutines
+	// Lock order: mu, then nothing. mu is never held while writing to a
+	// connection: one pusher goroutine sends the lists (see pushLoop).
+	mu      sync.Mutex // guards conns, seq, version
+	conns   map[*packet.Conn]*member
+	seq     uint64
+	version uint64         // of the list: one more at every change
+	wake    chan struct{}  // tells the pusher to look (capacity 1)
+	wg      sync.WaitGroup // connection goroutines and the pusher
 }
 
 type member struct {
 	node  *Node  // nil until the connection registers
 	seq   uint64 // registration order, to keep the list stable
 	nonce string // the challenge given to the connection, if it asked
+	sent  uint64 // the version of the last list queued on it
 }
 
 // The request with which a client asks for the nonce its signed
@@ -76,7 +81,7 @@ func NewServer(log *slog.Logger, maxPacket int) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{Settle: DefaultSettle, log: log, maxSize: maxPacket, conns: make(map[*packet.Conn]*member)}
+	return &Server{Settle: DefaultSettle, log: log, maxSize: maxPacket, conns: make(map[*packet.Conn]*member), wake: make(chan struct{}, 1), version: 1}
 }
 
 // EndSettle ends the settle period at once and pushes the list, for a
@@ -92,6 +97,56 @@ func (s *Server) EndSettle() {
 	s.broadcastLocked()
 }
 
+// pushLoop is the one pusher: woken after a change (or a new connection),
+// it queues the current list, encoded once, on every connection that has
+// not had it, outside mu. A connection whose queue stays full for a
+// second is too slow to follow the registry and is dropped; meanwhile
+// registrations and heartbeats go on (a reader never waits for a push).
+// Being one goroutine, it gives every connection the lists in order, and
+// skips those made obsolete while it was busy.
+func (s *Server) pushLoop(done <-chan struct{}) {
+	for {
+		select {
+		case <-done:
+			return
+		case <-s.wake:
+		}
+		s.mu.Lock()
+		if !s.settled {
+			s.mu.Unlock()
+			continue
+		}
+		version := s.version
+		var todo []*packet.Conn
+		for c, m := range s.conns {
+			if m.sent < version {
+				todo = append(todo, c)
+				m.sent = version
+			}
+		}
+		var b []byte
+		var err error
+		if len(todo) > 0 {
+			broadcasts.Inc()
+			b, err = packet.Marshal(listPacket{URI: "/distributes", Method: "GET", Key: 0, Params: s.listLocked()})
+		}
+		s.mu.Unlock()
+		if err != nil {
+			s.log.Error("distributor: encode list", "err", err)
+			continue
+		}
+		for _, c := range todo {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			err := c.Write(ctx, b)
+			cancel()
+			if err != nil && !errors.Is(err, packet.ErrClosed) {
+				s.log.Warn("distributor: dropping a connection that does not read", "remote", c.RemoteAddr().String())
+				c.Abort()
+			}
+		}
+	}
+}
+
 // Serve accepts connections on ln until ctx is done, then closes every
 // connection and returns once they have all ended.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
@@ -99,6 +154,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer stop()
 	settle := time.AfterFunc(s.Settle, s.EndSettle)
 	defer settle.Stop()
+	pusherDone := make(chan struct{})
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); s.pushLoop(pusherDone) }()
 	admit := packet.NewConnCounter(s.Conns)
 	var refusedAt time.Time
 	var delay time.Duration
@@ -140,6 +198,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		c.Close()
 	}
 	s.mu.Unlock()
+	close(pusherDone)
 	s.wg.Wait()
 	return nil
 }
@@ -164,11 +223,8 @@ func (s *Server) add(nc net.Conn, release func()) {
 	s.mu.Lock()
 	c := packet.NewConn(nc, packet.Options{MaxSize: s.maxSize, Logger: s.log, OnMessage: s.onMessage, Heartbeat: s.Heartbeat})
 	s.conns[c] = &member{}
-	// A new connection gets the list at once (once the registry settled).
-	if s.settled {
-		s.push(c, s.listLocked())
-	}
 	s.mu.Unlock()
+	s.poke() // a new connection gets the list at once (once the registry settled)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -353,29 +409,17 @@ func (s *Server) listLocked() []Node {
 	return nodes
 }
 
+// broadcastLocked records that the list changed: the pusher sends the new
+// one to every connection (once the registry settled).
 func (s *Server) broadcastLocked() {
-	if !s.settled {
-		return
-	}
-	broadcasts.Inc()
-	nodes := s.listLocked()
-	for c := range s.conns {
-		s.push(c, nodes)
-	}
+	s.version++
+	s.poke()
 }
 
-// push queues the list on c. A connection whose queue stays full is too slow
-// to follow the registry and is dropped.
-func (s *Server) push(c *packet.Conn, nodes []Node) {
-	b, err := packet.Marshal(listPacket{URI: "/distributes", Method: "GET", Key: 0, Params: nodes})
-	if err != nil {
-		s.log.Error("distributor: encode list", "err", err)
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	if err := c.Write(ctx, b); err != nil && !errors.Is(err, packet.ErrClosed) {
-		s.log.Warn("distributor: dropping a connection that does not read", "remote", c.RemoteAddr().String())
-		c.Abort()
+// poke wakes the pusher without waiting.
+func (s *Server) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default: // it is awake already, and will look again
 	}
 }
