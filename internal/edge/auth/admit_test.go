@@ -69,8 +69,8 @@ func TestAdminNotLimitedAsStranger(t *testing.T) {
 	const adminKey = "an admin key of some length"
 	c := testenv.Cache(t)
 	g := testGuard(t, Config{Cache: c, Limiter: limit.New(c, nil), FleetKey: testFleetKey,
-		AdminKey:        adminKey,
-		RateLimit:       limit.Limit{Rate: 100, Burst: 100, Period: time.Second},
+		AdminKey:  adminKey,
+		RateLimit: limit.Limit{Rate: 100, Burst: 100, Period: time.Second},
 		// Per minute: the 11th request in a row meets the limit however
 		// slow the machine (10/s refilled a token while 11 went by under
 		// -race on a busy one).
