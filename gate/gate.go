@@ -61,6 +61,9 @@ type Config struct {
 	// example "GET /chat" for chat sockets), after Admit and before the
 	// distributor's routes; AuthFrom tells a handler who is asking.
 	Handlers map[string]http.Handler
+	// Wrap, when set, wraps the gate's handler (see Handler) in middleware
+	// that runs before everything, admission included: CORS, for example.
+	Wrap func(http.Handler) http.Handler
 	// OnShutdown, when set, is called once Serve begins to stop, before it
 	// waits for the requests in flight: connections a handler took over
 	// (WebSockets) are its to close.
@@ -84,6 +87,7 @@ type Gate struct {
 	cfg    Config
 	log    *slog.Logger
 	client *service.Client
+	listed atomic.Bool // the distributor's list has arrived
 }
 
 // New returns a gate; Serve starts it.
@@ -104,6 +108,10 @@ func New(cfg Config) *Gate {
 	}
 	return g
 }
+
+// Listed reports whether the distributor's list has arrived (a gate
+// without one routes nothing: a readiness check).
+func (g *Gate) Listed() bool { return g.listed.Load() }
 
 // Client returns the client the gate calls services with (for tests and
 // embedding).
@@ -129,6 +137,13 @@ func (g *Gate) Serve(ctx context.Context, ln net.Listener) error {
 	regCtx, leave := context.WithCancel(context.WithoutCancel(ctx))
 	regDone := make(chan struct{})
 	go func() { defer close(regDone); dc.Run(regCtx) }()
+	go func() {
+		select {
+		case <-dc.Ready():
+			g.listed.Store(true)
+		case <-regDone:
+		}
+	}()
 	defer func() {
 		leave()
 		<-regDone
@@ -144,8 +159,12 @@ func (g *Gate) Serve(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	}
 
+	handler := g.Handler()
+	if g.cfg.Wrap != nil {
+		handler = g.cfg.Wrap(handler)
+	}
 	srv := &http.Server{
-		Handler:           g.Handler(),
+		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      g.cfg.RequestTimeout + 10*time.Second,

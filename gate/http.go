@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/microshop/microshop/packet"
@@ -57,6 +58,10 @@ func (g *Gate) route(w http.ResponseWriter, r *http.Request, own http.Handler, k
 		return serveOwn(own, w, r.WithContext(WithAuth(r.Context(), auth)))
 	}
 	if !known {
+		if allow := g.allowed(r.URL.Path); allow != "" {
+			w.Header().Set("Allow", allow)
+			return WriteError(w, http.StatusMethodNotAllowed, r.Method+" is not a method of "+r.URL.Path+": it takes "+allow)
+		}
 		return WriteError(w, http.StatusNotFound, "unknown route "+r.Method+" "+r.URL.Path)
 	}
 	params, err := Params(r, g.cfg.MaxBody)
@@ -103,6 +108,22 @@ func (g *Gate) route(w http.ResponseWriter, r *http.Request, own http.Handler, k
 	w.WriteHeader(status)
 	w.Write(m.Raw)
 	return status
+}
+
+// methods are those the gate looks for when a path is known with another
+// method than a request's.
+var methods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
+
+// allowed returns the methods path is served with, for the Allow header of
+// a 405 ("GET, POST"); "" for a path nobody serves.
+func (g *Gate) allowed(path string) string {
+	var allow []string
+	for _, m := range methods {
+		if g.cfg.Handlers[m+" "+path] != nil || g.client.Known(m, path) {
+			allow = append(allow, m)
+		}
+	}
+	return strings.Join(allow, ", ")
 }
 
 // StatusClientGone is the status recorded (never sent) for a request whose

@@ -147,8 +147,8 @@ func TestAdmitterAndOwnHandlers(t *testing.T) {
 	}
 	w = httptest.NewRecorder()
 	g.Handler().ServeHTTP(w, httptest.NewRequest("POST", "/mine", nil))
-	if w.Code != 404 {
-		t.Errorf("POST /mine (only GET is the gate's): %d; want 404", w.Code)
+	if w.Code != 405 || w.Header().Get("Allow") != "GET" {
+		t.Errorf("POST /mine (only GET is the gate's): %d, Allow %q; want 405, Allow GET", w.Code, w.Header().Get("Allow"))
 	}
 
 	open := New(Config{Distributors: []string{"127.0.0.1:1"}, Handlers: map[string]http.Handler{"GET /mine": own}})
@@ -180,4 +180,22 @@ func FuzzParams(f *testing.F) {
 			t.Fatalf("params %v cannot be encoded: %v", p, err)
 		}
 	})
+}
+
+// A known path with a method it is not served with is a 405 that says
+// which methods it takes; an unknown path is still a 404.
+func TestWrongMethodIs405(t *testing.T) {
+	own := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})
+	g := New(Config{Distributors: []string{"127.0.0.1:1"}, Handlers: map[string]http.Handler{"GET /mine": own, "DELETE /mine": own}})
+	defer g.Client().Close()
+	w := httptest.NewRecorder()
+	g.Handler().ServeHTTP(w, httptest.NewRequest("PUT", "/mine", nil))
+	if w.Code != http.StatusMethodNotAllowed || w.Header().Get("Allow") != "GET, DELETE" || !strings.Contains(w.Body.String(), `"errorcode":405`) {
+		t.Errorf("PUT /mine: %d Allow %q %s; want 405, Allow \"GET, DELETE\", errorcode 405", w.Code, w.Header().Get("Allow"), w.Body)
+	}
+	w = httptest.NewRecorder()
+	g.Handler().ServeHTTP(w, httptest.NewRequest("PUT", "/elsewhere", nil))
+	if w.Code != http.StatusNotFound || w.Header().Get("Allow") != "" {
+		t.Errorf("PUT /elsewhere: %d Allow %q; want 404 without Allow", w.Code, w.Header().Get("Allow"))
+	}
 }

@@ -63,6 +63,7 @@ type options struct {
 	conns          packet.Limits // --max-conns, --max-conns-per-host
 	randomPorts    bool
 	chat           chatws.Config
+	corsOrigins    []string // --cors-origins
 	sec            securityOptions
 }
 
@@ -183,6 +184,7 @@ func parseFlags(name string, args []string, getenv func(string) string, stdout, 
 	f.Int64(gProcess, &maxPerHost, "max-conns-per-host", "MICROSHOP_MAX_CONNS_PER_HOST", int64(defPerHost), "connections from one IP address (the gate: --trusted-proxies exempt); -1 = no limit")
 	f.Bool(gAll, &o.randomPorts, "random-ports", "MICROSHOP_RANDOM_PORTS", false, "all: services (and the distributor, unless --distributor is given) listen on free loopback ports instead of 9000, 9010, ...")
 	checkChat := chatFlags(f, &o.chat)
+	checkCORS := corsFlags(f, &o.corsOrigins)
 	checkSec := securityFlags(f, name, &o.sec)
 	if f.err != nil {
 		return nil, f.err
@@ -209,6 +211,9 @@ func parseFlags(name string, args []string, getenv func(string) string, stdout, 
 		return nil, err
 	}
 	if err = checkSec(); err != nil {
+		return nil, err
+	}
+	if err = checkCORS(); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
@@ -450,6 +455,7 @@ func runOne(ctx context.Context, c component, o *options, stderr io.Writer) erro
 		}
 		defer res.close()
 	}
+	rd.watch(res)
 	ln, err := listen(o.addr)
 	if err != nil {
 		return err
@@ -484,6 +490,7 @@ func runAll(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer res.close()
+	rd.watch(res)
 
 	type running struct {
 		name   string

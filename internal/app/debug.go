@@ -44,6 +44,7 @@ func serveOps(ctx context.Context, debugAddr, metricsAddr string, rd *readiness,
 	}
 	for addr, m := range muxes {
 		m.Handle("GET /readyz", rd)
+		m.Handle("GET /healthz", healthz)
 		ln, err := listen(addr)
 		if err != nil {
 			return err

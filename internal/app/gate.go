@@ -7,8 +7,11 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strings"
 	"time"
+
+	"github.com/rs/cors"
 
 	"github.com/microshop/microshop/gate"
 	"github.com/microshop/microshop/internal/cache"
@@ -56,10 +59,20 @@ func runGate(ctx context.Context, o *options, c *cache.Cache, ln net.Listener, r
 		a, err := netip.ParseAddr(host)
 		return err == nil && gate.Trusted(a.Unmap(), ac.TrustedProxies)
 	}
-	g := gate.New(gate.Config{Distributors: o.distributors, Advertise: o.advertise, RequestTimeout: o.requestTimeout, MaxBody: o.maxBody,
+	gc := gate.Config{Distributors: o.distributors, Advertise: o.advertise, RequestTimeout: o.requestTimeout, MaxBody: o.maxBody,
 		MaxPacket: o.maxPacket, FleetKey: fleetKey, Heartbeat: o.heartbeat, Client: client, Admit: guard,
-		Handlers: map[string]http.Handler{"GET /chat": chat}, OnShutdown: shutdown, Conns: conns, Logger: log})
+		Handlers: map[string]http.Handler{"GET /chat": chat, "GET /healthz": healthz, "GET /readyz": rd}, OnShutdown: shutdown, Conns: conns, Logger: log}
+	if len(o.corsOrigins) > 0 {
+		gc.Wrap = corsWrap(o.corsOrigins)
+	}
+	g := gate.New(gc)
 	rd.gatePeers(client)
+	rd.check("list", true, func(context.Context) error {
+		if !g.Listed() {
+			return &notListed{}
+		}
+		return nil
+	})
 	return g.Serve(ctx, ln)
 }
 
@@ -95,6 +108,51 @@ func chatFlags(f *envFlags, c *chatws.Config) (check func() error) {
 		}
 		return nil
 	}
+}
+
+// corsFlags adds the gate's --cors-origins, filling origins. The returned
+// check validates the value after parsing.
+func corsFlags(f *envFlags, origins *[]string) (check func() error) {
+	var raw string
+	f.String(gGate, &raw, "cors-origins", "MICROSHOP_CORS_ORIGINS", "", "gate: comma-separated web origins (scheme://host[:port], a * in the host for any subdomain, or * for any origin) whose pages may call the API from a browser (CORS); tokens travel in the Authorization header, never in cookies, so no origin is sent credentials; empty = none")
+	return func() error {
+		*origins = nil
+		for o := range strings.SplitSeq(raw, ",") {
+			if o = strings.TrimSpace(o); o == "" {
+				continue
+			}
+			if err := checkOrigin(o); err != nil {
+				return fmt.Errorf("--cors-origins: %w", err)
+			}
+			*origins = append(*origins, o)
+		}
+		return nil
+	}
+}
+
+// checkOrigin validates one --cors-origins entry.
+func checkOrigin(o string) error {
+	if o == "*" {
+		return nil
+	}
+	u, err := url.Parse(strings.Replace(o, "*", "wildcard", 1))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil || strings.Count(o, "*") > 1 {
+		return fmt.Errorf("%q: want scheme://host[:port] (http or https, no path), with at most one * in the host, or *", o)
+	}
+	return nil
+}
+
+// corsWrap returns the middleware that answers CORS preflights and labels
+// the answers for the given origins: every method of the API, the headers
+// it reads, and the rate limit headers it sends.
+func corsWrap(origins []string) func(http.Handler) http.Handler {
+	return cors.New(cors.Options{
+		AllowedOrigins: origins,
+		AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete},
+		AllowedHeaders: []string{"Authorization", "Content-Type", "Idempotency-Key"},
+		ExposedHeaders: []string{"Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "WWW-Authenticate"},
+		MaxAge:         600,
+	}).Handler
 }
 
 // openGateCache opens the Redis a separate gate process uses for chat;

@@ -1,7 +1,9 @@
 package app
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -79,15 +81,7 @@ func TestReadyFileAll(t *testing.T) {
 	if ops == "" {
 		t.Fatalf("ready file without the metrics listener: %v", st.Components)
 	}
-	resp, err := http.Get("http://" + ops + "/readyz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
 	var got readyState
-	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || resp.StatusCode != http.StatusOK || got.Components["gate"]["http"] != st.Components["gate"]["http"] {
-		t.Fatalf("/readyz: %d %v (%v)", resp.StatusCode, got, err)
-	}
 	// The gate connects to every service: each is a peer, up, at the
 	// address the ready file gives.
 	want := map[string]string{}
@@ -108,6 +102,10 @@ func TestReadyFileAll(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if got.Components["gate"]["http"] != st.Components["gate"]["http"] {
+			t.Fatalf("/readyz: %d %v; want the ready file's components", resp.StatusCode, got)
+		}
+		// Ready (200) once the gate has its list: every check passes.
 		up := 0
 		if got.Peers != nil {
 			for _, p := range *got.Peers {
@@ -116,12 +114,59 @@ func TestReadyFileAll(t *testing.T) {
 				}
 			}
 		}
-		if up == len(want) {
+		if up == len(want) && resp.StatusCode == http.StatusOK {
+			for name, state := range got.Checks {
+				if state != "ok" {
+					t.Errorf("/readyz check %s: %s; want ok", name, state)
+				}
+			}
+			if len(got.Checks) != 3 || len(got.Degraded) != 0 {
+				t.Errorf("/readyz checks %v, degraded %v; want database, redis and list, none degraded", got.Checks, got.Degraded)
+			}
 			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("/readyz peers %+v; want every service up at %v", got.Peers, want)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A failing critical check (the database, the gate's list) makes /readyz a
+// 503 that says which; a failing other one (Redis) is "degraded", still
+// 200; the details of an error stay out of the answer.
+func TestReadinessChecks(t *testing.T) {
+	rd := newReadiness("")
+	if err := rd.done(); err != nil {
+		t.Fatal(err)
+	}
+	redisErr := errors.New("dial tcp 10.1.2.3:6379: connection refused")
+	var dbErr error
+	rd.check("database", true, func(context.Context) error { return dbErr })
+	rd.check("redis", false, func(context.Context) error { return redisErr })
+	read := func() (int, readyState) {
+		rec := httptest.NewRecorder()
+		rd.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+		var st readyState
+		if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(rec.Body.String(), "10.1.2.3") {
+			t.Errorf("/readyz shows an error's details: %s", rec.Body)
+		}
+		return rec.Code, st
+	}
+	code, st := read()
+	if code != 200 || !st.Ready || st.Checks["database"] != "ok" || st.Checks["redis"] != "failing: unreachable" || len(st.Degraded) != 1 || st.Degraded[0] != "redis" {
+		t.Errorf("Redis down: %d %+v; want 200, ready, degraded [redis]", code, st)
+	}
+	dbErr = context.DeadlineExceeded
+	if code, st = read(); code != 503 || st.Ready || !strings.Contains(st.Checks["database"], "no answer within") {
+		t.Errorf("database not answering: %d %+v; want 503, not ready, database failing", code, st)
+	}
+	rec := httptest.NewRecorder()
+	healthz.ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
+	if rec.Code != 200 || rec.Body.String() != `{"status":"ok"}` {
+		t.Errorf("/healthz: %d %s; want 200 {\"status\":\"ok\"}", rec.Code, rec.Body)
 	}
 }
