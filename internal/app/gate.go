@@ -15,6 +15,7 @@ import (
 
 	"github.com/microshop/microshop/gate"
 	"github.com/microshop/microshop/internal/cache"
+	"github.com/microshop/microshop/internal/edge/apidoc"
 	"github.com/microshop/microshop/internal/edge/auth"
 	"github.com/microshop/microshop/internal/edge/chatws"
 	"github.com/microshop/microshop/internal/edge/limit"
@@ -61,7 +62,7 @@ func runGate(ctx context.Context, o *options, c *cache.Cache, ln net.Listener, r
 	}
 	gc := gate.Config{Distributors: o.distributors, Advertise: o.advertise, RequestTimeout: o.requestTimeout, MaxBody: o.maxBody,
 		MaxPacket: o.maxPacket, FleetKey: fleetKey, Heartbeat: o.heartbeat, Client: client, Admit: guard,
-		Handlers: map[string]http.Handler{"GET /chat": chat, "GET /healthz": healthz, "GET /readyz": rd}, OnShutdown: shutdown, Conns: conns, Logger: log}
+		Handlers: map[string]http.Handler{"GET /chat": chat, "GET /healthz": healthz, "GET /readyz": rd.public(), "GET /openapi.json": apidoc.Handler()}, OnShutdown: shutdown, Conns: conns, Logger: log}
 	if len(o.corsOrigins) > 0 {
 		gc.Wrap = corsWrap(o.corsOrigins)
 	}

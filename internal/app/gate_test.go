@@ -3,10 +3,14 @@ package app
 import (
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/microshop/microshop/internal/edge/apidoc"
+	"github.com/microshop/microshop/internal/testenv"
 )
 
 // The gate's conventions, through a whole fleet: CORS for the origins of
@@ -54,6 +58,19 @@ func TestGateConventions(t *testing.T) {
 		t.Errorf("PUT /nowhere: %d; want 404", resp.StatusCode)
 	}
 
+	if resp, err := http.Get(base + "/openapi.json"); err != nil {
+		t.Fatal(err)
+	} else {
+		var doc struct {
+			OpenAPI string         `json:"openapi"`
+			Paths   map[string]any `json:"paths"`
+		}
+		err := json.NewDecoder(resp.Body).Decode(&doc)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || doc.OpenAPI != "3.1.0" || doc.Paths["/goods"] == nil {
+			t.Errorf("GET /openapi.json: %d %v %+v; want the OpenAPI 3.1 document", resp.StatusCode, err, doc.OpenAPI)
+		}
+	}
 	if resp := do("GET", "/healthz", nil); resp.StatusCode != 200 {
 		t.Errorf("GET /healthz on the gate: %d; want 200", resp.StatusCode)
 	}
@@ -64,8 +81,12 @@ func TestGateConventions(t *testing.T) {
 			t.Fatal(err)
 		}
 		var st readyState
-		json.NewDecoder(resp.Body).Decode(&st)
+		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
+		json.Unmarshal(b, &st)
+		if strings.Contains(string(b), "127.0.0.1") || st.Pid != 0 {
+			t.Fatalf("GET /readyz on the gate's public port shows the fleet's layout: %s", b)
+		}
 		if resp.StatusCode == 200 && st.Checks["list"] == "ok" && st.Checks["database"] == "ok" {
 			break
 		}
@@ -88,5 +109,47 @@ func TestCORSOriginsFlag(t *testing.T) {
 	o, err := parse("gate", nil, "--cors-origins", "https://shop.example, http://localhost:3000,*")
 	if err != nil || len(o.corsOrigins) != 3 {
 		t.Errorf("good origins: %v, %v; want three", o, err)
+	}
+}
+
+// The OpenAPI document names every route the fleet serves, and no other:
+// every service's route table, and the gate's own API routes.
+func TestOpenAPIMatchesRoutes(t *testing.T) {
+	served := map[string]bool{"GET /chat": true, "GET /healthz": true, "GET /readyz": true, "GET /openapi.json": true}
+	d := deps{db: testenv.DB(t), cache: testenv.Cache(t), log: slog.New(slog.DiscardHandler), sec: &securityOptions{}}
+	for _, c := range components() {
+		if c.kind != kindService {
+			continue
+		}
+		for k := range c.routes(d) {
+			method, path, _ := strings.Cut(k, "/")
+			served[method+" /"+path] = true
+		}
+	}
+	documented := map[string]bool{}
+	for _, k := range apidoc.Keys() {
+		documented[k] = true
+		if !served[k] {
+			t.Errorf("the OpenAPI document has %s, which nothing serves", k)
+		}
+	}
+	for k := range served {
+		if !documented[k] {
+			t.Errorf("%s is served but missing from the OpenAPI document (internal/edge/apidoc)", k)
+		}
+	}
+	var doc struct {
+		OpenAPI string                                `json:"openapi"`
+		Paths   map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	if err := json.Unmarshal(apidoc.Document(), &doc); err != nil || doc.OpenAPI != "3.1.0" {
+		t.Fatalf("the document: %v, openapi %q; want JSON of OpenAPI 3.1.0", err, doc.OpenAPI)
+	}
+	n := 0
+	for _, ops := range doc.Paths {
+		n += len(ops)
+	}
+	if n != len(documented) {
+		t.Errorf("the document has %d operations; want %d", n, len(documented))
 	}
 }

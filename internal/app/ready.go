@@ -200,6 +200,28 @@ func (r *readiness) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	w.Write(b)
 }
 
+// public answers GET /readyz on the gate's public port: whether the
+// process is ready, and its checks, without its pid, its listeners or its
+// peers' addresses (the fleet's layout is the operator's, on the ops
+// listener).
+func (r *readiness) public() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		b, ok := r.state(req.Context(), true)
+		var st readyState
+		json.Unmarshal(b, &st)
+		b, _ = json.Marshal(struct {
+			Ready    bool              `json:"ready"`
+			Checks   map[string]string `json:"checks,omitempty"`
+			Degraded []string          `json:"degraded,omitempty"`
+		}{st.Ready, st.Checks, st.Degraded})
+		w.Header().Set("Content-Type", "application/json")
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		w.Write(b)
+	})
+}
+
 // healthz answers GET /healthz: 200 while the process runs (liveness; see
 // /readyz for readiness).
 var healthz = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
