@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Runs the README's examples against a running fleet and checks each status.
+# Runs the README's examples, in the order written, against a freshly
+# started fleet, then the error cases, and checks each status.
 #   BASE=http://127.0.0.1:8000 ADMIN=<admin key> [METRICS=127.0.0.1:9100] scripts/smoke.sh
-# It creates a member with a random name, two goods and a store, and removes
-# what it can afterwards. Exit status 0 means every example answered as the
-# README says.
+# Part 2 creates a member with a random name, two goods and a store, and
+# removes what it can afterwards. Exit status 0 means every example answered
+# as the README says.
 set -euo pipefail
 BASE=${BASE:-http://127.0.0.1:8000}
 : "${ADMIN:?set ADMIN to the admin key (microshop all prints it)}"
@@ -36,6 +37,43 @@ check() {
 }
 field() { sed -nE "s/.*\"$1\":\"?([^\",}]*).*/\1/p" <<<"$body"; }
 
+# Part 1: the README's examples, in the order written, from "## HTTP API" to
+# "## Wire protocol": every curl command (continuation lines joined), with
+# http://127.0.0.1:8000 replaced by $BASE; and the "TOKEN=$(curl …)" lines,
+# which log in. Each must answer 200, or the status its line ends with
+# ("# → 401"). This part needs a freshly started fleet: the examples name
+# the ids a fresh one hands out.
+readme=${README:-$(dirname "$0")/../README.md}
+examples=$(awk '
+	/^## HTTP API/ { on = 1 }
+	/^## Wire protocol/ { on = 0 }
+	on && /^```sh/ { code = 1; next }
+	on && /^```/ { code = 0; next }
+	code {
+		line = $0
+		if (cont != "") { line = cont " " line; cont = "" }
+		if (line ~ /\\$/) { sub(/\\$/, "", line); cont = line; next }
+		if (line ~ /^curl / || line ~ /^TOKEN=/) print line
+	}' "$readme")
+n=0
+while IFS= read -r line; do
+	if [[ $line == TOKEN=* ]]; then
+		TOKEN=
+		eval "$(sed "s|http://127\.0\.0\.1:8000|$BASE|g" <<<"$line")"
+		if [[ ! $TOKEN =~ ^[A-Za-z0-9_-]{20,}$ ]]; then echo "FAIL README: $line gave no token: $TOKEN"; fail=1; else echo "ok   TOKEN=…"; fi
+		continue
+	fi
+	want=200
+	if [[ $line =~ \#\ →\ ([0-9]{3})([^0-9]|$) ]]; then want=${BASH_REMATCH[1]}; fi
+	cmd=$(sed -E "s/[[:space:]]+#[[:space:]].*\$//; s|http://127\\.0\\.0\\.1:8000|$BASE|g; s/^curl //" <<<"$line")
+	eval "args=($cmd)"
+	check "$want" "${args[@]}"
+	n=$((n + 1))
+done <<<"$examples"
+if [ "$n" -lt 30 ]; then echo "FAIL README: found only $n curl examples in $readme"; fail=1; fi
+echo "smoke: the README's $n examples, in order, done"
+
+# Part 2: the error cases, with a member and goods of its own.
 check 200 "$BASE/healthz"
 check 200 "$BASE/readyz"
 check 200 "$BASE/openapi.json"
