@@ -230,7 +230,7 @@ func testNodeService(t *testing.T, f *fleet) {
 		*body.ErrorCode != 1 || body.ErrorMessage != "invalid parameters" {
 		t.Errorf("GET /nodesvc?fail=1: got %s, want HTTP 400 with the service's errorcode 1", a)
 	}
-	expect(t, "POST /nodesvc (not registered)", f.sendJSON(t, "POST", "/nodesvc", map[string]any{}), http.StatusNotFound)
+	expect(t, "POST /nodesvc (only GET registered)", f.sendJSON(t, "POST", "/nodesvc", map[string]any{}), http.StatusMethodNotAllowed)
 
 	// A request the service never answers fails with 504 after the gate's
 	// request timeout; it does not hang.

@@ -579,7 +579,7 @@ func TestLastInstanceKilled503(t *testing.T) {
 	expect(t, "GET /goods with no instance alive", last, http.StatusServiceUnavailable)
 	t.Logf("GET /goods with no instance: %s (statuses: %v)", last, statuses)
 	expect(t, "GET /nowhere (never listed)", f.get(t, "/nowhere"), http.StatusNotFound)
-	expect(t, "PUT /goods (never listed)", f.send(t, "PUT", "/goods", "application/json", []byte(`{}`)), http.StatusNotFound)
+	expect(t, "PUT /goods (a known path, a method never listed)", f.send(t, "PUT", "/goods", "application/json", []byte(`{}`)), http.StatusMethodNotAllowed)
 
 	startAt := time.Now()
 	f.startService("goods")

@@ -422,6 +422,7 @@ func newHTTPClient() (*http.Client, *http.Transport) {
 type answer struct {
 	Status      int
 	ContentType string
+	Header      http.Header
 	Body        []byte
 
 	ErrorCode    *int            `json:"errorcode"`
@@ -457,7 +458,7 @@ func (f *fleet) request(method, path, contentType string, body []byte) (*answer,
 	if err != nil {
 		return nil, err
 	}
-	a := &answer{Status: resp.StatusCode, ContentType: resp.Header.Get("Content-Type"), Body: b}
+	a := &answer{Status: resp.StatusCode, ContentType: resp.Header.Get("Content-Type"), Header: resp.Header, Body: b}
 	a.decodeErr = json.Unmarshal(b, a)
 	return a, nil
 }
