@@ -9,9 +9,11 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/microshop/microshop/packet"
 	"github.com/microshop/microshop/service"
@@ -64,27 +66,16 @@ func (g *Gate) route(w http.ResponseWriter, r *http.Request, own http.Handler, k
 		}
 		return WriteError(w, http.StatusNotFound, "unknown route "+r.Method+" "+r.URL.Path)
 	}
-	params, err := Params(r, g.cfg.MaxBody)
-	if err != nil {
-		var pe *paramError
-		if errors.As(err, &pe) {
-			return WriteError(w, pe.status, pe.msg)
-		}
-		return WriteError(w, http.StatusBadRequest, "unreadable request")
+	var body []byte
+	if r.Body == nil || r.Body == http.NoBody {
+		// The common case, a GET: the query straight to JSON, no map.
+		body = queryJSON(r.URL.RawQuery)
 	}
-	if k := r.Header.Get("Idempotency-Key"); k != "" && r.Method == http.MethodPost {
-		// The draft's form is a quoted string: "KEY". A bare KEY is taken too.
-		if len(k) >= 2 && k[0] == '"' && k[len(k)-1] == '"' {
-			k = k[1 : len(k)-1]
+	if body == nil || (r.Method == http.MethodPost && r.Header.Get("Idempotency-Key") != "") {
+		var err error
+		if body, err = g.paramsJSON(w, r); err != nil {
+			return err.(*paramError).status
 		}
-		if !validIdempotencyKey(k) {
-			return WriteError(w, http.StatusBadRequest, "Idempotency-Key must be 1 to 255 printable ASCII characters")
-		}
-		params[IdempotencyParam] = k // the header wins over a parameter of the name
-	}
-	body, err := json.Marshal(params)
-	if err != nil {
-		return WriteError(w, http.StatusBadRequest, "unencodable parameters")
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.RequestTimeout)
 	defer cancel()
@@ -108,6 +99,91 @@ func (g *Gate) route(w http.ResponseWriter, r *http.Request, own http.Handler, k
 	w.WriteHeader(status)
 	w.Write(m.Raw)
 	return status
+}
+
+// paramsJSON collects r's parameters (see Params), with a POST's
+// Idempotency-Key, as the JSON object sent to the service; a bad request is
+// written to w and returned as a *paramError.
+func (g *Gate) paramsJSON(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	params, err := Params(r, g.cfg.MaxBody)
+	if err != nil {
+		var pe *paramError
+		if !errors.As(err, &pe) {
+			pe = &paramError{http.StatusBadRequest, "unreadable request"}
+		}
+		WriteError(w, pe.status, pe.msg)
+		return nil, pe
+	}
+	if k := r.Header.Get("Idempotency-Key"); k != "" && r.Method == http.MethodPost {
+		// The draft's form is a quoted string: "KEY". A bare KEY is taken too.
+		if len(k) >= 2 && k[0] == '"' && k[len(k)-1] == '"' {
+			k = k[1 : len(k)-1]
+		}
+		if !validIdempotencyKey(k) {
+			return nil, &paramError{WriteError(w, http.StatusBadRequest, "Idempotency-Key must be 1 to 255 printable ASCII characters"), ""}
+		}
+		params[IdempotencyParam] = k // the header wins over a parameter of the name
+	}
+	body, err := json.Marshal(params)
+	if err != nil {
+		return nil, &paramError{WriteError(w, http.StatusBadRequest, "unencodable parameters"), ""}
+	}
+	return body, nil
+}
+
+// queryJSON encodes a query string as the JSON object Params makes of it
+// (the first value of each name), without building a map; nil when the
+// query is not plain (a malformed escape, a ';', text that is not UTF-8):
+// Params then decides.
+func queryJSON(raw string) []byte {
+	b := make([]byte, 1, len(raw)+16)
+	b[0] = '{'
+	var seen []string
+	for raw != "" {
+		var kv string
+		kv, raw, _ = strings.Cut(raw, "&")
+		if kv == "" {
+			continue
+		}
+		if strings.IndexByte(kv, ';') >= 0 {
+			return nil
+		}
+		k, v, _ := strings.Cut(kv, "=")
+		k, err1 := url.QueryUnescape(k)
+		v, err2 := url.QueryUnescape(v)
+		if err1 != nil || err2 != nil || !utf8.ValidString(k) || !utf8.ValidString(v) {
+			return nil
+		}
+		if slices.Contains(seen, k) {
+			continue
+		}
+		seen = append(seen, k)
+		if len(seen) > 1 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, k)
+		b = append(b, ':')
+		b = appendJSONString(b, v)
+	}
+	return append(b, '}')
+}
+
+// appendJSONString appends s, valid UTF-8, as a JSON string.
+func appendJSONString(b []byte, s string) []byte {
+	const hexDigits = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20 || c == '<' || c == '>' || c == '&':
+			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
 }
 
 // methods are those the gate looks for when a path is known with another

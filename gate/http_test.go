@@ -199,3 +199,66 @@ func TestWrongMethodIs405(t *testing.T) {
 		t.Errorf("PUT /elsewhere: %d Allow %q; want 404 without Allow", w.Code, w.Header().Get("Allow"))
 	}
 }
+
+// queryJSON says what Params and json.Marshal say, without a map: the
+// same object once decoded, or nil to leave the query to them.
+func checkQueryJSON(t *testing.T, raw string) {
+	t.Helper()
+	got := queryJSON(raw)
+	if got == nil {
+		return
+	}
+	r := httptest.NewRequest("GET", "/goods", nil)
+	r.URL.RawQuery = raw
+	params, err := Params(r, 1<<10)
+	if err != nil {
+		t.Fatalf("Params(%q): %v", raw, err)
+	}
+	var a, b map[string]any
+	want, _ := json.Marshal(params)
+	if err := json.Unmarshal(got, &a); err != nil {
+		t.Fatalf("queryJSON(%q) = %s: not JSON: %v", raw, got, err)
+	}
+	json.Unmarshal(want, &b)
+	if fmt.Sprint(a) != fmt.Sprint(b) {
+		t.Fatalf("queryJSON(%q) = %s; Params gives %s", raw, got, want)
+	}
+}
+
+func TestQueryJSON(t *testing.T) {
+	for _, raw := range []string{"", "id=7", "id=7&id=8", "a=1&b=x+y&c=%22q%22%5C", "name=a%C2%B6b&&x=", "k=%3Cb%3E%26", "k=%01%1f", "only"} {
+		checkQueryJSON(t, raw)
+		if queryJSON(raw) == nil {
+			t.Errorf("queryJSON(%q) = nil; want it handled", raw)
+		}
+	}
+	for _, raw := range []string{"a=%zz", "a=1;b=2", "a=%ff"} {
+		if got := queryJSON(raw); got != nil {
+			t.Errorf("queryJSON(%q) = %s; want nil (left to Params)", raw, got)
+		}
+	}
+}
+
+func FuzzQueryJSON(f *testing.F) {
+	for _, s := range []string{"id=7", "a=1&a=2", "%22=%5C", "x=%e2%80%a8", "a=%3c"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) { checkQueryJSON(t, raw) })
+}
+
+// BenchmarkQueryToJSON: a GET's parameters, the way the gate sends them
+// now (queryJSON) and the way it did (Params, then json.Marshal).
+func BenchmarkQueryToJSON(b *testing.B) {
+	r := httptest.NewRequest("GET", "/goods?id=12345", nil)
+	b.Run("queryJSON", func(b *testing.B) {
+		for b.Loop() {
+			queryJSON(r.URL.RawQuery)
+		}
+	})
+	b.Run("Params+Marshal", func(b *testing.B) {
+		for b.Loop() {
+			p, _ := Params(r, 1<<20)
+			json.Marshal(p)
+		}
+	})
+}

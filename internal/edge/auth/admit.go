@@ -39,14 +39,21 @@ func Collectors() []prometheus.Collector { return []prometheus.Collector{rateLim
 func (g *Guard) Admit(w http.ResponseWriter, r *http.Request) (*service.Auth, int) {
 	c := &g.cfg
 	ctx := r.Context()
-	if !c.AuthOff && g.adminHash != nil {
-		if token, ok := bearerToken(bearer(r)); ok && g.isAdmin(token) {
-			return g.authenticate(ctx, w, r)
-		}
-	}
-	var addr string
-	if !c.RateLimit.IsZero() || !c.StrictRateLimit.IsZero() {
+	limited := !c.RateLimit.IsZero() || !c.StrictRateLimit.IsZero()
+	var addr string // the client address, read once, as the limiter keys it
+	if limited || !c.AuthOff {
 		addr = limit.AddrKey(gate.ClientAddr(r, c.TrustedProxies))
+	}
+	authAddr := addr // the address the services are told: none when unknown
+	if authAddr == "unknown" {
+		authAddr = ""
+	}
+	var cr credential
+	if !c.AuthOff {
+		cr = g.credential(r)
+		if cr.admin {
+			return g.authenticate(ctx, w, r, cr, authAddr)
+		}
 	}
 	var shown *limit.Result // the tightest result, for the headers
 	check := func(key string, l limit.Limit) bool {
@@ -65,7 +72,7 @@ func (g *Guard) Admit(w http.ResponseWriter, r *http.Request) (*service.Auth, in
 	if strictClass(r) && !check("strict:"+addr, c.StrictRateLimit) {
 		return nil, writeLimited(w, *shown, "strict")
 	}
-	auth, status := g.authenticate(ctx, w, r)
+	auth, status := g.authenticate(ctx, w, r, cr, authAddr)
 	if status != 0 {
 		return nil, status
 	}

@@ -20,6 +20,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -120,43 +121,57 @@ func bearerToken(h string) (token string, ok bool) {
 	return token, strings.EqualFold(scheme, "Bearer") && token != ""
 }
 
-// isAdmin reports whether token is the admin key: one SHA-256 and a
-// constant-time comparison, no lookup, so it is cheap enough to run before
-// the rate limits.
-func (g *Guard) isAdmin(token string) bool {
-	if g.adminHash == nil || len(token) > maxToken {
-		return false
-	}
-	sum := sha256.Sum256([]byte(token))
-	return subtle.ConstantTimeCompare(sum[:], g.adminHash) == 1
+// credential is what a request presents, read once: the Authorization
+// header (or a WebSocket's ?token=), its token, and the token's SHA-256,
+// which is both what the admin key is compared with and, in hex, the hash
+// sessions are stored under.
+type credential struct {
+	present   bool // the request presents something
+	malformed bool // not "Bearer TOKEN"
+	tooLong   bool // a token of more than maxToken characters: never hashed
+	sum       [sha256.Size]byte
+	admin     bool // the token is the admin key
 }
 
-// authenticate returns the identity of r to send with its request, nil
+// credential reads r's credential: one SHA-256 and, with an admin key, a
+// constant-time comparison; no lookup, so it is cheap enough to run before
+// the rate limits.
+func (g *Guard) credential(r *http.Request) credential {
+	h := bearer(r)
+	if h == "" {
+		return credential{}
+	}
+	token, ok := bearerToken(h)
+	switch {
+	case !ok:
+		return credential{present: true, malformed: true}
+	case len(token) > maxToken:
+		return credential{present: true, tooLong: true}
+	}
+	c := credential{present: true, sum: sha256.Sum256([]byte(token))}
+	c.admin = g.adminHash != nil && subtle.ConstantTimeCompare(c.sum[:], g.adminHash) == 1
+	return c
+}
+
+// authenticate returns the identity of r, whose credential is cr and whose
+// client address is addr ("" when unknown), to send with its request; nil
 // with authentication off. A 401 (or 503) is written when the token cannot
 // be accepted; its status is returned then.
-func (g *Guard) authenticate(ctx context.Context, w http.ResponseWriter, r *http.Request) (auth *service.Auth, status int) {
+func (g *Guard) authenticate(ctx context.Context, w http.ResponseWriter, r *http.Request, cr credential, addr string) (auth *service.Auth, status int) {
 	if g.cfg.AuthOff {
 		return nil, 0
 	}
-	h := bearer(r)
-	addr := limit.AddrKey(gate.ClientAddr(r, g.cfg.TrustedProxies))
-	if addr == "unknown" {
-		addr = ""
-	}
-	if h == "" {
+	switch {
+	case !cr.present:
 		return &service.Auth{Addr: addr}, 0
-	}
-	token, ok := bearerToken(h)
-	if !ok {
+	case cr.malformed:
 		return nil, writeUnauthorized(w, "malformed Authorization header: want Bearer TOKEN")
-	}
-	if len(token) > maxToken {
+	case cr.tooLong:
 		return nil, writeUnauthorized(w, errBadToken.Error())
-	}
-	if g.isAdmin(token) {
+	case cr.admin:
 		return &service.Auth{Admin: true, Addr: addr}, 0
 	}
-	hash := sessioncache.HashToken(token)
+	hash := hex.EncodeToString(cr.sum[:]) // sessioncache.HashToken's
 	member, err := g.session(ctx, hash)
 	switch {
 	case errors.Is(err, errBadToken):

@@ -50,7 +50,6 @@ func TestAuthenticate(t *testing.T) {
 	c := testenv.Cache(t)
 	const adminKey = "an admin key of some length"
 	g := testGuard(t, Config{Cache: c, AdminKey: adminKey, FleetKey: testFleetKey})
-	ctx := context.Background()
 	sg := sessioncache.NewSigner(testFleetKey)
 	now := time.Now()
 	cacheSession(t, c, "live-token", sg.Live(sessioncache.HashToken("live-token"), 42, now.Add(time.Hour), now.Add(time.Minute)))
@@ -100,7 +99,7 @@ func TestAuthenticate(t *testing.T) {
 		if tt.header != "" {
 			r.Header.Set("Authorization", tt.header)
 		}
-		a, status := g.authenticate(ctx, httptest.NewRecorder(), r)
+		a, status := g.Admit(httptest.NewRecorder(), r)
 		if status != 0 || a == nil || a.Member != tt.member || a.Admin != tt.admin || (a.Session != "") != tt.withSession {
 			t.Errorf("Authorization %q: auth %+v, status %d; want member %d admin %v", tt.header, a, status, tt.member, tt.admin)
 		}
@@ -109,7 +108,7 @@ func TestAuthenticate(t *testing.T) {
 	off := testGuard(t, Config{Cache: c, AuthOff: true})
 	r := httptest.NewRequest("GET", "/nowhere", nil)
 	r.Header.Set("Authorization", "Bearer revoked-token")
-	if a, status := off.authenticate(ctx, httptest.NewRecorder(), r); a != nil || status != 0 {
+	if a, status := off.Admit(httptest.NewRecorder(), r); a != nil || status != 0 {
 		t.Errorf("--auth=off: auth %+v, status %d; want none, 0", a, status)
 	}
 }
@@ -144,10 +143,10 @@ func TestForgedSessionIgnored(t *testing.T) {
 	nokey := testGuard(t, Config{Cache: c})
 	r := httptest.NewRequest("GET", "/nowhere", nil)
 	r.Header.Set("Authorization", "Bearer signed")
-	if a, status := nokey.authenticate(context.Background(), httptest.NewRecorder(), r); status != 503 {
+	if a, status := nokey.Admit(httptest.NewRecorder(), r); status != 503 {
 		t.Errorf("gate without a fleet key, signed cached session: auth %+v, status %d; want 503 (it asks the members service)", a, status)
 	}
-	if a, status := g.authenticate(context.Background(), httptest.NewRecorder(), r); status != 0 || a.Member != 42 {
+	if a, status := g.Admit(httptest.NewRecorder(), r); status != 0 || a.Member != 42 {
 		t.Errorf("gate with the fleet key, signed cached session: auth %+v, status %d; want member 42", a, status)
 	}
 }
