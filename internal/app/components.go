@@ -87,7 +87,7 @@ func components() []component {
 			}},
 		{name: "ratings", port: 9050, kind: kindService, calls: true,
 			flags: gProcess | gRegister | gDB | gRedis | gService | gCaller | gGoodsCache,
-			help:  "POST/GET /ratings: star ratings per good (Redis hashes)",
+			help:  "POST/GET/DELETE /ratings: star ratings per good (Redis hashes)",
 			routes: func(d deps) map[string]service.Handler {
 				return ratings.New(d.db, d.cache, d.lookup(), d.log).Routes()
 			}},

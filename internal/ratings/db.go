@@ -3,6 +3,7 @@ package ratings
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 
 	"github.com/microshop/microshop/internal/store"
@@ -20,9 +21,13 @@ type queries struct {
 	histogram string
 	// snapshot lists every rating of a good. Argument: goodsid.
 	snapshot string
+	// withdraw sets (userid, goodsid)'s stars to 0 (withdrawn), bumping
+	// the version, unless they are 0 already. Arguments: userid, goodsid.
+	withdraw string
 }
 
 const (
+	withdrawSQL  = `UPDATE ratings SET version = version + 1, stars = 0 WHERE userid = ? AND goodsid = ? AND stars <> 0`
 	histogramSQL = `SELECT stars, COUNT(*) FROM ratings WHERE goodsid = ? GROUP BY stars`
 	snapshotSQL  = `SELECT userid, version, stars FROM ratings WHERE goodsid = ?`
 )
@@ -35,6 +40,7 @@ ON CONFLICT (userid, goodsid) DO UPDATE SET
 	current:   `SELECT version, stars FROM ratings WHERE userid = ? AND goodsid = ?`,
 	histogram: histogramSQL,
 	snapshot:  snapshotSQL,
+	withdraw:  withdrawSQL,
 }
 
 var mysqlQueries = queries{
@@ -46,6 +52,7 @@ ON DUPLICATE KEY UPDATE
 	current:   `SELECT version, stars FROM ratings WHERE userid = ? AND goodsid = ? FOR UPDATE`,
 	histogram: histogramSQL,
 	snapshot:  snapshotSQL,
+	withdraw:  withdrawSQL,
 }
 
 func queriesFor(d store.Dialect) *queries {
@@ -55,11 +62,39 @@ func queriesFor(d store.Dialect) *queries {
 	return &sqliteQueries
 }
 
-// entry is one member's rating of a good, as stored and as merged into Redis.
+// entry is one member's rating of a good, as stored and as merged into
+// Redis; stars 0 is a rating withdrawn (kept, with its version, so that a
+// late merge of the rating before it cannot bring it back).
 type entry struct {
 	user    int64
 	version int64
 	stars   int
+}
+
+// errNoRating is a withdrawal of a rating never given.
+var errNoRating = errors.New("no rating")
+
+// unrate withdraws user's rating of good and returns the row as committed;
+// errNoRating when the member never rated it.
+func (s *Service) unrate(ctx context.Context, user, good int64) (entry, error) {
+	e := entry{user: user}
+	err := store.InTx(ctx, s.db, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, s.q.withdraw, user, good); err != nil {
+			return err
+		}
+		err := tx.QueryRowContext(ctx, s.q.current, user, good).Scan(&e.version, &e.stars)
+		if errors.Is(err, sql.ErrNoRows) {
+			return errNoRating
+		}
+		return err
+	})
+	if errors.Is(err, errNoRating) {
+		return entry{}, err
+	}
+	if err != nil {
+		return entry{}, store.Failure("ratings", fmt.Errorf("withdraw the rating of good %d by member %d: %w", good, user, err))
+	}
+	return e, nil
 }
 
 // write stores user's rating of good and returns the row as committed.

@@ -3,7 +3,8 @@
 // count, an average and a histogram.
 //
 // Routes: POST /ratings {userid, goodsid, stars} rates a good;
-// GET /ratings?goodsid=N answers {count, average, histogram}.
+// DELETE /ratings?goodsid=N withdraws one's rating; GET /ratings?goodsid=N
+// answers {count, average, histogram}.
 //
 // # Design
 //
@@ -85,8 +86,9 @@ func New(db *store.DB, c *cache.Cache, goods *catalog.Lookup, log *slog.Logger) 
 // Routes returns the handlers of the service by "METHOD/path".
 func (s *Service) Routes() map[string]service.Handler {
 	return map[string]service.Handler{
-		"POST/ratings": s.handlePost,
-		"GET/ratings":  s.handleGet,
+		"POST/ratings":   s.handlePost,
+		"GET/ratings":    s.handleGet,
+		"DELETE/ratings": s.handleDelete,
 	}
 }
 
@@ -117,6 +119,25 @@ func (s *Service) handlePost(ctx context.Context, r *service.Request) (service.R
 		return nil, err
 	}
 	if err := s.Rate(ctx, user, good, int(stars)); err != nil {
+		return nil, err
+	}
+	return service.Result{}, nil
+}
+
+func (s *Service) handleDelete(ctx context.Context, r *service.Request) (service.Result, error) {
+	user, err := actingMember(r)
+	if err != nil {
+		return nil, err
+	}
+	good, err := r.Params.ID("goodsid")
+	if err != nil {
+		return nil, err
+	}
+	err = s.Unrate(ctx, user, good)
+	if errors.Is(err, errNoRating) {
+		return nil, service.NotFound("member %d has not rated good %d", user, good)
+	}
+	if err != nil {
 		return nil, err
 	}
 	return service.Result{}, nil
@@ -167,15 +188,32 @@ func (s *Service) Rate(ctx context.Context, user, good int64, stars int) error {
 	if err != nil {
 		return err
 	}
+	s.mergeOrRepair(ctx, good, e)
+	return nil
+}
+
+// Unrate withdraws member user's rating of good (again: nothing changes);
+// errNoRating when the member never rated it. The database is written
+// first; the Redis view follows, as for Rate.
+func (s *Service) Unrate(ctx context.Context, user, good int64) error {
+	e, err := s.unrate(ctx, user, good)
+	if err != nil {
+		return err
+	}
+	s.mergeOrRepair(ctx, good, e)
+	return nil
+}
+
+// mergeOrRepair merges e into good's view, or queues the merge for repair
+// when Redis fails (merges are versioned, so replaying one later is safe).
+func (s *Service) mergeOrRepair(ctx context.Context, good int64, e entry) {
 	if err := s.merge(ctx, good, "", false, []entry{e}); err != nil {
 		s.log.Warn("ratings: Redis update failed; retrying it in the background",
-			"goodsid", good, "userid", user, "err", err)
-		// Merges are versioned, so replaying this one later is safe.
-		s.repairs.Add(fmt.Sprintf("ratings:%d:%d:%d", good, user, e.version), func(ctx context.Context) error {
+			"goodsid", good, "userid", e.user, "err", err)
+		s.repairs.Add(fmt.Sprintf("ratings:%d:%d:%d", good, e.user, e.version), func(ctx context.Context) error {
 			return s.merge(ctx, good, "", false, []entry{e})
 		})
 	}
-	return nil
 }
 
 // Summary returns the ratings of good. It reads the Redis view, rebuilding

@@ -108,7 +108,7 @@ func want(count int64, avg float64, h [5]int64) string {
 func dbFigures(t testing.TB, db *store.DB, good int) (count int64, avg float64) {
 	t.Helper()
 	var sum int64
-	if err := db.QueryRow(`SELECT COUNT(*), COALESCE(SUM(stars), 0) FROM ratings WHERE goodsid = ?`, good).Scan(&count, &sum); err != nil {
+	if err := db.QueryRow(`SELECT COUNT(*), COALESCE(SUM(stars), 0) FROM ratings WHERE goodsid = ? AND stars > 0`, good).Scan(&count, &sum); err != nil {
 		t.Fatal(err)
 	}
 	return count, ratings.Summary{Count: count, Sum: sum}.Average()
@@ -189,6 +189,53 @@ func TestRateAndReplace(t *testing.T) {
 	}
 	if got, w := f.summary(t, 2), want(0, 0, [5]int64{}); got != w {
 		t.Fatalf("other good: %s; want %s", got, w)
+	}
+}
+
+// DELETE /ratings withdraws one's own rating: the figures drop it, again
+// changes nothing, a rating never given is a 404, a new rating counts
+// again, and the view rebuilt after a FLUSHALL agrees.
+func TestWithdraw(t *testing.T) {
+	f := setup(t)
+	f.rate(t, 1, 5, 5)
+	f.rate(t, 2, 5, 1)
+	for i := range 2 {
+		f.must(t, "DELETE/ratings", map[string]any{"userid": 1, "goodsid": 5})
+		if got, w := f.summary(t, 5), want(1, 1, [5]int64{1, 0, 0, 0, 0}); got != w {
+			t.Fatalf("after withdrawal #%d: %s; want %s", i+1, got, w)
+		}
+	}
+	if _, err := f.call("DELETE/ratings", map[string]any{"userid": 3, "goodsid": 5}); code(err) != http.StatusNotFound {
+		t.Fatalf("withdrawing a rating never given: %v; want 404", err)
+	}
+	f.rate(t, 1, 5, 3)
+	w := want(2, 2, [5]int64{1, 0, 1, 0, 0})
+	if got := f.summary(t, 5); got != w {
+		t.Fatalf("rated again: %s; want %s", got, w)
+	}
+	f.must(t, "DELETE/ratings", map[string]any{"userid": 2, "goodsid": 5})
+	w = want(1, 3, [5]int64{0, 0, 1, 0, 0})
+	testenv.FlushPrefix(t, f.cache)
+	if got := f.summary(t, 5); got != w {
+		t.Fatalf("after a withdrawal and a FLUSHALL: %s; want %s", got, w)
+	}
+
+	// Members rating and withdrawing at once: the view agrees with the
+	// database, whatever order the merges land in.
+	var wg sync.WaitGroup
+	for u := 1; u <= 60; u++ {
+		wg.Go(func() {
+			f.call("POST/ratings", map[string]any{"userid": u, "goodsid": 6, "stars": u%5 + 1})
+			if u%2 == 0 {
+				f.call("DELETE/ratings", map[string]any{"userid": u, "goodsid": 6})
+			}
+		})
+	}
+	wg.Wait()
+	res := f.must(t, "GET/ratings", map[string]any{"goodsid": 6})
+	count, avg := dbFigures(t, f.db, 6)
+	if res["count"] != count || res["average"] != avg || count != 30 {
+		t.Fatalf("GET /ratings = %v; database says count %d, average %v (want count 30)", res, count, avg)
 	}
 }
 

@@ -25,7 +25,8 @@ var errRebuildRaced = errors.New("ratings: the view vanished during its rebuild"
 // mergeScript merges ratings into a good's hash, in cache's frame
 // (cache.MergeScript): the entries are triples userid, version, stars; one
 // replaces the member's field only when its version is higher, moving
-// count, sum and the histogram by the difference.
+// count, sum and the histogram by the difference (stars 0, a rating
+// withdrawn, counts for nothing).
 var mergeScript = cache.MergeScript(`
 for i = 4, #ARGV, 3 do
   local field = 'u:' .. ARGV[i]
@@ -45,9 +46,11 @@ for i = 4, #ARGV, 3 do
       redis.call('HINCRBY', key, 'sum', -curStars)
       redis.call('HINCRBY', key, 'h' .. curStars, -1)
     end
-    redis.call('HINCRBY', key, 'count', 1)
-    redis.call('HINCRBY', key, 'sum', stars)
-    redis.call('HINCRBY', key, 'h' .. stars, 1)
+    if stars > 0 then
+      redis.call('HINCRBY', key, 'count', 1)
+      redis.call('HINCRBY', key, 'sum', stars)
+      redis.call('HINCRBY', key, 'h' .. stars, 1)
+    end
     applied = applied + 1
   end
 end

@@ -86,6 +86,7 @@ var Routes = []Route{
 	{Method: "POST", Path: "/ratings", Summary: "Rate a good, 1–5 stars (a new rating replaces one's old one)", Auth: Member, Params: []Param{
 		p("goodsid", "integer", true, ""), p("stars", "integer", true, "1–5")}},
 	{Method: "GET", Path: "/ratings", Summary: "A good's ratings: count, average, histogram", Params: []Param{p("goodsid", "integer", true, "")}},
+	{Method: "DELETE", Path: "/ratings", Summary: "Withdraw one's rating (404 when one never rated the good)", Auth: Member, Params: []Param{p("goodsid", "integer", true, "")}},
 
 	{Method: "POST", Path: "/stores", Summary: "Add a store", Auth: Admin, Params: []Param{
 		p("name", "string", true, ""), p("longitude", "number", true, "within ±180"), p("latitude", "number", true, "within ±85.05112878")}},
