@@ -65,7 +65,7 @@ func TestFrozenGoodsInstance(t *testing.T) {
 	f.waitNodes(map[string]int{"gate": 1, "goods": 2})
 	f.pollStatus("/goods", http.StatusOK, startTimeout)
 	goods := f.seedGoods(t, "frozen", 20)
-	f.waitServing(t, "GET/goods", 10*time.Second, m1, m2)
+	f.waitServing(t, "GET /goods", 10*time.Second, m1, m2)
 
 	load := startGetLoad(f, loadClients, goods)
 	defer load.stop()
@@ -73,13 +73,13 @@ func TestFrozenGoodsInstance(t *testing.T) {
 	if n := load.count(); n == 0 {
 		t.Fatalf("no GET completed in 2 s of warm-up")
 	}
-	before1 := mustServed(t, m1, "GET/goods")
+	before1 := mustServed(t, m1, "GET /goods")
 	freezeAt := time.Now()
 	goods1.Freeze(t)
 	time.Sleep(6 * time.Second)
 	thawAt := time.Now()
 	goods1.Thaw(t)
-	back := waitBackInRotation(t, m1, "GET/goods", before1, thawAt, 15*time.Second)
+	back := waitBackInRotation(t, m1, "GET /goods", before1, thawAt, 15*time.Second)
 	samples := load.stop()
 	f.checkAlive()
 
@@ -145,26 +145,26 @@ func TestFrozenGoodsPurchase(t *testing.T) {
 
 	// Warm-up: purchases of a good missing from the cache until both goods
 	// instances have answered the purchases service's lookups.
-	c1, c2 := mustServed(t, m1, "GET/goods"), mustServed(t, m2, "GET/goods")
+	c1, c2 := mustServed(t, m1, "GET /goods"), mustServed(t, m2, "GET /goods")
 	deadline := time.Now().Add(10 * time.Second)
 	warmups := 0
 	for {
 		forget(warm)
 		expect(t, "POST /purchases (warm-up)", f.buy(t, userid, warm), http.StatusOK)
 		warmups++
-		if mustServed(t, m1, "GET/goods") > c1 && mustServed(t, m2, "GET/goods") > c2 {
+		if mustServed(t, m1, "GET /goods") > c1 && mustServed(t, m2, "GET /goods") > c2 {
 			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("after %d purchases of a good missing from the cache, the purchases service had not asked both goods instances (%s %v→%v, goods#2 %v→%v)",
-				warmups, goods1.Name, c1, mustServed(t, m1, "GET/goods"), c2, mustServed(t, m2, "GET/goods"))
+				warmups, goods1.Name, c1, mustServed(t, m1, "GET /goods"), c2, mustServed(t, m2, "GET /goods"))
 		}
 	}
 	for _, id := range ids {
 		forget(id)
 	}
 
-	before1 := mustServedAll(t, m1, "GET/goods")
+	before1 := mustServedAll(t, m1, "GET /goods")
 	freezeAt := time.Now()
 	goods1.Freeze(t)
 
@@ -199,7 +199,7 @@ func TestFrozenGoodsPurchase(t *testing.T) {
 		outcomes = append(outcomes, buy(id, "in turn"))
 	}
 	goods1.Thaw(t)
-	reached := settledCount(t, m1, "GET/goods", before1)
+	reached := settledCount(t, m1, "GET /goods", before1)
 	f.checkAlive()
 
 	ok := 0
@@ -265,9 +265,9 @@ func TestFrozenInstancePost(t *testing.T) {
 	// The gate is connected to both instances: each has answered it (GETs:
 	// the balancer sends one to an instance left alone for a second).
 	f.addGood(t, good{Name: "warm-up", Category: "c", Price: 1})
-	c1, c2 := mustServed(t, m1, "GET/goods"), mustServed(t, m2, "GET/goods")
+	c1, c2 := mustServed(t, m1, "GET /goods"), mustServed(t, m2, "GET /goods")
 	deadline := time.Now().Add(10 * time.Second)
-	for i := 0; mustServed(t, m1, "GET/goods") <= c1 || mustServed(t, m2, "GET/goods") <= c2; i++ {
+	for i := 0; mustServed(t, m1, "GET /goods") <= c1 || mustServed(t, m2, "GET /goods") <= c2; i++ {
 		f.get(t, "/goods?id=1")
 		if time.Now().After(deadline) {
 			t.Fatalf("after %d GET /goods, the gate had not sent one to each goods instance", i+1)
@@ -387,7 +387,7 @@ func TestTwoDistributorsOneFrozen(t *testing.T) {
 	var lastErr error
 	for deadline := startAt.Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(pollEvery) {
 		f.checkAlive()
-		last, lastErr = served(m2, "GET/goods", time.Second)
+		last, lastErr = served(m2, "GET /goods", time.Second)
 		if lastErr == nil && last > 0 {
 			servedAfter = time.Since(startAt)
 			break
@@ -440,7 +440,7 @@ func TestSlowInstanceGetsLessTraffic(t *testing.T) {
 	f.waitNodes(map[string]int{"gate": 1, "goods": 1})
 	f.pollStatus("/goods", http.StatusOK, startTimeout)
 	goods := f.seedGoods(t, "slow", 10)
-	f.waitServing(t, "GET/goods", 10*time.Second, m1)
+	f.waitServing(t, "GET /goods", 10*time.Second, m1)
 
 	attempts := 3
 	if proctest.Race {
@@ -499,14 +499,14 @@ func (f *fleet) slowInstancePhases(t *testing.T, attempt int, goods map[int64]st
 	if took := time.Since(start); took < delay {
 		t.Fatalf("%s with --answer-delay %v answered a GET straight to it in %v", slow.Name, delay, took)
 	}
-	f.waitServing(t, "GET/goods", 10*time.Second, m3)
+	f.waitServing(t, "GET /goods", 10*time.Second, m3)
 
 	// Phase B: one fast, one slow.
-	b1, b3 := mustServed(t, m1, "GET/goods"), mustServed(t, m3, "GET/goods")
+	b1, b3 := mustServed(t, m1, "GET /goods"), mustServed(t, m3, "GET /goods")
 	load = startGetLoad(f, loadClients, goods)
 	time.Sleep(5 * time.Second)
 	phaseB := summarize(load.stop(), time.Time{}, time.Now().Add(time.Hour))
-	db1, db3 := mustServed(t, m1, "GET/goods")-b1, mustServed(t, m3, "GET/goods")-b3
+	db1, db3 := mustServed(t, m1, "GET /goods")-b1, mustServed(t, m3, "GET /goods")-b3
 	share := 0.0
 	if db1+db3 > 0 {
 		share = db3 / (db1 + db3)
@@ -844,7 +844,7 @@ next:
 	return sum
 }
 
-// served is how many requests of route (as "GET/goods") the goods service at
+// served is how many requests of route (as "GET /goods") the goods service at
 // metrics address addr has answered successfully (code 0).
 func served(addr, route string, timeout time.Duration) (float64, error) {
 	m, err := scrapeWithin(addr, timeout)

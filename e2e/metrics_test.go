@@ -38,10 +38,10 @@ func TestMetrics(t *testing.T) {
 		return value(m, "microshop_gate_requests_total", "route", "unmatched", "status", "404")
 	}
 	svcOK := func(m map[string]*dto.MetricFamily) float64 {
-		return value(m, "microshop_service_requests_total", "service", "goods", "route", "GET/goods", "code", "0")
+		return value(m, "microshop_service_requests_total", "service", "goods", "route", "GET /goods", "code", "0")
 	}
 	svcBad := func(m map[string]*dto.MetricFamily) float64 {
-		return value(m, "microshop_service_requests_total", "service", "goods", "route", "GET/goods", "code", "400")
+		return value(m, "microshop_service_requests_total", "service", "goods", "route", "GET /goods", "code", "400")
 	}
 	g0, s0 := scrape(t, gateMetrics), scrape(t, goodsMetrics)
 	for range 3 {

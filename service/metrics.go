@@ -2,6 +2,7 @@ package service
 
 import (
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,7 +14,7 @@ import (
 var (
 	requestsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "microshop_service_requests_total",
-		Help: "Requests a service answered, by service, route (METHOD/path; \"unknown\" for routes it does not serve) and errorcode (0 for success, otherwise the HTTP status).",
+		Help: "Requests a service answered, by service, route (\"METHOD /path\", as the gate's metrics spell it; \"unknown\" for routes it does not serve) and errorcode (0 for success, otherwise the HTTP status).",
 	}, []string{"service", "route", "code"})
 	requestSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "microshop_service_request_seconds",
@@ -65,15 +66,28 @@ func Collectors() []prometheus.Collector {
 // so that a request costs no label lookup for its latency.
 type serverMetrics struct {
 	name     string
-	seconds  map[string]prometheus.Observer
+	seconds  map[string]prometheus.Observer // by route key "METHOD/path"
+	labels   map[string]string              // route key → label "METHOD /path"
 	inFlight prometheus.Gauge
 }
 
-func newServerMetrics(name string, routes map[string]Handler) *serverMetrics {
-	m := &serverMetrics{name: name, seconds: make(map[string]prometheus.Observer, len(routes)+1), inFlight: inFlight.WithLabelValues(name)}
-	for r := range routes {
-		m.seconds[r] = requestSeconds.WithLabelValues(name, r)
+// routeLabel spells a route key "METHOD/path" as the metrics do, "METHOD
+// /path": one spelling for the gate's and the services' metrics.
+func routeLabel(route string) string {
+	if i := strings.IndexByte(route, '/'); i > 0 {
+		return route[:i] + " " + route[i:]
 	}
+	return route
+}
+
+func newServerMetrics(name string, routes map[string]Handler) *serverMetrics {
+	m := &serverMetrics{name: name, seconds: make(map[string]prometheus.Observer, len(routes)+1), labels: make(map[string]string, len(routes)+1),
+		inFlight: inFlight.WithLabelValues(name)}
+	for r := range routes {
+		m.labels[r] = routeLabel(r)
+		m.seconds[r] = requestSeconds.WithLabelValues(name, m.labels[r])
+	}
+	m.labels["unknown"] = "unknown"
 	m.seconds["unknown"] = requestSeconds.WithLabelValues(name, "unknown")
 	return m
 }
@@ -85,5 +99,5 @@ func (m *serverMetrics) done(route string, code int, took time.Duration) {
 		route, obs = "unknown", m.seconds["unknown"]
 	}
 	obs.Observe(took.Seconds())
-	requestsTotal.WithLabelValues(m.name, route, strconv.Itoa(code)).Inc()
+	requestsTotal.WithLabelValues(m.name, m.labels[route], strconv.Itoa(code)).Inc()
 }

@@ -476,13 +476,13 @@ func (f *fleet) scrape(addr string) (map[string]*dto.MetricFamily, error) {
 
 // served returns how many GET /goods instance g has answered with code
 // ("0" for a success, "404" for an unknown good):
-// microshop_service_requests_total{service="goods",route="GET/goods",code=code}.
+// microshop_service_requests_total{service="goods",route="GET /goods",code=code}.
 func (f *fleet) served(g *goodsInstance, code string) (float64, error) {
 	m, err := f.scrape(g.metrics)
 	if err != nil {
 		return 0, err
 	}
-	return metricValue(m, "microshop_service_requests_total", "service", "goods", "route", "GET/goods", "code", code), nil
+	return metricValue(m, "microshop_service_requests_total", "service", "goods", "route", "GET /goods", "code", code), nil
 }
 
 // clientCounters returns the gate's counters of its calls to instances
