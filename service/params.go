@@ -173,6 +173,55 @@ func (p Params) Text(name string, min, max int) (string, error) {
 // (for example {"results": [...]} or {"id": 7}).
 type Result map[string]any
 
+// encodedField is the key under which Encoded keeps a Result's encoding:
+// no field of an answer is named so (a NUL byte), and MarshalJSON leaves it
+// out.
+const encodedField = "\x00encoded"
+
+// encodedBody is the value stored under encodedField.
+type encodedBody []byte
+
+// Encoded attaches to r its encoding and returns r. body must be exactly
+// what json.Marshal(r) writes without it (r's fields as one JSON object):
+// the server then sends body as it is instead of encoding r again, so that a
+// handler that keeps its answers encoded (a near cache, a view rebuilt on
+// change) encodes nothing per request. r keeps its fields, for in-process
+// callers and tests; json.Marshal(r) still encodes them (see MarshalJSON),
+// and the attached encoding counts as one more entry of the map.
+func (r Result) Encoded(body []byte) Result {
+	r[encodedField] = encodedBody(body)
+	return r
+}
+
+// Encode returns the JSON the server sends for r's fields: the encoding
+// attached by Encoded, if any, else r encoded now (nil for no fields).
+func (r Result) Encode() ([]byte, error) {
+	if b, ok := r[encodedField].(encodedBody); ok {
+		return b, nil
+	}
+	if len(r) == 0 {
+		return nil, nil
+	}
+	// As a plain map: MarshalJSON would cost a second pass.
+	return json.Marshal(map[string]any(r))
+}
+
+// MarshalJSON encodes r's fields as a JSON object, leaving out the
+// encoding attached by Encoded, if any: encoding a Result always reflects
+// its fields as they are now.
+func (r Result) MarshalJSON() ([]byte, error) {
+	if _, ok := r[encodedField]; !ok {
+		return json.Marshal(map[string]any(r))
+	}
+	m := make(map[string]any, len(r)-1)
+	for k, v := range r {
+		if k != encodedField {
+			m[k] = v
+		}
+	}
+	return json.Marshal(m)
+}
+
 // Results is a shorthand for Result{"results": v}.
 func Results(v any) Result { return Result{"results": v} }
 
