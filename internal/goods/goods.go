@@ -103,6 +103,9 @@ type Service struct {
 	// near keeps goods and the list view in memory (near.go); nil in the
 	// book's cache format.
 	near *near
+	// beforeKeep, when set (by tests), runs between reading a good and
+	// keeping it in the near cache: the window an invalidation can fall in.
+	beforeKeep func()
 }
 
 // Option changes what New returns.
@@ -254,6 +257,9 @@ func (s *Service) find(ctx context.Context, id int64) (catalog.Good, error) {
 		gen, _ = s.near.token()
 	}
 	keep := func(g catalog.Good) {
+		if s.beforeKeep != nil {
+			s.beforeKeep()
+		}
 		if s.near != nil {
 			s.near.put(gen, g)
 		}
