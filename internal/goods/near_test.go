@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/microshop/microshop/internal/cache"
 	"github.com/microshop/microshop/internal/catalog"
 	"github.com/microshop/microshop/internal/store"
@@ -83,6 +85,17 @@ func call(t testing.TB, s *Service, route, params string) (service.Result, error
 	}
 	method, uri, _ := strings.Cut(route, "/")
 	return s.Routes()[route](context.Background(), &service.Request{Method: method, URI: "/" + uri, Params: p})
+}
+
+// created creates a good on a and waits until b heard of it: b's reads
+// begun before that may not keep what they read (they cannot know whether
+// it came before or after the change).
+func (p *pair) created(t testing.TB, name string) int64 {
+	t.Helper()
+	heard := p.b.near.heardN.Load()
+	id := create(t, p.a, name)
+	waitFor(t, "b to hear the create", func() bool { return p.b.near.heardN.Load() > heard })
+	return id
 }
 
 func create(t testing.TB, s *Service, name string) int64 {
@@ -217,7 +230,7 @@ func TestNearListAcrossInstances(t *testing.T) {
 func TestNearAnswerBytes(t *testing.T) {
 	p := newPair(t, "", false)
 	plain := New(p.db, catalog.OwnEntries(p.cache), nil)
-	id := create(t, p.a, `quote " and \\ and ¶ and <b>`)
+	id := p.created(t, `quote " and \\ and ¶ and <b>`)
 	params := `{"id":` + strconv.FormatInt(id, 10) + `}`
 	want, _ := body(t, plain, "GET/goods", params)
 	body(t, p.b, "GET/goods", params) // fills the near cache
@@ -240,7 +253,7 @@ func TestNearAnswerBytes(t *testing.T) {
 // the epoch marker among them) empties the near caches of both instances.
 func TestNearFlushEmptiesBoth(t *testing.T) {
 	p := newPair(t, "", false)
-	id := create(t, p.a, "g")
+	id := p.created(t, "g")
 	params := `{"id":` + strconv.FormatInt(id, 10) + `}`
 	for _, s := range []*Service{p.a, p.b} {
 		body(t, s, "GET/goods", params)
@@ -282,7 +295,7 @@ func TestNearLostConnectionEmpties(t *testing.T) {
 		url = e.URL()
 	}
 	p := newPair(t, url, real)
-	id := create(t, p.a, "g")
+	id := p.created(t, "g")
 	params := `{"id":` + strconv.FormatInt(id, 10) + `}`
 	body(t, p.b, "GET/goods", params)
 	if p.b.near.len() != 1 {
@@ -308,27 +321,48 @@ func TestNearLostConnectionEmpties(t *testing.T) {
 	}
 }
 
-// killClient kills the connection named name with CLIENT KILL ID.
+// killClient kills the connection named name with CLIENT KILL ID, on
+// whichever node of a Redis Cluster holds it.
 func killClient(t *testing.T, c *cache.Cache, name string) {
 	t.Helper()
 	ctx := context.Background()
-	list, err := c.ClientList(ctx).Result()
+	var lists []string
+	kill := func(ctx context.Context, node redis.Cmdable) (bool, error) {
+		list, err := node.ClientList(ctx).Result()
+		if err != nil {
+			return false, err
+		}
+		lists = append(lists, list)
+		for line := range strings.SplitSeq(list, "\n") {
+			if !strings.Contains(line, " name="+name+" ") {
+				continue
+			}
+			for f := range strings.FieldsSeq(line) {
+				if id, ok := strings.CutPrefix(f, "id="); ok {
+					return true, node.ClientKillByFilter(ctx, "ID", id).Err()
+				}
+			}
+		}
+		return false, nil
+	}
+	var mu sync.Mutex
+	killed := false
+	var err error
+	if cc, ok := c.UniversalClient.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+			mu.Lock()
+			defer mu.Unlock()
+			k, err := kill(ctx, node)
+			killed = killed || k
+			return err
+		})
+	} else {
+		killed, err = kill(ctx, c.UniversalClient)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	for line := range strings.SplitSeq(list, "\n") {
-		if !strings.Contains(line, " name="+name+" ") {
-			continue
-		}
-		for f := range strings.FieldsSeq(line) {
-			if v, ok := strings.CutPrefix(f, "id="); ok {
-				id, _ := strconv.ParseInt(v, 10, 64)
-				if err := c.ClientKillByFilter(ctx, "ID", strconv.FormatInt(id, 10)).Err(); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-		}
+	if !killed {
+		t.Fatalf("no connection named %s in CLIENT LIST:\n%s", name, strings.Join(lists, "\n"))
 	}
-	t.Fatalf("no connection named %s in CLIENT LIST:\n%s", name, list)
 }
