@@ -14,19 +14,19 @@
 // that exist throughout a walk through the pages are listed exactly once,
 // in order, whatever is added or deleted meanwhile (a good added during the
 // walk shows up at its end if its id is above the cursor). The list is read
-// from the database, the system of record, into a view of the first
-// viewMaxGoods goods whose pages are encoded once and served until a good is
-// created or deleted (near.go); pages past the view are read from the
-// database each time.
+// from the database, the system of record; with NearCache, into a view of
+// the first viewMaxGoods goods whose pages are encoded once and served until
+// a good is created or deleted (near.go), pages past the view being read
+// from the database each time.
 //
 // The database is the system of record: every write goes to it first, then
 // to Redis; a Redis failure is logged and never fails a request. Reads of
-// one good are cache-aside: the near cache in this process's memory first,
-// then Redis, on a miss the database, then the entry is written back. Every
-// create and delete is announced on a Redis channel that every goods
-// instance follows to drop what it keeps (near.go); the near cache and the
-// view are used in microshop's cache format only (the book's goods
-// announce nothing).
+// one good are cache-aside: with NearCache the near cache in this
+// process's memory first, then Redis, on a miss the database, then the
+// entry is written back. Every create and delete is announced on a Redis
+// channel that every goods instance with NearCache follows to drop what it
+// keeps (near.go); the near cache and the view are used in microshop's
+// cache format only (the book's goods announce nothing).
 //
 // With authentication on (the request carries the gate's auth object),
 // POST and DELETE need the admin key: no token is a 401, a member's a 403.
