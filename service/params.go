@@ -20,12 +20,92 @@ func DecodeParams(raw []byte) (Params, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return p, nil
 	}
+	if flatParams(raw, p) {
+		return p, nil
+	}
+	clear(p)
 	dec := json.NewDecoder(strings.NewReader(string(raw)))
 	dec.UseNumber()
 	if err := dec.Decode(&p); err != nil {
 		return nil, BadRequest("params must be a JSON object")
 	}
 	return p, nil
+}
+
+// flatParams decodes raw into p as DecodeParams's json.Decoder does, for
+// the common case of one object whose members are named without escapes
+// and are plain strings (no escape, ASCII), numbers, booleans or null,
+// without reflection; it reports false for anything else (p then holds
+// some of the members). FuzzFlatParams holds it to json.Decoder.
+func flatParams(raw []byte, p Params) bool {
+	if !json.Valid(raw) {
+		return false
+	}
+	i := space(raw, 0)
+	if i >= len(raw) || raw[i] != '{' {
+		return false
+	}
+	i = space(raw, i+1)
+	for i < len(raw) && raw[i] == '"' {
+		name, end, ok := plainJSONString(raw, i)
+		if !ok {
+			return false
+		}
+		i = space(raw, end)
+		i = space(raw, i+1) // the colon
+		if i >= len(raw) {
+			return false
+		}
+		switch c := raw[i]; {
+		case c == '"':
+			v, end, ok := plainJSONString(raw, i)
+			if !ok {
+				return false
+			}
+			p[name], i = v, end
+		case c == '-' || c >= '0' && c <= '9':
+			j := i
+			for j < len(raw) && strings.IndexByte("+-.eE0123456789", raw[j]) >= 0 {
+				j++
+			}
+			p[name], i = json.Number(raw[i:j]), j
+		case c == 't':
+			p[name], i = true, i+4
+		case c == 'f':
+			p[name], i = false, i+5
+		case c == 'n':
+			p[name], i = nil, i+4
+		default:
+			return false // an object or an array
+		}
+		i = space(raw, i)
+		if i < len(raw) && raw[i] == ',' {
+			i = space(raw, i+1)
+		}
+	}
+	return true
+}
+
+// plainJSONString returns the string that starts at b[i] (valid JSON)
+// and the index after it; ok is false when it holds an escape or a byte
+// that is not ASCII.
+func plainJSONString(b []byte, i int) (s string, end int, ok bool) {
+	for j := i + 1; j < len(b); j++ {
+		switch c := b[j]; {
+		case c == '"':
+			return string(b[i+1 : j]), j + 1, true
+		case c == '\\' || c >= 0x80:
+			return "", 0, false
+		}
+	}
+	return "", 0, false
+}
+
+func space(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
 }
 
 // Has reports whether name is present and not null.
