@@ -239,17 +239,21 @@ func (m *Message) IsRequest() bool { return m.URI != "" }
 // sends it.
 func Decode(p []byte) (*Message, error) {
 	raw := bytes.Clone(p)
-	m := &Message{Raw: raw}
-	// errormessage may be any JSON (see ErrorObject): decoded raw here, the
-	// outer field hiding Message's.
-	w := struct {
-		*message
-		ErrorMessage json.RawMessage `json:"errormessage"`
-	}{message: (*message)(m)}
-	if err := json.Unmarshal(raw, &w); err != nil {
-		return nil, err
+	m, errMsg, ok := decodeFast(raw)
+	if !ok {
+		m = &Message{Raw: raw}
+		// errormessage may be any JSON (see ErrorObject): decoded raw here,
+		// the outer field hiding Message's.
+		w := struct {
+			*message
+			ErrorMessage json.RawMessage `json:"errormessage"`
+		}{message: (*message)(m)}
+		if err := json.Unmarshal(raw, &w); err != nil {
+			return nil, err
+		}
+		errMsg = w.ErrorMessage
 	}
-	m.ErrorMessage, m.ErrorObject = errorText(w.ErrorMessage)
+	m.ErrorMessage, m.ErrorObject = errorText(errMsg)
 	if isNull(m.Key) && len(m.Params) > 0 && m.Params[0] == '{' {
 		var pk struct {
 			Key json.RawMessage `json:"key"`
@@ -262,6 +266,157 @@ func Decode(p []byte) (*Message, error) {
 		m.Key = nil
 	}
 	return m, nil
+}
+
+// decodeFast decodes raw as json.Unmarshal does in Decode, in one
+// validating pass and one scan of the top-level members, without
+// reflection, for packets whose members are plain: it reports false,
+// leaving the packet to json.Unmarshal, for anything it would have to
+// think about (invalid JSON, a member of Message named with an escape, in
+// another case or twice, a value of the wrong type, an escape or a
+// non-ASCII byte in uri or method). Raw values (key, params, auth,
+// errormessage) are slices of raw. FuzzDecodeFast holds it to
+// json.Unmarshal's results.
+func decodeFast(raw []byte) (m *Message, errMsg json.RawMessage, ok bool) {
+	if !json.Valid(raw) {
+		return nil, nil, false
+	}
+	i := scanSpace(raw, 0)
+	if i >= len(raw) || raw[i] != '{' {
+		return nil, nil, false
+	}
+	m = &Message{Raw: raw}
+	var seen uint8
+	i = scanSpace(raw, i+1)
+	for i < len(raw) && raw[i] == '"' {
+		kEnd := scanString(raw, i)
+		name := raw[i+1 : kEnd-1]
+		i = scanSpace(raw, kEnd)
+		i = scanSpace(raw, i+1) // the colon
+		vEnd := scanValue(raw, i)
+		v := raw[i:vEnd:vEnd]
+		field := -1
+		for f, known := range decodedFields {
+			if string(name) == known {
+				field = f
+				break
+			}
+			if bytes.EqualFold(name, []byte(known)) || bytes.IndexByte(name, '\\') >= 0 {
+				return nil, nil, false // json.Unmarshal matches names without case, and unescapes them
+			}
+		}
+		if field >= 0 {
+			if seen&(1<<field) != 0 {
+				return nil, nil, false
+			}
+			seen |= 1 << field
+			switch decodedFields[field] {
+			case "uri", "method":
+				str, ok := plainString(v)
+				if !ok {
+					return nil, nil, false
+				}
+				if field == 0 {
+					m.URI = str
+				} else {
+					m.Method = str
+				}
+			case "key":
+				m.Key = json.RawMessage(v)
+			case "params":
+				m.Params = json.RawMessage(v)
+			case "auth":
+				m.Auth = json.RawMessage(v)
+			case "errormessage":
+				errMsg = json.RawMessage(v)
+			case "errorcode":
+				if string(v) != "null" {
+					n, err := strconv.Atoi(string(v))
+					if err != nil {
+						return nil, nil, false
+					}
+					m.ErrorCode = &n
+				}
+			}
+		}
+		i = scanSpace(raw, vEnd)
+		if i < len(raw) && raw[i] == ',' {
+			i = scanSpace(raw, i+1)
+		}
+	}
+	return m, errMsg, true
+}
+
+// decodedFields are the members decodeFast reads, in the order of their
+// bits in its seen set; uri and method come first.
+var decodedFields = [...]string{"uri", "method", "key", "params", "auth", "errormessage", "errorcode"}
+
+// plainString returns the JSON string v when it holds no escape and only
+// ASCII, which json.Unmarshal would return as it is.
+func plainString(v []byte) (string, bool) {
+	if len(v) < 2 || v[0] != '"' {
+		return "", false
+	}
+	for _, c := range v[1 : len(v)-1] {
+		if c == '\\' || c >= 0x80 {
+			return "", false
+		}
+	}
+	return string(v[1 : len(v)-1]), true
+}
+
+// The scanners below walk JSON already known to be valid.
+
+func scanSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// scanString returns the index after the string that starts at b[i].
+func scanString(b []byte, i int) int {
+	for j := i + 1; j < len(b); j++ {
+		switch b[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1
+		}
+	}
+	return len(b)
+}
+
+// scanValue returns the index after the value that starts at b[i].
+func scanValue(b []byte, i int) int {
+	if i >= len(b) {
+		return i
+	}
+	switch b[i] {
+	case '"':
+		return scanString(b, i)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(b); j++ {
+			switch b[j] {
+			case '"':
+				j = scanString(b, j) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1
+				}
+			}
+		}
+		return len(b)
+	}
+	j := i
+	for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' && b[j] != ' ' && b[j] != '\t' && b[j] != '\n' && b[j] != '\r' {
+		j++
+	}
+	return j
 }
 
 // KeyOf reads the key of a packet from its first bytes (the whole packet or

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"reflect"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -275,5 +276,66 @@ func TestSignedParamsMatchReceived(t *testing.T) {
 	}
 	if ReceivedParams([]byte(`{"goodsid":7}`)) != nil {
 		t.Error("ReceivedParams of params without a trailing key is not nil")
+	}
+}
+
+// decodeSlow is Decode with json.Unmarshal alone, as it was before
+// decodeFast.
+func decodeSlow(p []byte) (*Message, error) {
+	m := &Message{Raw: bytes.Clone(p)}
+	w := struct {
+		*message
+		ErrorMessage json.RawMessage `json:"errormessage"`
+	}{message: (*message)(m)}
+	if err := json.Unmarshal(m.Raw, &w); err != nil {
+		return nil, err
+	}
+	m.ErrorMessage, m.ErrorObject = errorText(w.ErrorMessage)
+	return m, nil
+}
+
+// decodeFast decodes what it accepts exactly as json.Unmarshal does, and
+// accepts the packets microshop peers write.
+func FuzzDecodeFast(f *testing.F) {
+	for _, s := range []string{
+		`{"uri":"/goods","method":"GET","params":{"key":8}}`,
+		`{"key":3,"errorcode":0,"errormessage":"success","results":[{"id":1,"name":"a \"b\" ¶","price":1}]}`,
+		`{"key":"x","errorcode":null,"errormessage":{"code":"ER_DUP_ENTRY","sql":"INSERT"}}`,
+		` { "uri" : "/a" , "URI":"/b", "key":1 } `,
+		`{"uri":"/\u0067oods","key":[1,{"a":"}"}],"auth":{"seq":1}}`,
+		`{"errorcode":1.5}`, `{"errorcode":"1"}`, `{"uri":1}`, `{"key":1,"key":2}`, `{"k\u0065y":1}`,
+		`{"method":"GÉT"}`, `null`, `[1]`, `{"a":tru}`, `{"errorcode":99999999999999999999}`, `{}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Add(AppendResponse(nil, json.RawMessage("7"), 0, "success", []byte(`{"next":"3","results":[{"id":1}]}`)))
+	f.Add(AppendRequest(nil, "/goods", "GET", 9, []byte(`{"id":"1"}`)))
+	f.Fuzz(func(t *testing.T, p []byte) {
+		m, errMsg, ok := decodeFast(bytes.Clone(p))
+		want, werr := decodeSlow(p)
+		if !ok {
+			return
+		}
+		if werr != nil {
+			t.Fatalf("decodeFast accepted %q, which json.Unmarshal refuses: %v", p, werr)
+		}
+		m.ErrorMessage, m.ErrorObject = errorText(errMsg)
+		if !reflect.DeepEqual(m, want) {
+			t.Fatalf("decodeFast(%q) =\n%#v\nwant\n%#v", p, m, want)
+		}
+	})
+}
+
+// The packets microshop writes take the fast path.
+func TestDecodeFastTakesOwnPackets(t *testing.T) {
+	for _, p := range [][]byte{
+		AppendResponse(nil, json.RawMessage("7"), 0, "success", []byte(`{"next":"3","results":[{"id":1,"description":"\u003c¶\n"}]}`)),
+		AppendResponse(nil, json.RawMessage("8"), 404, "good 3 not found", nil),
+		AppendRequest(nil, "/goods", "GET", 9, []byte(`{"id":"1","key":9}`)),
+	} {
+		p = bytes.TrimSuffix(p, []byte(Separator))
+		if _, _, ok := decodeFast(bytes.Clone(p)); !ok {
+			t.Errorf("decodeFast refused %s", p)
+		}
 	}
 }

@@ -20,12 +20,92 @@ func DecodeParams(raw []byte) (Params, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return p, nil
 	}
+	if flatParams(raw, p) {
+		return p, nil
+	}
+	clear(p)
 	dec := json.NewDecoder(strings.NewReader(string(raw)))
 	dec.UseNumber()
 	if err := dec.Decode(&p); err != nil {
 		return nil, BadRequest("params must be a JSON object")
 	}
 	return p, nil
+}
+
+// flatParams decodes raw into p as DecodeParams's json.Decoder does, for
+// the common case of one object whose members are named without escapes
+// and are plain strings (no escape, ASCII), numbers, booleans or null,
+// without reflection; it reports false for anything else (p then holds
+// some of the members). FuzzFlatParams holds it to json.Decoder.
+func flatParams(raw []byte, p Params) bool {
+	if !json.Valid(raw) {
+		return false
+	}
+	i := space(raw, 0)
+	if i >= len(raw) || raw[i] != '{' {
+		return false
+	}
+	i = space(raw, i+1)
+	for i < len(raw) && raw[i] == '"' {
+		name, end, ok := plainJSONString(raw, i)
+		if !ok {
+			return false
+		}
+		i = space(raw, end)
+		i = space(raw, i+1) // the colon
+		if i >= len(raw) {
+			return false
+		}
+		switch c := raw[i]; {
+		case c == '"':
+			v, end, ok := plainJSONString(raw, i)
+			if !ok {
+				return false
+			}
+			p[name], i = v, end
+		case c == '-' || c >= '0' && c <= '9':
+			j := i
+			for j < len(raw) && strings.IndexByte("+-.eE0123456789", raw[j]) >= 0 {
+				j++
+			}
+			p[name], i = json.Number(raw[i:j]), j
+		case c == 't':
+			p[name], i = true, i+4
+		case c == 'f':
+			p[name], i = false, i+5
+		case c == 'n':
+			p[name], i = nil, i+4
+		default:
+			return false // an object or an array
+		}
+		i = space(raw, i)
+		if i < len(raw) && raw[i] == ',' {
+			i = space(raw, i+1)
+		}
+	}
+	return true
+}
+
+// plainJSONString returns the string that starts at b[i] (valid JSON)
+// and the index after it; ok is false when it holds an escape or a byte
+// that is not ASCII.
+func plainJSONString(b []byte, i int) (s string, end int, ok bool) {
+	for j := i + 1; j < len(b); j++ {
+		switch c := b[j]; {
+		case c == '"':
+			return string(b[i+1 : j]), j + 1, true
+		case c == '\\' || c >= 0x80:
+			return "", 0, false
+		}
+	}
+	return "", 0, false
+}
+
+func space(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
 }
 
 // Has reports whether name is present and not null.
@@ -172,6 +252,55 @@ func (p Params) Text(name string, min, max int) (string, error) {
 // key, errorcode and errormessage, as the book's services do
 // (for example {"results": [...]} or {"id": 7}).
 type Result map[string]any
+
+// encodedField is the key under which Encoded keeps a Result's encoding:
+// no field of an answer is named so (a NUL byte), and MarshalJSON leaves it
+// out.
+const encodedField = "\x00encoded"
+
+// encodedBody is the value stored under encodedField.
+type encodedBody []byte
+
+// Encoded attaches to r its encoding and returns r. body must be exactly
+// what json.Marshal(r) writes without it (r's fields as one JSON object):
+// the server then sends body as it is instead of encoding r again, so that a
+// handler that keeps its answers encoded (a near cache, a view rebuilt on
+// change) encodes nothing per request. r keeps its fields, for in-process
+// callers and tests; json.Marshal(r) still encodes them (see MarshalJSON),
+// and the attached encoding counts as one more entry of the map.
+func (r Result) Encoded(body []byte) Result {
+	r[encodedField] = encodedBody(body)
+	return r
+}
+
+// Encode returns the JSON the server sends for r's fields: the encoding
+// attached by Encoded, if any, else r encoded now (nil for no fields).
+func (r Result) Encode() ([]byte, error) {
+	if b, ok := r[encodedField].(encodedBody); ok {
+		return b, nil
+	}
+	if len(r) == 0 {
+		return nil, nil
+	}
+	// As a plain map: MarshalJSON would cost a second pass.
+	return json.Marshal(map[string]any(r))
+}
+
+// MarshalJSON encodes r's fields as a JSON object, leaving out the
+// encoding attached by Encoded, if any: encoding a Result always reflects
+// its fields as they are now.
+func (r Result) MarshalJSON() ([]byte, error) {
+	if _, ok := r[encodedField]; !ok {
+		return json.Marshal(map[string]any(r))
+	}
+	m := make(map[string]any, len(r)-1)
+	for k, v := range r {
+		if k != encodedField {
+			m[k] = v
+		}
+	}
+	return json.Marshal(m)
+}
 
 // Results is a shorthand for Result{"results": v}.
 func Results(v any) Result { return Result{"results": v} }

@@ -419,7 +419,7 @@ func (s *Server) serve(c *packet.Conn, m *packet.Message, cs *connState) {
 		}
 	}
 	if len(res) > 0 {
-		if body, err = json.Marshal(res); err != nil {
+		if body, err = res.Encode(); err != nil {
 			err = fmt.Errorf("encode result: %w", err)
 			code, msg = ErrorCode(err)
 			body = nil

@@ -65,7 +65,7 @@ func components() []component {
 			flags: gProcess | gRegister | gDB | gRedis | gService | gGoodsCache,
 			help:  "POST/GET/DELETE /goods: the catalogue, cached in Redis",
 			routes: func(d deps) map[string]service.Handler {
-				return goods.New(d.db, catalog.Entries{Redis: d.cache, Format: d.goodsCache}, d.log).Routes()
+				return goods.New(d.db, catalog.Entries{Redis: d.cache, Format: d.goodsCache}, d.log, goods.NearCache()).Routes()
 			}},
 		{name: "members", port: 9020, kind: kindService,
 			flags: gProcess | gRegister | gDB | gRedis | gService | gMembers,

@@ -25,6 +25,8 @@ type Cache struct {
 	redis.UniversalClient
 	// Prefix starts every key; use Key to build keys.
 	Prefix string
+
+	spec string // what Open was given, for Named
 }
 
 // Key returns the full key for name, e.g. Key("goods:{7}").
@@ -46,6 +48,25 @@ func Open(spec, prefix string, log *slog.Logger) (*Cache, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	c, err := client(spec, "")
+	if err != nil {
+		return nil, err
+	}
+	c.AddHook(&breaker{log: log})
+	return &Cache{UniversalClient: c, Prefix: prefix, spec: spec}, nil
+}
+
+// Named opens another client of the same Redis whose connections are
+// named name (CLIENT SETNAME), without the breaker: for a connection of its
+// own, such as a subscription that must be told apart in CLIENT LIST. The
+// caller closes it.
+func (c *Cache) Named(name string) (redis.UniversalClient, error) {
+	return client(c.spec, name)
+}
+
+// client returns a client of the Redis named by spec (see Open) whose
+// connections are named name ("": unnamed).
+func client(spec, name string) (redis.UniversalClient, error) {
 	dial, rw, pool := options()
 	var c redis.UniversalClient
 	switch {
@@ -57,6 +78,7 @@ func Open(spec, prefix string, log *slog.Logger) (*Cache, error) {
 		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout = dial, rw, rw, pool
 		opt.MaxRetries = 1
 		opt.DialerRetries = 1 // fail fast when Redis is down: one dial per command
+		opt.ClientName = name
 		c = redis.NewClient(opt)
 	case spec != "":
 		addrs := strings.Split(strings.TrimPrefix(spec, "redis-cluster://"), ",")
@@ -69,13 +91,12 @@ func Open(spec, prefix string, log *slog.Logger) (*Cache, error) {
 		c = redis.NewClusterClient(&redis.ClusterOptions{
 			Addrs:       addrs,
 			DialTimeout: dial, ReadTimeout: rw, WriteTimeout: rw, PoolTimeout: pool,
-			MaxRetries: 1, DialerRetries: 1,
+			MaxRetries: 1, DialerRetries: 1, ClientName: name,
 		})
 	default:
 		return nil, fmt.Errorf("cache: no Redis given: want redis://host:port/db or host:port,host:port for a cluster")
 	}
-	c.AddHook(&breaker{log: log})
-	return &Cache{UniversalClient: c, Prefix: prefix}, nil
+	return c, nil
 }
 
 // badURL is the error for a Redis URL spec that does not parse, without

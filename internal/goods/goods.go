@@ -14,12 +14,19 @@
 // that exist throughout a walk through the pages are listed exactly once,
 // in order, whatever is added or deleted meanwhile (a good added during the
 // walk shows up at its end if its id is above the cursor). The list is read
-// from the database, the system of record.
+// from the database, the system of record; with NearCache, into a view of
+// the first viewMaxGoods goods whose pages are encoded once and served until
+// a good is created or deleted (near.go), pages past the view being read
+// from the database each time.
 //
 // The database is the system of record: every write goes to it first, then
 // to Redis; a Redis failure is logged and never fails a request. Reads of
-// one good are cache-aside: Redis first, on a miss the database, then the
-// entry is written back.
+// one good are cache-aside: with NearCache the near cache in this
+// process's memory first, then Redis, on a miss the database, then the
+// entry is written back. Every create and delete is announced on a Redis
+// channel that every goods instance with NearCache follows to drop what it
+// keeps (near.go); the near cache and the view are used in microshop's
+// cache format only (the book's goods announce nothing).
 //
 // With authentication on (the request carries the gate's auth object),
 // POST and DELETE need the admin key: no token is a 401, a member's a 403.
@@ -93,17 +100,54 @@ type Service struct {
 	// degraded is set while Redis fails, so that an outage is logged once
 	// at warn when it starts and once when it ends, not on every request.
 	degraded atomic.Bool
+	// near keeps goods and the list view in memory (near.go); nil in the
+	// book's cache format.
+	near *near
+	// beforeKeep, when set (by tests), runs between reading a good and
+	// keeping it in the near cache: the window an invalidation can fall in.
+	beforeKeep func()
 }
+
+// Option changes what New returns.
+type Option func(*options)
+
+type options struct {
+	near bool
+}
+
+// NearCache makes the service keep goods and the list view in memory,
+// kept exact across goods instances by invalidations through Redis
+// (near.go), in microshop's cache format (the option does nothing in the
+// book's). Its reads then no longer see what is written to Redis behind
+// the goods services' back (only what they announce, and a FLUSHALL).
+func NearCache() Option { return func(o *options) { o.near = true } }
 
 // New returns the goods service over db (the system of record) and c (the
 // goods' cache entries, in microshop's format or the book's); neither db
 // nor c.Redis may be nil. log receives Redis warnings; nil discards them.
-func New(db *store.DB, c catalog.Entries, log *slog.Logger) *Service {
+func New(db *store.DB, c catalog.Entries, log *slog.Logger, opts ...Option) *Service {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("service", "goods")
-	return &Service{store: table{db: db}, cache: c, log: log, repairs: cache.NewRepairs(log)}
+	s := &Service{store: table{db: db}, cache: c, log: log, repairs: cache.NewRepairs(log)}
+	if o.near && c.Format == catalog.Own {
+		// Its listener ends with Close, or when c.Redis is closed.
+		s.near = newNear(c.Redis, log)
+	}
+	return s
+}
+
+// Close stops following the invalidations of other goods instances; the
+// service then reads Redis and the database for every request.
+func (s *Service) Close() {
+	if s.near != nil {
+		s.near.close()
+	}
 }
 
 // Routes returns the handlers of the goods service by "METHOD/path".
@@ -125,6 +169,7 @@ func (s *Service) create(ctx context.Context, r *service.Request) (service.Resul
 		return nil, err
 	}
 	s.redisDone(s.cache.Put(ctx, g), "cache new good", g.ID)
+	s.changed(ctx, g.ID)
 	return service.Result{"id": g.ID}, nil
 }
 
@@ -137,6 +182,11 @@ func (s *Service) get(ctx context.Context, r *service.Request) (service.Result, 
 	if err != nil {
 		return nil, err
 	}
+	if s.near != nil {
+		if e := s.near.get(id); e != nil {
+			return service.Results([]catalog.Good{e.good}).Encoded(e.body), nil
+		}
+	}
 	g, err := s.find(ctx, id)
 	if err != nil {
 		return nil, err
@@ -145,11 +195,19 @@ func (s *Service) get(ctx context.Context, r *service.Request) (service.Result, 
 }
 
 // list answers the page of goods that after and limit ask for (see the
-// package comment), from the database.
+// package comment): from the list view when it reaches that far, else
+// from the database.
 func (s *Service) list(ctx context.Context, p service.Params) (service.Result, error) {
 	after, limit, err := p.Page(DefaultLimit, MaxLimit)
 	if err != nil {
 		return nil, err
+	}
+	if v, err := s.view(ctx); err != nil {
+		return nil, err
+	} else if v != nil {
+		if res, ok := v.page(after, limit); ok {
+			return res, nil
+		}
 	}
 	// One row more than the page tells whether another page follows.
 	list, err := s.store.page(ctx, after, limit+1)
@@ -159,11 +217,57 @@ func (s *Service) list(ctx context.Context, p service.Params) (service.Result, e
 	return service.PageResult(list, limit, func(g catalog.Good) int64 { return g.ID }), nil
 }
 
-// find returns good id from Redis, or from the database, caching it then.
+// view returns the list view, building it when there is none; nil when
+// there is none to use (the invalidations are not followed, or another
+// request is building it: this one reads the database meanwhile).
+func (s *Service) view(ctx context.Context) (*listView, error) {
+	if s.near == nil {
+		return nil, nil
+	}
+	if v := s.near.currentView(); v != nil {
+		return v, nil
+	}
+	gen, live := s.near.token()
+	if !live || !s.near.building.TryLock() {
+		return nil, nil
+	}
+	defer s.near.building.Unlock()
+	if v := s.near.currentView(); v != nil {
+		return v, nil // built while this request waited for the lock
+	}
+	rows, err := s.store.page(ctx, 0, viewMaxGoods+1)
+	if err != nil {
+		return nil, err
+	}
+	v, err := newListView(rows)
+	if err != nil {
+		return nil, err
+	}
+	// Kept unless a good changed meanwhile; this request may use it either
+	// way: it was read from the database after the request came.
+	s.near.setView(gen, v)
+	return v, nil
+}
+
+// find returns good id from Redis, or from the database, caching it then
+// (in Redis, and in the near cache unless a good changed meanwhile).
 func (s *Service) find(ctx context.Context, id int64) (catalog.Good, error) {
+	var gen uint64
+	if s.near != nil {
+		gen, _ = s.near.token()
+	}
+	keep := func(g catalog.Good) {
+		if s.beforeKeep != nil {
+			s.beforeKeep()
+		}
+		if s.near != nil {
+			s.near.put(gen, g)
+		}
+	}
 	g, cerr := s.cache.Get(ctx, id)
 	if cerr == nil {
 		s.redisDone(nil, "", id)
+		keep(g)
 		return g, nil
 	}
 	if errors.Is(cerr, catalog.ErrDeleted) {
@@ -181,8 +285,15 @@ func (s *Service) find(ctx context.Context, id int64) (catalog.Good, error) {
 		if wrote {
 			s.recheck(ctx, id)
 		}
+		if err == nil {
+			keep(g)
+		}
 	case errors.Is(cerr, catalog.ErrCorrupt):
-		s.redisDone(s.cache.Put(ctx, g), "repair cache", id)
+		err := s.cache.Put(ctx, g)
+		s.redisDone(err, "repair cache", id)
+		if err == nil {
+			keep(g)
+		}
 	default:
 		// Redis failed: do not wait for it a second time in this request.
 		s.redisDone(cerr, "read cache", id)
@@ -203,19 +314,45 @@ func (s *Service) recheck(ctx context.Context, id int64) {
 	s.forget(ctx, id)
 }
 
-// forget writes good id's tombstone, retrying in the background when Redis
-// fails.
+// forget writes good id's tombstone and tells every goods instance,
+// retrying in the background when Redis fails.
 func (s *Service) forget(ctx context.Context, id int64) {
 	if err := s.cache.Forget(ctx, id); err != nil {
 		s.redisDone(err, "cache the deletion", id)
 		// The good may still be cached (a Redis that failed for a moment
 		// keeps its data), and purchases would believe it: write the
-		// tombstone as soon as Redis answers.
+		// tombstone as soon as Redis answers, then tell the goods
+		// instances again (they may have read the entry meanwhile).
 		s.repairs.Add(fmt.Sprintf("goods:%d", id), func(ctx context.Context) error {
-			return s.cache.Forget(ctx, id)
+			if err := s.cache.Forget(ctx, id); err != nil {
+				return err
+			}
+			if s.near != nil {
+				return s.near.changed(ctx, id)
+			}
+			return nil
 		})
-	} else {
-		s.redisDone(nil, "", id)
+		if s.near != nil {
+			s.near.invalidate(id)
+		}
+		return
+	}
+	s.redisDone(nil, "", id)
+	s.changed(ctx, id)
+}
+
+// changed tells every goods instance that good id was created or deleted,
+// after its Redis entry was written, retrying in the background when
+// Redis fails.
+func (s *Service) changed(ctx context.Context, id int64) {
+	if s.near == nil {
+		return
+	}
+	if err := s.near.changed(ctx, id); err != nil {
+		s.redisDone(err, "announce the change", id)
+		s.repairs.Add(fmt.Sprintf("goods-changed:%d", id), func(ctx context.Context) error {
+			return s.near.changed(ctx, id)
+		})
 	}
 }
 
