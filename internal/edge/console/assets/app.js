@@ -1,8 +1,8 @@
 // microshop console: the storefront and the operator view, in plain
 // JavaScript. It calls the gate's HTTP API on its own origin. The member's
 // token and the admin key are kept in this script's memory only (never in a
-// cookie, localStorage or a URL — but the chat socket's ?token=, since a
-// browser cannot set headers on a WebSocket).
+// cookie, in web storage or in a URL — but the chat socket's ?token=, since
+// a browser cannot set headers on a WebSocket).
 'use strict';
 
 (() => {
@@ -345,7 +345,7 @@
       const ly = place(d.x + 8, d.y + 4, label.length * 6);
       plot.append(svg('text', { x: d.x + 8, y: ly }, label));
     }
-    plot.append(svg('text', { x: -R - 20, y: -R - 10 }, 'N ↑   E →'));
+    plot.append(svg('text', { x: -R - 15, y: -R + 2 }, 'N ↑   E →'));
   }
 
   // ---- chat ----------------------------------------------------------------
