@@ -6,8 +6,9 @@
 // It needs /usr/bin/chromium (apt-get install chromium), node and
 // `npm ci` in this folder; without them it skips, unless
 // MICROSHOP_TEST_REQUIRE_BROWSER=1 (as in CI), which makes that a failure.
-// MICROSHOP_TEST_SCREENSHOTS=DIR keeps the screenshots there (the README's
-// are in docs/screenshots); otherwise they go to a temporary folder.
+// MICROSHOP_TEST_SCREENSHOTS=DIR keeps the screenshots there (a relative DIR
+// is taken from the repository's root; the README's are in docs/screenshots);
+// otherwise they go to a temporary folder.
 package browser
 
 import (
@@ -124,10 +125,17 @@ func runConsole(t *testing.T, auth bool) {
 	}
 
 	shots := os.Getenv("MICROSHOP_TEST_SCREENSHOTS")
-	if shots == "" {
+	switch {
+	case shots == "":
 		shots = filepath.Join(dir, "screenshots")
-	} else if shots, _ = filepath.Abs(shots); shots == "" {
-		t.Fatal("MICROSHOP_TEST_SCREENSHOTS: cannot make the path absolute")
+	case !filepath.IsAbs(shots):
+		// relative to the repository's root, where `go test ./e2e/browser` is typed
+		// (the test itself runs in e2e/browser)
+		abs, err := filepath.Abs(filepath.Join("..", "..", shots))
+		if err != nil {
+			t.Fatalf("MICROSHOP_TEST_SCREENSHOTS=%s: %v", shots, err)
+		}
+		shots = abs
 	}
 	mode := "on"
 	if !auth {

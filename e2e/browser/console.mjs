@@ -249,6 +249,14 @@ try {
     const r = document.querySelector('#fleet-routes tr.route[data-route="GET /console/fleet"] td:nth-child(3)');
     return r && Number(r.textContent) > 0;
   });
+  // the storefront's traffic shows as goods' requests a second
+  const goodsBusy = () => op.waitForFunction(() => {
+    const td = document.querySelector('#fleet-services tr.svc[data-name="goods"] td:nth-child(3)');
+    return td && Number(td.textContent) > 0;
+  });
+  await tab(a, 'shop');
+  await a.click('#goods-refresh');
+  await goodsBusy();
   const procs = await op.$$eval('#fleet-processes tr.proc', (trs) => trs.map((t) => t.dataset.name));
   for (const want of ['chat', 'gate', 'goods', 'members', 'purchases', 'ratings', 'reactions', 'stores']) {
     assert.ok(procs.includes(want), `the operator view lists ${want}: ${procs}`);
@@ -273,10 +281,11 @@ try {
     const td = document.querySelector('#fleet-services tr.svc[data-name="goods"] td:nth-child(2)');
     return td && td.textContent === '1 / 1';
   });
-  // the shop still works on the other instance
-  await tab(a, 'shop');
-  await a.click('#goods-refresh');
+  // the shop still works on the other instance, and the view shows it
+  await a.click('#goods-next');
+  await a.waitForFunction(() => document.querySelector('#goods-page').textContent === 'page 2');
   await a.waitForSelector('.card');
+  await goodsBusy();
   await shot(op, 'operator-instance-killed');
 
   // --- log out ----------------------------------------------------------------------

@@ -237,10 +237,43 @@ func TestFleetProcessesAndRates(t *testing.T) {
 	// quiet for a window: the rates fall to 0 and p99 is unknown
 	clk.add(6 * time.Second)
 	f = fleetState(t, h)
+	if f.Window != 6 {
+		t.Errorf("window %v, want 6 (the sample one to two windows ago)", f.Window)
+	}
 	for _, r := range f.Routes {
 		if r.RPS != 0 || r.P99 != nil {
 			t.Errorf("after a quiet window, %s: %+v (p99 %v)", r.Route, r, deref(r.P99))
 		}
+	}
+
+	// 20 s later, the sample of 20 s ago is all there is
+	clk.add(20 * time.Second)
+	if f = fleetState(t, h); f.Window != 20 {
+		t.Errorf("after 20 s: window %v, want 20", f.Window)
+	}
+	clk.add(time.Second)
+	if f = fleetState(t, h); f.Window != 1 {
+		t.Errorf("a second later: window %v, want 1 (the recent sample, not the stale one)", f.Window)
+	}
+
+	// polled every second from here on: the span settles on the window
+	for range 8 {
+		clk.add(time.Second)
+		f = fleetState(t, h)
+	}
+	if f.Window != 5 {
+		t.Errorf("polled every second: window %v, want 5", f.Window)
+	}
+
+	// opened again after a minute: the samples kept are at most 30 s old,
+	// so the first answer has no rates, the next the second since
+	clk.add(time.Minute)
+	if f = fleetState(t, h); f.Window != 0 {
+		t.Errorf("after a minute: window %v, want 0", f.Window)
+	}
+	clk.add(time.Second)
+	if f = fleetState(t, h); f.Window != 1 {
+		t.Errorf("a second later: window %v, want 1", f.Window)
 	}
 }
 

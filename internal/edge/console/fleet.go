@@ -334,8 +334,7 @@ func label(m *dto.Metric, name string) string {
 }
 
 // record keeps cur among the samples and returns the one to compute rates
-// from: the newest at least a window old, else the oldest (nil when there
-// is none older than cur).
+// from (nil when there is none older than cur).
 func (f *fleet) record(cur *sample) *sample {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -346,12 +345,26 @@ func (f *fleet) record(cur *sample) *sample {
 		}
 	}
 	f.samples = keep
-	var base *sample
+	// Prefer a sample from one to two windows ago, else the oldest younger
+	// than that (the view just opened: a shorter span, but a current one),
+	// else the newest of the stale ones (nobody asked for a while).
+	var base, recent, stale *sample
 	for i := range f.samples {
 		s := &f.samples[i]
-		if cur.at.Sub(s.at) >= f.cfg.Window || base == nil {
+		switch age := cur.at.Sub(s.at); {
+		case age > 2*f.cfg.Window:
+			stale = s
+		case age >= f.cfg.Window:
 			base = s
+		case recent == nil:
+			recent = s
 		}
+	}
+	if base == nil {
+		base = recent
+	}
+	if base == nil {
+		base = stale
 	}
 	if base != nil {
 		b := *base // a copy: the slice below may move

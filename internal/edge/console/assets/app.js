@@ -75,11 +75,17 @@
       init.headers['Content-Type'] = 'application/json';
       init.body = JSON.stringify(params);
     }
-    for (let attempt = 0; ; attempt++) {
+    // A request that never got an answer (the network changed, the gate
+    // restarted) is sent again when doing so cannot apply it twice: reads,
+    // deletes, settings (a reaction, a rating), a login, and a purchase,
+    // whose Idempotency-Key makes one purchase of any number of tries.
+    const again = method !== 'POST' || init.headers['Idempotency-Key'] || ['/reactions', '/ratings', '/sessions'].includes(path);
+    for (let attempt = 0, lost = 0; ; attempt++) {
       let res;
       try {
         res = await fetch(url, init);
       } catch (e) {
+        if (again && ++lost <= 2) { await sleep(250 * lost); continue; }
         throw new APIError(0, 'the gate cannot be reached: ' + e.message);
       }
       if (res.status === 429 && method === 'GET' && attempt < 3) {
