@@ -150,6 +150,12 @@ TOKEN=$(field token)
 check 200 -X DELETE "$BASE/members?username=$user" -H "Authorization: Bearer $TOKEN"
 check 404 "$BASE/nowhere"
 
+# the web console: the page, and its fleet view (the admin key's only)
+check 200 -o /dev/null "$BASE/"
+check 200 "$BASE/console/fleet" -H "Authorization: Bearer $ADMIN"
+grep -q '"name":"goods".*"state":"up"' <<<"$body" || { echo "FAIL /console/fleet lists no goods instance up"; fail=1; }
+check 401 "$BASE/console/fleet"
+
 # With METRICS=host:port (the fleet's --metrics-addr), the README's metrics example.
 if [ -n "${METRICS:-}" ]; then
 	scraped=$(curl -fsS "http://$METRICS/metrics" || true)

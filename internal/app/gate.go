@@ -11,13 +11,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/cors"
 
+	"github.com/microshop/microshop/distributor"
 	"github.com/microshop/microshop/gate"
 	"github.com/microshop/microshop/internal/cache"
 	"github.com/microshop/microshop/internal/edge/apidoc"
 	"github.com/microshop/microshop/internal/edge/auth"
 	"github.com/microshop/microshop/internal/edge/chatws"
+	"github.com/microshop/microshop/internal/edge/console"
 	"github.com/microshop/microshop/internal/edge/limit"
 	"github.com/microshop/microshop/service"
 )
@@ -60,9 +63,18 @@ func runGate(ctx context.Context, o *options, c *cache.Cache, ln net.Listener, r
 		a, err := netip.ParseAddr(host)
 		return err == nil && gate.Trusted(a.Unmap(), ac.TrustedProxies)
 	}
+	handlers, stopConsole, err := consoleHandlers(ctx, o, client, log)
+	if err != nil {
+		return err
+	}
+	defer stopConsole()
+	handlers["GET /chat"] = chat
+	handlers["GET /healthz"] = healthz
+	handlers["GET /readyz"] = rd.public()
+	handlers["GET /openapi.json"] = apidoc.Handler()
 	gc := gate.Config{Distributors: o.distributors, Advertise: o.advertise, RequestTimeout: o.requestTimeout, MaxBody: o.maxBody,
 		MaxPacket: o.maxPacket, FleetKey: fleetKey, Heartbeat: o.heartbeat, Client: client, Admit: guard,
-		Handlers: map[string]http.Handler{"GET /chat": chat, "GET /healthz": healthz, "GET /readyz": rd.public(), "GET /openapi.json": apidoc.Handler()}, OnShutdown: shutdown, Conns: conns, Logger: log}
+		Handlers: handlers, OnShutdown: shutdown, Conns: conns, Logger: log}
 	if len(o.corsOrigins) > 0 {
 		gc.Wrap = corsWrap(o.corsOrigins)
 	}
@@ -75,6 +87,34 @@ func runGate(ctx context.Context, o *options, c *cache.Cache, ln net.Listener, r
 		return nil
 	})
 	return g.Serve(ctx, ln)
+}
+
+// consoleHandlers returns the web console's routes (internal/edge/console)
+// and a function that stops what they run: a watcher of the distributors'
+// list (every process, gates included, for the operator view), which
+// registers nothing. The figures are the gate's own metrics, read from a
+// registry of the console's (whether or not --metrics-addr serves them).
+func consoleHandlers(ctx context.Context, o *options, client *service.Client, log *slog.Logger) (map[string]http.Handler, func(), error) {
+	watch := distributor.NewClient(distributor.ClientConfig{Addrs: o.distributors, MaxPacket: o.maxPacket,
+		Logger: log.With("component", "gate", "part", "console")})
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); watch.Run(wctx) }()
+	stop := func() { cancel(); <-done }
+	reg := prometheus.NewRegistry()
+	for _, c := range gate.Collectors() {
+		if err := reg.Register(c); err != nil {
+			stop()
+			return nil, nil, fmt.Errorf("console: %w", err)
+		}
+	}
+	h, err := console.Handlers(console.Config{Instances: client.Instances, Nodes: watch.Nodes, Connected: watch.Connected,
+		Metrics: reg, AuthOff: o.sec.guard.AuthOff})
+	if err != nil {
+		stop()
+		return nil, nil, err
+	}
+	return h, stop, nil
 }
 
 // chatFlags adds the gate's chat flags, filling c. The returned check

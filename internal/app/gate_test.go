@@ -115,7 +115,7 @@ func TestCORSOriginsFlag(t *testing.T) {
 // The OpenAPI document names every route the fleet serves, and no other:
 // every service's route table, and the gate's own API routes.
 func TestOpenAPIMatchesRoutes(t *testing.T) {
-	served := map[string]bool{"GET /chat": true, "GET /healthz": true, "GET /readyz": true, "GET /openapi.json": true}
+	served := map[string]bool{"GET /chat": true, "GET /healthz": true, "GET /readyz": true, "GET /openapi.json": true, "GET /console/fleet": true}
 	d := deps{db: testenv.DB(t), cache: testenv.Cache(t), log: slog.New(slog.DiscardHandler), sec: &securityOptions{}}
 	for _, c := range components() {
 		if c.kind != kindService {

@@ -107,6 +107,7 @@ var Routes = []Route{
 	{Method: "GET", Path: "/healthz", Summary: "Alive: 200 while the gate runs"},
 	{Method: "GET", Path: "/readyz", Summary: "Ready: 200 when the gate has the distributor's list and reaches its dependencies (503 otherwise; degraded ones are named)"},
 	{Method: "GET", Path: "/openapi.json", Summary: "This document"},
+	{Method: "GET", Path: "/console/fleet", Summary: "The operator view's figures: every listed process, each instance's state, and requests, errors and p99 per route over the last seconds (the web console at / shows them)", Auth: Admin},
 }
 
 // Document returns the OpenAPI 3.1 document of Routes.
