@@ -154,6 +154,7 @@ func (g *Gate) Serve(ctx context.Context, ln net.Listener) error {
 	// distributor is away), so the first requests find their routes.
 	select {
 	case <-dc.Ready():
+		g.listed.Store(true) // before the first request is served
 	case <-time.After(2 * time.Second):
 		g.log.Warn("no list from the distributor yet; serving anyway")
 	case <-ctx.Done():
