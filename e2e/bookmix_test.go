@@ -605,7 +605,7 @@ func testMixBothGoods(t *testing.T) {
 	sid := strconv.FormatInt(id, 10)
 	// The balancer may keep away from an instance for up to a second after
 	// a slow answer (service/balance.go, forcePick): try for 5 s.
-	bookBefore, oursBefore := bg.count("GET/goods"), mustServed(t, metrics, "GET/goods")
+	bookBefore, oursBefore := bg.count("GET/goods"), mustServed(t, metrics, "GET /goods")
 	deadline := time.Now().Add(5 * time.Second)
 	for i := 1; ; i++ {
 		a := m.step(t, "get a good from both goods", "GET", "/goods?id="+sid, nil)
@@ -614,7 +614,7 @@ func testMixBothGoods(t *testing.T) {
 				t.Errorf("GET /goods?id=%d: not among the results: %s", id, a)
 			}
 		}
-		b, o := bg.count("GET/goods")-bookBefore, mustServed(t, metrics, "GET/goods")-oursBefore
+		b, o := bg.count("GET/goods")-bookBefore, mustServed(t, metrics, "GET /goods")-oursBefore
 		if b > 0 && o > 0 {
 			t.Logf("GET /goods?id=%d answered by the book's goods %d times, by microshop's %v times", id, b, o)
 			break

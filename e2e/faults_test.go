@@ -275,7 +275,7 @@ func TestFrozenInstancePost(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 
-	before1 := mustServedAll(t, m1, "POST/goods")
+	before1 := mustServedAll(t, m1, "POST /goods")
 	freezeAt := time.Now()
 	goods1.Freeze(t)
 	type outcome struct {
@@ -313,7 +313,7 @@ func TestFrozenInstancePost(t *testing.T) {
 	}
 	wg.Wait()
 	goods1.Thaw(t)
-	reached := settledCount(t, m1, "POST/goods", before1)
+	reached := settledCount(t, m1, "POST /goods", before1)
 	f.checkAlive()
 
 	sort.Slice(outcomes, func(i, j int) bool { return outcomes[i].n < outcomes[j].n })
