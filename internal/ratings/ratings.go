@@ -99,12 +99,17 @@ func actingMember(r *service.Request) (int64, error) {
 	return r.Member(true)
 }
 
-func (s *Service) handlePost(ctx context.Context, r *service.Request) (service.Result, error) {
-	user, err := actingMember(r)
-	if err != nil {
-		return nil, err
+// memberAndGood reads who acts in r and on which good (goodsid).
+func memberAndGood(r *service.Request) (user, good int64, err error) {
+	if user, err = actingMember(r); err != nil {
+		return 0, 0, err
 	}
-	good, err := r.Params.ID("goodsid")
+	good, err = r.Params.ID("goodsid")
+	return user, good, err
+}
+
+func (s *Service) handlePost(ctx context.Context, r *service.Request) (service.Result, error) {
+	user, good, err := memberAndGood(r)
 	if err != nil {
 		return nil, err
 	}
@@ -125,11 +130,7 @@ func (s *Service) handlePost(ctx context.Context, r *service.Request) (service.R
 }
 
 func (s *Service) handleDelete(ctx context.Context, r *service.Request) (service.Result, error) {
-	user, err := actingMember(r)
-	if err != nil {
-		return nil, err
-	}
-	good, err := r.Params.ID("goodsid")
+	user, good, err := memberAndGood(r)
 	if err != nil {
 		return nil, err
 	}
