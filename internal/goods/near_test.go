@@ -333,17 +333,23 @@ func killClient(t *testing.T, c *cache.Cache, name string) {
 			return false, err
 		}
 		lists = append(lists, list)
+		// Every connection of that name: a cluster client keeps more than
+		// its subscription on a node, and only killing that one counts.
+		killed := false
 		for line := range strings.SplitSeq(list, "\n") {
 			if !strings.Contains(line, " name="+name+" ") {
 				continue
 			}
 			for f := range strings.FieldsSeq(line) {
 				if id, ok := strings.CutPrefix(f, "id="); ok {
-					return true, node.ClientKillByFilter(ctx, "ID", id).Err()
+					if err := node.ClientKillByFilter(ctx, "ID", id).Err(); err != nil {
+						return killed, err
+					}
+					killed = true
 				}
 			}
 		}
-		return false, nil
+		return killed, nil
 	}
 	var mu sync.Mutex
 	killed := false
