@@ -313,6 +313,40 @@ func (c *Conn) Write(ctx context.Context, framed []byte) error {
 	return ErrClosed
 }
 
+// WriteWithin is Write with a timeout of d. A packet that fits in the
+// queue costs no timer: answers on a busy connection are queued without
+// one.
+func (c *Conn) WriteWithin(framed []byte, d time.Duration) error {
+	if c.tryWrite(framed) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	return c.Write(ctx, framed)
+}
+
+// tryWrite queues framed if that needs no wait, and reports whether it
+// did.
+func (c *Conn) tryWrite(framed []byte) bool {
+	select {
+	case <-c.closing:
+		return false
+	default:
+	}
+	n := int64(len(framed))
+	q := c.queued.Load()
+	if q != 0 && q+n > int64(c.opts.MaxQueuedBytes) || !c.queued.CompareAndSwap(q, q+n) {
+		return false
+	}
+	select {
+	case c.out <- framed:
+		return true
+	default:
+		c.queued.Add(-n)
+		return false
+	}
+}
+
 // Send encodes v as JSON and queues it as one packet.
 func (c *Conn) Send(ctx context.Context, v any) error {
 	b, err := Marshal(v)

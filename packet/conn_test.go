@@ -159,3 +159,30 @@ func BenchmarkCall(b *testing.B) {
 		}
 	})
 }
+
+// WriteWithin queues without a wait while there is room, and gives up
+// after its timeout when the peer reads nothing and the queue is full.
+func TestWriteWithinTimesOutOnAFullQueue(t *testing.T) {
+	a, b := net.Pipe() // b never reads: the first write blocks in the socket
+	defer b.Close()
+	c := NewConn(a, Options{MaxQueuedBytes: 64})
+	defer c.Abort()
+	pkt := AppendResponse(nil, json.RawMessage("1"), 0, "success", []byte(`{"x":"0123456789012345678901234567"}`))
+	queued := 0
+	for ; queued < 10; queued++ {
+		start := time.Now()
+		err := c.WriteWithin(pkt, 50*time.Millisecond)
+		if err != nil {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("WriteWithin on a full queue = %v; want context.DeadlineExceeded", err)
+			}
+			if took := time.Since(start); took < 40*time.Millisecond {
+				t.Fatalf("WriteWithin gave up after %v; want its 50ms", took)
+			}
+			break
+		}
+	}
+	if queued == 0 || queued == 10 {
+		t.Fatalf("WriteWithin queued %d packets of %d bytes with 64 bytes of room; want some, then a timeout", queued, len(pkt))
+	}
+}

@@ -126,8 +126,14 @@ func decodeAuth(raw json.RawMessage) (*Auth, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil, nil
 	}
-	var a Auth
-	if err := json.Unmarshal(raw, &a); err != nil || a.Member < 0 {
+	a, ok := decodeAuthFast(raw)
+	if !ok {
+		a = Auth{}
+		if err := json.Unmarshal(raw, &a); err != nil {
+			return nil, Errorf(http.StatusBadRequest, "malformed auth object")
+		}
+	}
+	if a.Member < 0 {
 		return nil, Errorf(http.StatusBadRequest, "malformed auth object")
 	}
 	return &a, nil

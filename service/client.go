@@ -286,10 +286,7 @@ func (c *Client) callAuth(ctx context.Context, auth *Auth, method, path string, 
 		if len(c.cfg.FleetKey) > 0 {
 			signed = packet.SignedParams(params) // signed per attempt, for its connection
 		} else {
-			var err error
-			if authJSON, err = json.Marshal(auth); err != nil {
-				return nil, err
-			}
+			authJSON = appendAuth(nil, auth)
 		}
 	}
 	key := method + path

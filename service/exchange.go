@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"time"
 
@@ -176,7 +175,7 @@ func (x *exchange) authFor(in *instance, c *packet.Conn) ([]byte, error) {
 	if ca := in.auth.Load(); ca != nil && ca.conn == c {
 		b.nonce, b.seq = ca.nonce, ca.seq.Add(1)
 	}
-	return json.Marshal(x.c.cfg.FleetKey.sign(x.identity, x.method, x.path, b, time.Now()))
+	return appendAuth(nil, x.c.cfg.FleetKey.sign(x.identity, x.method, x.path, b, time.Now())), nil
 }
 
 // hedge sends the request to a second instance, if the budget allows.

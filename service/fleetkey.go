@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"hash"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -59,8 +61,10 @@ func (k FleetKey) verify(a *Auth, method, uri string, b binding, now time.Time) 
 }
 
 func (k FleetKey) mac(a *Auth, method, uri string, bd binding) string {
-	h := hmac.New(sha256.New, k)
-	b := make([]byte, 0, 256)
+	pool := k.macs()
+	m := pool.Get().(*macState)
+	defer pool.Put(m)
+	b := m.buf[:0]
 	b = strconv.AppendInt(b, a.Member, 10)
 	b = append(b, '|')
 	b = strconv.AppendBool(b, a.Admin)
@@ -83,8 +87,41 @@ func (k FleetKey) mac(a *Auth, method, uri string, bd binding) string {
 		b = append(b, '|')
 		b = strconv.AppendUint(b, bd.seq, 10)
 	}
-	h.Write(b)
-	return hex.EncodeToString(h.Sum(nil))
+	m.buf = b
+	m.h.Reset()
+	m.h.Write(b)
+	m.sum = m.h.Sum(m.sum[:0])
+	return hex.EncodeToString(m.sum)
+}
+
+// macState is one HMAC of a key, reused: crypto/hmac keeps the key's
+// padded states, so a Reset costs nothing like a New.
+type macState struct {
+	h        hash.Hash
+	buf, sum []byte
+}
+
+// macPool is the reusable HMACs of one key.
+type macPool struct {
+	key  string
+	pool sync.Pool
+}
+
+// lastMACs holds the pool of the last key used: a process has one fleet
+// key, so this is a pointer load and a comparison.
+var lastMACs atomic.Pointer[macPool]
+
+// macs returns the pool of reusable HMACs for k.
+func (k FleetKey) macs() *sync.Pool {
+	if p := lastMACs.Load(); p != nil && p.key == string(k) {
+		return &p.pool
+	}
+	p := &macPool{key: string(k)}
+	p.pool.New = func() any {
+		return &macState{h: hmac.New(sha256.New, []byte(p.key)), buf: make([]byte, 0, 256), sum: make([]byte, 0, sha256.Size)}
+	}
+	lastMACs.Store(p)
+	return &p.pool
 }
 
 // newNonce returns 16 random bytes in hex.

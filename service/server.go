@@ -427,7 +427,7 @@ func (s *Server) serve(c *packet.Conn, m *packet.Message, cs *connState) {
 	}
 	if code >= 500 {
 		s.log.Error("request failed", "method", m.Method, "uri", m.URI, "code", code, "err", err, "took", time.Since(start))
-	} else {
+	} else if s.log.Enabled(ctx, slog.LevelDebug) {
 		s.log.Debug("request", "method", m.Method, "uri", m.URI, "code", code, "took", time.Since(start))
 	}
 	if s.cfg.AnswerDelay > 0 {
@@ -440,9 +440,7 @@ func (s *Server) serve(c *packet.Conn, m *packet.Message, cs *connState) {
 		code = http.StatusInternalServerError
 		answer = packet.AppendResponse(nil, m.Key, code, fmt.Sprintf("the answer would be %d bytes, over the packet limit of %d: ask for fewer results", len(answer), limit), nil)
 	}
-	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer wcancel()
-	if err := c.Write(wctx, answer); err != nil {
+	if err := c.WriteWithin(answer, 5*time.Second); err != nil {
 		s.log.Debug("response not sent", "method", m.Method, "uri", m.URI, "err", err)
 	}
 	s.metrics.done(m.Method+m.URI, code, time.Since(start))
