@@ -202,6 +202,9 @@ func errorText(raw json.RawMessage) (text, object string) {
 	}
 	switch raw[0] {
 	case '"':
+		if s, ok := plainString(raw); ok {
+			return s, ""
+		}
 		json.Unmarshal(raw, &text)
 		return text, ""
 	case '{':
@@ -278,7 +281,7 @@ func Decode(p []byte) (*Message, error) {
 // errormessage) are slices of raw. FuzzDecodeFast holds it to
 // json.Unmarshal's results.
 func decodeFast(raw []byte) (m *Message, errMsg json.RawMessage, ok bool) {
-	if !json.Valid(raw) {
+	if !validJSON(raw) {
 		return nil, nil, false
 	}
 	i := scanSpace(raw, 0)
@@ -542,6 +545,7 @@ func AppendRequest(dst []byte, uri, method string, key uint64, params json.RawMe
 // auth (a JSON object), left out when auth is empty. Book peers ignore the
 // field; it is not a parameter, so a client's parameters cannot forge it.
 func AppendRequestAuth(dst []byte, uri, method string, key uint64, params, auth json.RawMessage) []byte {
+	dst = grow(dst, len(uri)+len(method)+len(params)+len(auth)+96)
 	start := len(dst)
 	dst = append(dst, `{"uri":`...)
 	dst = appendString(dst, uri)
@@ -635,14 +639,42 @@ func ReceivedParams(params json.RawMessage) []byte {
 }
 
 func appendString(dst []byte, s string) []byte {
+	if encodesAsIs(s) {
+		dst = append(dst, '"')
+		dst = append(dst, s...)
+		return append(dst, '"')
+	}
 	b, _ := json.Marshal(s) // cannot fail for a string
 	return append(dst, b...)
+}
+
+// encodesAsIs reports whether s encodes in JSON as itself between quotes,
+// as json.Marshal gives it: printable ASCII without '"', '\\' and the
+// characters it escapes for HTML ('<', '>', '&').
+func encodesAsIs(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20 || c > 0x7e, c == '"', c == '\\', c == '<', c == '>', c == '&':
+			return false
+		}
+	}
+	return true
+}
+
+// grow makes room for n more bytes in dst, so that a packet built by
+// appending is allocated once.
+func grow(dst []byte, n int) []byte {
+	if cap(dst)-len(dst) < n {
+		dst = append(make([]byte, 0, len(dst)+n), dst...)
+	}
+	return dst
 }
 
 // AppendResponse appends a framed response packet to dst: the key, the error
 // code and message, then the fields of the JSON object body (which may be
 // empty or "{}").
 func AppendResponse(dst []byte, key json.RawMessage, code int, message string, body []byte) []byte {
+	dst = grow(dst, len(key)+len(message)+len(body)+64)
 	start := len(dst)
 	dst = append(dst, `{"key":`...)
 	if isNull(key) {

@@ -339,3 +339,16 @@ func TestDecodeFastTakesOwnPackets(t *testing.T) {
 		}
 	}
 }
+
+// appendString encodes byte for byte as json.Marshal.
+func FuzzAppendString(f *testing.F) {
+	for _, s := range []string{"success", "", "a\"b", "<&>", "é", "\x00", "\xff", "\u2028", "¶"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want, _ := json.Marshal(s)
+		if got := appendString([]byte("x"), s); string(got) != "x"+string(want) {
+			t.Fatalf("appendString(%q) = %s; want x%s", s, got, want)
+		}
+	})
+}
