@@ -406,8 +406,9 @@ func isDistributorList(m *packet.Message) bool {
 }
 
 func (s *Server) serve(c *packet.Conn, m *packet.Message, cs *connState) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HandlerTimeout)
-	defer cancel()
+	lazy := newLazyDeadline(s.cfg.HandlerTimeout)
+	defer lazy.end()
+	var ctx context.Context = lazy
 	start := time.Now()
 	res, err := s.call(ctx, m, cs)
 	code, msg := ErrorCode(err)
