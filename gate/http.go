@@ -95,11 +95,17 @@ func (g *Gate) route(w http.ResponseWriter, r *http.Request, own http.Handler, k
 	if status == http.StatusTooManyRequests {
 		setRetryAfter(w.Header(), m)
 	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	h := w.Header()
+	h["Content-Type"] = contentTypeJSON
+	h["Content-Length"] = []string{strconv.Itoa(len(m.Raw))} // not chunked: the body is whole
 	w.WriteHeader(status)
 	w.Write(m.Raw)
 	return status
 }
+
+// contentTypeJSON is the Content-Type of every answer, shared: net/http
+// only reads it.
+var contentTypeJSON = []string{"application/json; charset=utf-8"}
 
 // paramsJSON collects r's parameters (see Params), with a POST's
 // Idempotency-Key, as the JSON object sent to the service; a bad request is
