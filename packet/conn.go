@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -582,16 +583,23 @@ func (c *Conn) writeLoop() {
 		c.nc.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
 		_, err := w.Write(b)
 		written := len(b)
-		// Batch whatever else is already queued into the same flush.
-	drain:
-		for err == nil {
+		// Batch whatever else is already queued into the same flush; then
+		// yield once, so that goroutines about to queue (answers being
+		// encoded, requests being signed) join it rather than costing a
+		// write each. With nothing else to run, Gosched returns at once.
+		for yielded := false; err == nil; {
 			select {
 			case b = <-c.out:
 				_, err = w.Write(b)
 				written += len(b)
+				continue
 			default:
-				break drain
 			}
+			if yielded {
+				break
+			}
+			yielded = true
+			runtime.Gosched()
 		}
 		if err == nil {
 			err = w.Flush()
