@@ -90,7 +90,7 @@ func NewDecoder(r io.Reader, max int) *Decoder {
 	if max <= 0 {
 		max = DefaultMaxSize
 	}
-	return &Decoder{r: r, max: max, buf: make([]byte, 4096)}
+	return &Decoder{r: r, max: max, buf: make([]byte, 16<<10)} // a busy connection's batch of answers in one read
 }
 
 // Next returns the next packet without its separator. The returned slice is
