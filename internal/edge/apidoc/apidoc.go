@@ -57,6 +57,12 @@ var Routes = []Route{
 		p("category", "string", false, "at most 64 characters"),
 		p("price", "integer", true, "0 to 2^53 − 1"),
 		p("description", "string", false, "at most 2,000 characters")}},
+	{Method: "PATCH", Path: "/goods", Summary: "Change some fields of a good (the others are kept); answers the good as changed", Auth: Admin, Params: []Param{
+		p("id", "integer", true, "the good's id"),
+		p("name", "string", false, "1–128 characters"),
+		p("category", "string", false, "at most 64 characters"),
+		p("price", "integer", false, "0 to 2^53 − 1"),
+		p("description", "string", false, "at most 2,000 characters")}},
 	{Method: "DELETE", Path: "/goods", Summary: "Delete a good", Auth: Admin, Params: []Param{p("id", "integer", true, "the good's id")}},
 
 	{Method: "POST", Path: "/members", Summary: "Sign up", Params: []Param{
