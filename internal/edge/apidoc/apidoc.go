@@ -81,6 +81,8 @@ var Routes = []Route{
 	{Method: "GET", Path: "/purchases", Summary: "One's purchases, oldest first, in pages", Auth: Member, Params: []Param{
 		p("limit", "integer", false, "page size, 1–1,000 (default 100)"), p("after", "string", false, "the next cursor of the previous page"),
 		p("userid", "integer", false, "oneself")}},
+	{Method: "DELETE", Path: "/purchases", Summary: "Cancel one's own purchase (again: the same answer; another member's, or none, is 404); it leaves the list and the rankings", Auth: Member, Params: []Param{
+		p("id", "integer", true, "the purchase's id"), p("userid", "integer", false, "oneself")}},
 	{Method: "GET", Path: "/rankings", Summary: "Best sellers", Params: []Param{
 		p("top", "integer", false, "1–100 (default 10)"), p("period", "string", false, "default all", "day", "week", "all")}},
 
