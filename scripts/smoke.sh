@@ -78,7 +78,7 @@ check 200 "$BASE/healthz"
 check 200 "$BASE/readyz"
 check 200 "$BASE/openapi.json"
 check 405 -X PUT "$BASE/goods"
-if ! grep -qi '^allow: GET, POST, DELETE' "$hdr"; then echo "FAIL PUT /goods: no Allow: GET, POST, DELETE"; fail=1; fi
+if ! grep -qi '^allow: GET, POST, PATCH, DELETE' "$hdr"; then echo "FAIL PUT /goods: no Allow: GET, POST, PATCH, DELETE"; fail=1; fi
 
 check 200 -X POST "$BASE/members" -d "username=$user&password=correct horse"
 check 200 -X POST "$BASE/sessions" -H 'Content-Type: application/json' -d "{\"username\":\"$user\",\"password\":\"correct horse\"}"

@@ -71,6 +71,8 @@ var Routes = []Route{
 		p("username", "string", true, ""), p("password", "string", true, "")}},
 	{Method: "DELETE", Path: "/members", Summary: "Delete one's own account", Auth: Member, Params: []Param{p("username", "string", true, "one's own")}},
 
+	{Method: "GET", Path: "/members/name", Summary: "A member's username by id (chat names senders by it)", Params: []Param{p("id", "integer", true, "the member's id")}},
+
 	{Method: "POST", Path: "/sessions", Summary: "Log in: answers a bearer token, its member and expiry", Params: []Param{
 		p("username", "string", true, ""), p("password", "string", true, "")}},
 	{Method: "GET", Path: "/sessions", Summary: "Who the token is, and until when", Auth: Member},
