@@ -143,7 +143,12 @@ check 200 -X POST "$BASE/stores" -H "Authorization: Bearer $ADMIN" -d 'name=Myeo
 store=$(field id)
 check 200 "$BASE/stores?longitude=126.9780&latitude=37.5665&radius=5&limit=20"
 check 400 "$BASE/stores?longitude=181&latitude=0"
+check 200 -X PATCH "$BASE/stores" -H "Authorization: Bearer $ADMIN" -d "id=$store&name=Myeongdong 2"
+check 200 "$BASE/stores?longitude=126.9780&latitude=37.5665&radius=5&limit=20"
+if ! grep -q '"name":"Myeongdong 2"' <<<"$body"; then echo "FAIL GET /stores after PATCH: not renamed: $body"; fail=1; fi
+check 400 -X PATCH "$BASE/stores" -H "Authorization: Bearer $ADMIN" -d "id=$store&latitude=90"
 check 200 -X DELETE "$BASE/stores?id=$store" -H "Authorization: Bearer $ADMIN"
+check 404 -X PATCH "$BASE/stores" -H "Authorization: Bearer $ADMIN" -d "id=$store&name=back"
 
 check 200 -X POST "$BASE/chat" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{"room":"lobby","text":"hi"}'
 msg=$(field id)

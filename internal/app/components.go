@@ -93,7 +93,7 @@ func components() []component {
 			}},
 		{name: "stores", port: 9060, kind: kindService,
 			flags: gProcess | gRegister | gDB | gRedis | gService,
-			help:  "POST/GET/DELETE /stores: stores near a point (Redis geo)",
+			help:  "POST/GET/PATCH/DELETE /stores: stores near a point (Redis geo)",
 			routes: func(d deps) map[string]service.Handler {
 				return stores.New(d.db, d.cache, d.log).Routes()
 			}},

@@ -103,6 +103,9 @@ var Routes = []Route{
 	{Method: "GET", Path: "/stores", Summary: "Stores near a point, nearest first, with their distance in km", Params: []Param{
 		p("longitude", "number", true, ""), p("latitude", "number", true, ""),
 		p("radius", "number", false, "km, default 5, at most 1,000"), p("limit", "integer", false, "default 20, at most 100")}},
+	{Method: "PATCH", Path: "/stores", Summary: "Change some fields of a store (the others are kept); answers the store as changed", Auth: Admin, Params: []Param{
+		p("id", "integer", true, ""), p("name", "string", false, ""),
+		p("longitude", "number", false, "within ±180"), p("latitude", "number", false, "within ±85.05112878")}},
 	{Method: "DELETE", Path: "/stores", Summary: "Remove a store", Auth: Admin, Params: []Param{p("id", "integer", true, "")}},
 
 	{Method: "POST", Path: "/chat", Summary: "Post a message to a room", Auth: Member, Params: []Param{
