@@ -525,3 +525,47 @@ func TestEditConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// An edit while Redis is away still commits, and its answer is the row;
+// once Redis answers again, the cached entry (which a Redis that failed
+// for a moment keeps) is repaired in the background to the edited good.
+func TestEditDuringRedisBlip(t *testing.T) {
+	m := miniredis.RunT(t)
+	c, err := cache.Open("redis://"+m.Addr()+"/0", "blip:", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	svc := goods.New(testenv.DB(t), catalog.OwnEntries(c), nil)
+	f := &fixture{svc: svc, cache: c, routes: svc.Routes()}
+	g := catalog.Good{Name: "kettle", Price: 3000}
+	g.ID = f.create(t, g)
+	f.one(t, g.ID) // cached
+	m.Close()
+	res, err := f.call(t, "PATCH/goods", `{"id":`+jsonInt(g.ID)+`,"price":2500}`)
+	if err != nil {
+		t.Fatalf("PATCH with Redis away: %v", err)
+	}
+	want := g
+	want.Price = 2500
+	if list, _ := res["results"].([]catalog.Good); len(list) != 1 || list[0] != want {
+		t.Fatalf("PATCH answer with Redis away = %v; want [%+v]", res, want)
+	}
+	if err := m.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second) // a hang guard only
+	for {
+		got, err := catalog.OwnEntries(c).Get(context.Background(), g.ID)
+		if err == nil && got == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the cached good is still %+v (%v) after Redis came back; want %+v", got, err, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := f.one(t, g.ID); got != want {
+		t.Fatalf("GET after the repair = %+v; want %+v", got, want)
+	}
+}
