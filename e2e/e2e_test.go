@@ -267,10 +267,10 @@ func testBadInput(t *testing.T, f *fleet) {
 	expect(t, "GET /goods after a body over the limit", f.get(t, "/goods"), http.StatusOK)
 
 	expect(t, "GET /nosuchroute", f.get(t, "/nosuchroute"), http.StatusNotFound)
-	if a := f.send(t, "PUT", "/goods", "application/json", []byte(`{}`)); a.Status != http.StatusMethodNotAllowed || a.Header.Get("Allow") != "GET, POST, DELETE" {
-		t.Errorf("PUT /goods (a known path, another method): got %s, Allow %q; want HTTP 405, Allow \"GET, POST, DELETE\"", a, a.Header.Get("Allow"))
+	if a := f.send(t, "PUT", "/goods", "application/json", []byte(`{}`)); a.Status != http.StatusMethodNotAllowed || a.Header.Get("Allow") != "GET, POST, PATCH, DELETE" {
+		t.Errorf("PUT /goods (a known path, another method): got %s, Allow %q; want HTTP 405, Allow \"GET, POST, PATCH, DELETE\"", a, a.Header.Get("Allow"))
 	}
-	expect(t, "DELETE /purchases (a known path, a method no one serves)", f.send(t, "DELETE", "/purchases?id=1", "", nil), http.StatusMethodNotAllowed)
+	expect(t, "PATCH /purchases (a known path, a method no one serves)", f.send(t, "PATCH", "/purchases?id=1", "", nil), http.StatusMethodNotAllowed)
 	expect(t, "GET /goods/1 (sub-path)", f.get(t, "/goods/1"), http.StatusNotFound)
 	expect(t, "GET /goods after the 404s", f.get(t, "/goods"), http.StatusOK)
 }

@@ -78,7 +78,7 @@ check 200 "$BASE/healthz"
 check 200 "$BASE/readyz"
 check 200 "$BASE/openapi.json"
 check 405 -X PUT "$BASE/goods"
-if ! grep -qi '^allow: GET, POST, DELETE' "$hdr"; then echo "FAIL PUT /goods: no Allow: GET, POST, DELETE"; fail=1; fi
+if ! grep -qi '^allow: GET, POST, PATCH, DELETE' "$hdr"; then echo "FAIL PUT /goods: no Allow: GET, POST, PATCH, DELETE"; fail=1; fi
 
 check 200 -X POST "$BASE/members" -d "username=$user&password=correct horse"
 check 200 -X POST "$BASE/sessions" -H 'Content-Type: application/json' -d "{\"username\":\"$user\",\"password\":\"correct horse\"}"
@@ -102,8 +102,15 @@ check 200 "$BASE/goods?limit=50&after=$next"
 check 400 "$BASE/goods?limit=51"
 check 400 "$BASE/goods?after=abc"
 check 200 "$BASE/goods?id=$good"
+check 200 -X PATCH "$BASE/goods" -H "Authorization: Bearer $ADMIN" -d "id=$good&price=2900"
+check 200 "$BASE/goods?id=$good"
+if ! grep -q '"price":2900' <<<"$body"; then echo "FAIL GET after PATCH /goods: not the new price: $body"; fail=1; fi
+check 400 -X PATCH "$BASE/goods" -H "Authorization: Bearer $ADMIN" -d "id=$good&colour=red"
+check 400 -X PATCH "$BASE/goods" -H "Authorization: Bearer $ADMIN" -d "id=$good&price=-1"
+check 403 -X PATCH "$BASE/goods" -H "Authorization: Bearer $TOKEN" -d "id=$good&price=1"
 check 200 -X DELETE "$BASE/goods?id=$good2" -H "Authorization: Bearer $ADMIN"
 check 404 "$BASE/goods?id=$good2"
+check 404 -X PATCH "$BASE/goods" -H "Authorization: Bearer $ADMIN" -d "id=$good2&price=1"
 
 check 401 -X POST "$BASE/purchases" -d "goodsid=$good"
 check 200 -X POST "$BASE/purchases" -H "Authorization: Bearer $TOKEN" -d "goodsid=$good"
@@ -116,6 +123,10 @@ check 404 -X POST "$BASE/purchases" -H "Authorization: Bearer $TOKEN" -d "goodsi
 check 200 "$BASE/purchases" -H "Authorization: Bearer $TOKEN"
 check 200 "$BASE/purchases?limit=10&after=0" -H "Authorization: Bearer $TOKEN"
 check 400 "$BASE/purchases?limit=1001" -H "Authorization: Bearer $TOKEN"
+check 200 -X DELETE "$BASE/purchases?id=$first" -H "Authorization: Bearer $TOKEN"
+check 200 -X DELETE "$BASE/purchases?id=$first" -H "Authorization: Bearer $TOKEN"
+check 404 -X DELETE "$BASE/purchases?id=1" -H "Authorization: Bearer $TOKEN"
+check 401 -X DELETE "$BASE/purchases?id=$first"
 check 200 "$BASE/rankings?top=10&period=all"
 check 200 "$BASE/rankings?top=5&period=day"
 check 200 "$BASE/rankings?period=week"
@@ -132,7 +143,12 @@ check 200 -X POST "$BASE/stores" -H "Authorization: Bearer $ADMIN" -d 'name=Myeo
 store=$(field id)
 check 200 "$BASE/stores?longitude=126.9780&latitude=37.5665&radius=5&limit=20"
 check 400 "$BASE/stores?longitude=181&latitude=0"
+check 200 -X PATCH "$BASE/stores" -H "Authorization: Bearer $ADMIN" -d "id=$store&name=Myeongdong 2"
+check 200 "$BASE/stores?longitude=126.9780&latitude=37.5665&radius=5&limit=20"
+if ! grep -q '"name":"Myeongdong 2"' <<<"$body"; then echo "FAIL GET /stores after PATCH: not renamed: $body"; fail=1; fi
+check 400 -X PATCH "$BASE/stores" -H "Authorization: Bearer $ADMIN" -d "id=$store&latitude=90"
 check 200 -X DELETE "$BASE/stores?id=$store" -H "Authorization: Bearer $ADMIN"
+check 404 -X PATCH "$BASE/stores" -H "Authorization: Bearer $ADMIN" -d "id=$store&name=back"
 
 check 200 -X POST "$BASE/chat" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{"room":"lobby","text":"hi"}'
 msg=$(field id)

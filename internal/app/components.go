@@ -63,19 +63,19 @@ func components() []component {
 			help:  "the registry: knows where every process is and pushes the list to all"},
 		{name: "goods", port: 9010, kind: kindService,
 			flags: gProcess | gRegister | gDB | gRedis | gService | gGoodsCache,
-			help:  "POST/GET/DELETE /goods: the catalogue, cached in Redis",
+			help:  "POST/GET/PATCH/DELETE /goods: the catalogue, cached in Redis",
 			routes: func(d deps) map[string]service.Handler {
 				return goods.New(d.db, catalog.Entries{Redis: d.cache, Format: d.goodsCache}, d.log, goods.NearCache()).Routes()
 			}},
 		{name: "members", port: 9020, kind: kindService,
 			flags: gProcess | gRegister | gDB | gRedis | gService | gMembers,
-			help:  "POST/GET/DELETE /members: accounts with argon2id passwords",
+			help:  "POST/GET/DELETE /members, GET /members/name: accounts with argon2id passwords",
 			routes: func(d deps) map[string]service.Handler {
 				return newMembers(d)
 			}},
 		{name: "purchases", port: 9030, kind: kindService, calls: true,
 			flags: gProcess | gRegister | gDB | gRedis | gService | gCaller | gGoodsCache,
-			help:  "POST/GET /purchases, GET /rankings: buying (goods checked in Redis first, then asked of the goods service) and best sellers",
+			help:  "POST/GET/DELETE /purchases, GET /rankings: buying (and cancelling) (goods checked in Redis first, then asked of the goods service) and best sellers",
 			routes: func(d deps) map[string]service.Handler {
 				return purchases.New(d.db, d.cache, d.lookup(), d.log).Routes()
 			}},
@@ -93,15 +93,15 @@ func components() []component {
 			}},
 		{name: "stores", port: 9060, kind: kindService,
 			flags: gProcess | gRegister | gDB | gRedis | gService,
-			help:  "POST/GET/DELETE /stores: stores near a point (Redis geo)",
+			help:  "POST/GET/PATCH/DELETE /stores: stores near a point (Redis geo)",
 			routes: func(d deps) map[string]service.Handler {
 				return stores.New(d.db, d.cache, d.log).Routes()
 			}},
-		{name: "chat", port: 9070, kind: kindService,
-			flags: gProcess | gRegister | gDB | gRedis | gService,
-			help:  "POST /chat, GET /chat/history: chat rooms, fanned out to every gate by Redis pub/sub",
+		{name: "chat", port: 9070, kind: kindService, calls: true,
+			flags: gProcess | gRegister | gDB | gRedis | gService | gCaller,
+			help:  "POST /chat, GET /chat/history: chat rooms, fanned out to every gate by Redis pub/sub; senders named by the members service",
 			routes: func(d deps) map[string]service.Handler {
-				return chat.New(d.db, d.cache, d.log).Routes()
+				return chat.New(d.db, d.cache, d.log, chat.Names(d.caller)).Routes()
 			}},
 		{name: "gate", port: 8000, kind: kindGate,
 			flags: gProcess | gRegister | gRedis | gCaller | gGate,

@@ -51,8 +51,8 @@ func TestGateConventions(t *testing.T) {
 		t.Errorf("GET /goods from the shop: %d %v; want 200 with CORS headers", resp.StatusCode, resp.Header)
 	}
 
-	if resp := do("PUT", "/goods", nil); resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, POST, DELETE" {
-		t.Errorf("PUT /goods: %d, Allow %q; want 405, Allow \"GET, POST, DELETE\"", resp.StatusCode, resp.Header.Get("Allow"))
+	if resp := do("PUT", "/goods", nil); resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, POST, PATCH, DELETE" {
+		t.Errorf("PUT /goods: %d, Allow %q; want 405, Allow \"GET, POST, PATCH, DELETE\"", resp.StatusCode, resp.Header.Get("Allow"))
 	}
 	if resp := do("PUT", "/nowhere", nil); resp.StatusCode != http.StatusNotFound {
 		t.Errorf("PUT /nowhere: %d; want 404", resp.StatusCode)

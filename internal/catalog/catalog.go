@@ -152,8 +152,8 @@ var (
 	ErrCorrupt = errors.New("catalog: corrupt cache entry")
 )
 
-// Put writes a new good to the cache (an idempotent SET). Only the goods
-// service calls it, when the good is created.
+// Put writes a good to the cache (an idempotent SET). Only the goods
+// service calls it, when the good is created or edited.
 func (e Entries) Put(ctx context.Context, g Good) error {
 	b, err := e.encode(g)
 	if err != nil {
@@ -165,11 +165,14 @@ func (e Entries) Put(ctx context.Context, g Good) error {
 // Fill caches a good a reader found in the database or got from the goods
 // service, and reports whether it wrote the entry. It never overwrites an
 // entry (SET NX): a reader that read the good just before it was deleted
-// cannot bring it back over the deletion's tombstone. Goods are never
-// changed in place and ids are never reused, so an existing entry is never
-// older than what the reader has. (The tombstone itself can be lost to a
-// FLUSHALL between the deletion and the fill, and the book's format has
-// none: a writer that filled checks the database again, see goods.)
+// cannot bring it back over the deletion's tombstone, nor one that read a
+// good just before an edit put the old version back over the edit's entry
+// (the goods service writes an edited good with SET after the database
+// changed). Ids are never reused. (The tombstone or the edit's entry can
+// be lost to a FLUSHALL between the write and the fill, and the book's
+// format has no tombstone: the goods service, after a fill, checks the
+// database again and writes the row over a stale fill; a fill by another
+// reader in that window lasts at most TTL.)
 func (e Entries) Fill(ctx context.Context, g Good) (bool, error) {
 	b, err := e.encode(g)
 	if err != nil {

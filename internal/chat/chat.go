@@ -4,7 +4,7 @@
 // (see package topic), from which every gate fans it out to its WebSocket
 // clients. Routes:
 //
-//	POST /chat          {room, text, userid}           → {"id", "room", "user", "text", "time"}
+//	POST /chat          {room, text, userid}           → {"id", "room", "user", ["username",] "text", "time"}
 //	GET  /chat/history  {room, [limit, before]}        → {"results": [messages, oldest first], "source", "next": "N"}
 //
 // A message is stored in the database first, then added to the room's
@@ -55,6 +55,9 @@ import (
 const (
 	// MaxTextLen is the longest message text, in characters.
 	MaxTextLen = 2000
+	// MaxNameLen is the longest sender's name (a member's username), in
+	// characters (names.go).
+	MaxNameLen = 64
 	// DefaultHistory is how many messages GET /chat/history answers
 	// without a limit.
 	DefaultHistory = 50
@@ -72,10 +75,17 @@ const (
 	// plain ASCII (package topic); time is RFC 3339 in UTC, at most 30
 	// characters with nanoseconds (messages keep milliseconds: 24):
 	//
-	//	{"id":  6 + 19 (int64)  ,"room":"  9 + 64  "  1  ,"user":"  9 + 64  "  1
-	//	,"text":"  9 + 6×2000  "  1  ,"time":"  9 + 30  "}  2  ,  1
-	//	= 6+19+9+64+1+9+64+1+9+12000+1+9+30+2+1 = 12,225 bytes.
-	MaxMessageBytes = 6 + 19 + 9 + topic.MaxRoomLen + 1 + 9 + topic.MaxUserLen + 1 + 9 + 6*MaxTextLen + 1 + 9 + 30 + 2 + 1
+	// A message from a member with a token has its member's username
+	// (names.go) (letters of any script, digits, '_', '.', '-': at most 4
+	// bytes a character, none escaped), and then its user is the member's
+	// id, at most 16 digits (ids are below 2^53); one without a name has a
+	// user of at most 64 characters, fewer bytes than the id and the name
+	// together. So the longest message is a member's:
+	//
+	//	{"id":  6 + 19 (int64)  ,"room":"  9 + 64  "  1  ,"user":"  9 + 16  "  1
+	//	,"username":"  13 + 4×64  "  1  ,"text":"  9 + 6×2000  "  1  ,"time":"  9 + 30  "}  2  ,  1
+	//	= 6+19+9+64+1+9+16+1+13+256+1+9+12000+1+9+30+2+1 = 12,447 bytes.
+	MaxMessageBytes = 6 + 19 + 9 + topic.MaxRoomLen + 1 + 9 + 16 + 1 + 13 + 4*MaxNameLen + 1 + 9 + 6*MaxTextLen + 1 + 9 + 30 + 2 + 1
 	// HistoryBytes bounds the encoded messages of one history page: 256
 	// KiB, well within packet.DefaultMaxSize (1 MiB) with the envelope
 	// (key, errorcode, errormessage, source, next: under 200 bytes). A page
@@ -88,9 +98,14 @@ const (
 
 // Message is one chat message, as stored, published and sent to clients.
 type Message struct {
-	ID   int64     `json:"id"`
-	Room string    `json:"room"`
-	User string    `json:"user"`
+	ID   int64  `json:"id"`
+	Room string `json:"room"`
+	// User is who posted it: a member's id with a token, else the name it
+	// was posted under.
+	User string `json:"user"`
+	// Name is the posting member's username, when known (names.go); sent
+	// as "username", which the web console shows.
+	Name string    `json:"username,omitempty"`
 	Text string    `json:"text"`
 	Time time.Time `json:"time"`
 }
@@ -110,6 +125,9 @@ type Service struct {
 	// reading MaxHistory messages of up to 12 KB, so that many at once
 	// would hold hundreds of megabytes (README, "Bounds").
 	reading chan struct{}
+
+	// names finds members' usernames; nil: messages carry none.
+	names *names
 }
 
 // HistoryReaders is how many history pages a chat process reads at once;
@@ -123,12 +141,16 @@ const (
 // New returns the chat service over db (the system of record) and c (the
 // windows and the channels); neither may be nil. log receives Redis
 // warnings; nil discards them.
-func New(db *store.DB, c *cache.Cache, log *slog.Logger) *Service {
+func New(db *store.DB, c *cache.Cache, log *slog.Logger, opts ...Option) *Service {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{store: table{db: db}, win: window{c: c}, log: log.With("service", "chat"), now: time.Now,
+	s := &Service{store: table{db: db}, win: window{c: c}, log: log.With("service", "chat"), now: time.Now,
 		reading: make(chan struct{}, HistoryReaders)}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // Routes returns the handlers of the chat service by "METHOD/path".
@@ -151,6 +173,7 @@ func (s *Service) post(ctx context.Context, r *service.Request) (service.Result,
 		s.redisDone(err, "ping", m.Room)
 		return nil, service.Unavailable("chat delivery is unavailable (Redis is down); the message was not sent, try again later")
 	}
+	m.Name = s.nameOf(ctx, r)
 	m.Time = s.now().UTC().Truncate(time.Millisecond)
 	if m.ID, err = s.store.insert(ctx, m); err != nil {
 		return nil, err
@@ -164,7 +187,11 @@ func (s *Service) post(ctx context.Context, r *service.Request) (service.Result,
 		return nil, service.Unavailable("message %d was stored and will show in the history, but live delivery failed (Redis is down)", m.ID)
 	}
 	s.redisDone(nil, "", "")
-	return service.Result{"id": m.ID, "room": m.Room, "user": m.User, "text": m.Text, "time": m.Time}, nil
+	res := service.Result{"id": m.ID, "room": m.Room, "user": m.User, "text": m.Text, "time": m.Time}
+	if m.Name != "" {
+		res["username"] = m.Name
+	}
+	return res, nil
 }
 
 // history answers a page of the room's messages, oldest first (see the

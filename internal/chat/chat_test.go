@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/microshop/microshop/internal/cache"
@@ -14,13 +15,15 @@ import (
 	"github.com/microshop/microshop/internal/chat/topic"
 	"github.com/microshop/microshop/internal/store"
 	"github.com/microshop/microshop/internal/testenv"
+	"github.com/microshop/microshop/packet"
 	"github.com/microshop/microshop/service"
 )
 
 type fixture struct {
-	db    *store.DB
-	cache *cache.Cache
-	h     map[string]service.Handler
+	db      *store.DB
+	cache   *cache.Cache
+	h       map[string]service.Handler
+	members *membersPeer
 }
 
 func setup(t testing.TB) *fixture {
@@ -29,7 +32,49 @@ func setup(t testing.TB) *fixture {
 }
 
 func withCache(t testing.TB, db *store.DB, c *cache.Cache) *fixture {
-	return &fixture{db: db, cache: c, h: chat.New(db, c, slog.New(slog.DiscardHandler)).Routes()}
+	f := &fixture{db: db, cache: c, members: &membersPeer{names: map[int64]string{}}}
+	f.h = chat.New(db, c, slog.New(slog.DiscardHandler), chat.Names(f.members)).Routes()
+	return f
+}
+
+// membersPeer stands in for the members service: GET /members/name.
+type membersPeer struct {
+	mu    sync.Mutex
+	names map[int64]string
+	down  bool // every call fails, as with members unreachable
+	calls int
+}
+
+func (p *membersPeer) set(id int64, name string) { p.mu.Lock(); p.names[id] = name; p.mu.Unlock() }
+
+func (p *membersPeer) Call(ctx context.Context, method, path string, params []byte) (*packet.Message, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.calls++
+	if p.down {
+		return nil, errors.New("members unreachable")
+	}
+	var q struct{ ID int64 }
+	if method != "GET" || path != "/members/name" || json.Unmarshal(params, &q) != nil {
+		return packet.Decode([]byte(`{"key":1,"errorcode":400,"errormessage":"bad call"}`))
+	}
+	name, ok := p.names[q.ID]
+	if !ok {
+		return packet.Decode([]byte(`{"key":1,"errorcode":404,"errormessage":"member not found"}`))
+	}
+	b, _ := json.Marshal(map[string]any{"key": 1, "errorcode": 0, "errormessage": "success", "id": q.ID, "username": name})
+	return packet.Decode(b)
+}
+
+// postAs posts as member with a token.
+func (f *fixture) postAs(t testing.TB, member int64, room, text string) service.Result {
+	t.Helper()
+	p := service.Params{"room": room, "text": text}
+	res, err := f.h["POST/chat"](context.Background(), &service.Request{Params: p, Auth: &service.Auth{Member: member}})
+	if err != nil {
+		t.Fatalf("POST /chat as member %d: %v", member, err)
+	}
+	return res
 }
 
 func (f *fixture) call(route string, params map[string]any) (service.Result, error) {
@@ -288,5 +333,59 @@ func TestCheckText(t *testing.T) {
 		if err != nil && (!errors.As(err, &se) || se.Code != 400) {
 			t.Errorf("CheckText(%q) = %v; want a 400", tc.text, err)
 		}
+	}
+}
+
+// A member's messages carry their username as "username" (asked of members
+// once, then kept), live and in the history from the window and from the
+// database; "user" stays the member's id. Without members, and for
+// messages stored before names, there is no name, and they decode as
+// before.
+func TestNames(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	f.members.set(7, "kim")
+	// A message stored before names existed.
+	if _, err := f.db.ExecContext(ctx, `INSERT INTO chat_messages (room, sender, body, created) VALUES ('lobby', '9', 'old', 0)`); err != nil {
+		t.Fatal(err)
+	}
+	res := f.postAs(t, 7, "lobby", "hello")
+	if res["user"] != "7" || res["username"] != "kim" {
+		t.Fatalf("POST /chat as member 7 = %v; want user 7, name kim", res)
+	}
+	f.postAs(t, 7, "lobby", "again")
+	if f.members.calls != 1 {
+		t.Fatalf("members asked %d times for one member's name; want 1 (kept)", f.members.calls)
+	}
+	f.members.down = true
+	if res := f.postAs(t, 8, "lobby", "no name"); res["username"] != nil || res["user"] != "8" {
+		t.Fatalf("POST /chat with members down = %v; want user 8 and no name", res)
+	}
+	f.post(t, "lobby", "guest-1", "open mode") // no token: no name
+	want := []struct{ user, name, text string }{{"9", "", "old"}, {"7", "kim", "hello"}, {"7", "kim", "again"}, {"8", "", "no name"}, {"guest-1", "", "open mode"}}
+	check := func(what string, msgs []chat.Message) {
+		t.Helper()
+		if len(msgs) != len(want) {
+			t.Fatalf("%s: %d messages; want %d", what, len(msgs), len(want))
+		}
+		for i, w := range want {
+			if m := msgs[i]; m.User != w.user || m.Name != w.name || m.Text != w.text {
+				t.Fatalf("%s: message %d = %+v; want user %q name %q text %q", what, i, m, w.user, w.name, w.text)
+			}
+		}
+	}
+	check("window", f.history(t, "lobby", 50))
+	f.flush(t)
+	msgs := f.history(t, "lobby", 50) // rebuilt from the database
+	check("rebuilt window", msgs)
+	older, _ := f.call("GET/chat/history", map[string]any{"room": "lobby", "before": 1 << 40})
+	check("database", older["results"].([]chat.Message))
+	if b, _ := json.Marshal(msgs[0]); strings.Contains(string(b), `"username"`) {
+		t.Fatalf("a message without a name encodes as %s; want no username field", b)
+	}
+	// An entry of the window written before names (no "username") decodes.
+	var m chat.Message
+	if err := json.Unmarshal([]byte(`{"id":3,"room":"lobby","user":"1","text":"hi","time":"2026-11-28T17:40:01.123Z"}`), &m); err != nil || m.Name != "" || m.User != "1" {
+		t.Fatalf("an old message decodes as %+v, %v", m, err)
 	}
 }

@@ -244,11 +244,15 @@ func encodedAnswer(t testing.TB, res service.Result) []byte {
 // time.
 func TestHistoryWorstCasePage(t *testing.T) {
 	f := setup(t)
-	room, user := strings.Repeat("R", 64), strings.Repeat("u", 64)
+	// The longest message is a member's: the largest id as user, and a
+	// username of 64 four-byte letters as name.
+	const member = 1<<53 - 1
+	room, user, name := strings.Repeat("R", 64), strconv.FormatInt(member, 10), strings.Repeat("𐐀", chat.MaxNameLen)
+	f.members.set(member, name)
 	text := worstText(chat.MaxTextLen)
 	const n = chat.WindowSize + 30
 	for range n {
-		f.post(t, room, user, text)
+		f.postAs(t, member, room, text)
 	}
 	check := func(what string, params map[string]any) []chat.Message {
 		t.Helper()
@@ -257,7 +261,7 @@ func TestHistoryWorstCasePage(t *testing.T) {
 			t.Fatalf("%s: %d messages next %q; want %d (HistoryBytes / MaxMessageBytes) and a next", what, len(msgs), next, chat.HistoryBytes/chat.MaxMessageBytes)
 		}
 		for _, m := range msgs {
-			if m.Text != text || m.User != user || m.Room != room {
+			if m.Text != text || m.User != user || m.Name != name || m.Room != room {
 				t.Fatalf("%s: message %d did not round-trip", what, m.ID)
 			}
 			b, _ := json.Marshal(m)

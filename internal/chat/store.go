@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"math"
 	"time"
@@ -15,8 +16,8 @@ type table struct{ db *store.DB }
 // insert stores m and returns its id.
 func (t table) insert(ctx context.Context, m Message) (int64, error) {
 	res, err := t.db.ExecContext(ctx,
-		"INSERT INTO chat_messages (room, sender, body, created) VALUES (?, ?, ?, ?)",
-		m.Room, m.User, m.Text, m.Time.UnixMilli())
+		"INSERT INTO chat_messages (room, sender, sender_name, body, created) VALUES (?, ?, ?, ?, ?)",
+		m.Room, m.User, sql.NullString{String: m.Name, Valid: m.Name != ""}, m.Text, m.Time.UnixMilli())
 	if err != nil {
 		return 0, fmt.Errorf("chat: insert message: %w", err)
 	}
@@ -35,7 +36,7 @@ const latest = math.MaxInt64
 // chat_messages_room (room, id).
 func (t table) before(ctx context.Context, room string, before int64, limit int) ([]Message, error) {
 	rows, err := t.db.QueryContext(ctx,
-		"SELECT id, sender, body, created FROM chat_messages WHERE room = ? AND id < ? ORDER BY id DESC LIMIT ?",
+		"SELECT id, sender, COALESCE(sender_name, ''), body, created FROM chat_messages WHERE room = ? AND id < ? ORDER BY id DESC LIMIT ?",
 		room, before, limit)
 	if err != nil {
 		return nil, fmt.Errorf("chat: read history: %w", err)
@@ -45,7 +46,7 @@ func (t table) before(ctx context.Context, room string, before int64, limit int)
 	for rows.Next() {
 		m := Message{Room: room}
 		var ms int64
-		if err := rows.Scan(&m.ID, &m.User, &m.Text, &ms); err != nil {
+		if err := rows.Scan(&m.ID, &m.User, &m.Name, &m.Text, &ms); err != nil {
 			return nil, fmt.Errorf("chat: read history: %w", err)
 		}
 		m.Time = time.UnixMilli(ms).UTC()

@@ -5,6 +5,7 @@
 //	POST   /goods  {name, category, price, description} → {"id": N}
 //	GET    /goods  [{limit, after}]                      → {"results": [a page of goods by id], "next": "N"}
 //	GET    /goods  {id}                                   → {"results": [good]}
+//	PATCH  /goods  {id, any of name, category, price, description} → {"results": [good as changed]}
 //	DELETE /goods  {id}                                   → success
 //
 // The list pages by id (keyset pagination): a page holds the goods whose id
@@ -16,20 +17,20 @@
 // walk shows up at its end if its id is above the cursor). The list is read
 // from the database, the system of record; with NearCache, into a view of
 // the first viewMaxGoods goods whose pages are encoded once and served until
-// a good is created or deleted (near.go), pages past the view being read
+// a good is created, changed or deleted (near.go), pages past the view being read
 // from the database each time.
 //
 // The database is the system of record: every write goes to it first, then
 // to Redis; a Redis failure is logged and never fails a request. Reads of
 // one good are cache-aside: with NearCache the near cache in this
 // process's memory first, then Redis, on a miss the database, then the
-// entry is written back. Every create and delete is announced on a Redis
+// entry is written back. Every create, edit and delete is announced on a Redis
 // channel that every goods instance with NearCache follows to drop what it
 // keeps (near.go); the near cache and the view are used in microshop's
 // cache format only (the book's goods announce nothing).
 //
 // With authentication on (the request carries the gate's auth object),
-// POST and DELETE need the admin key: no token is a 401, a member's a 403.
+// POST, PATCH and DELETE need the admin key: no token is a 401, a member's a 403.
 package goods
 
 import (
@@ -155,6 +156,7 @@ func (s *Service) Routes() map[string]service.Handler {
 	return map[string]service.Handler{
 		"POST/goods":   service.Admin(s.create),
 		"GET/goods":    s.get,
+		"PATCH/goods":  service.Admin(s.edit),
 		"DELETE/goods": service.Admin(s.delete),
 	}
 }
@@ -283,7 +285,7 @@ func (s *Service) find(ctx context.Context, id int64) (catalog.Good, error) {
 		wrote, err := s.cache.Fill(ctx, g)
 		s.redisDone(err, "refill cache", id)
 		if wrote {
-			s.recheck(ctx, id)
+			s.recheck(ctx, g)
 		}
 		if err == nil {
 			keep(g)
@@ -301,17 +303,24 @@ func (s *Service) find(ctx context.Context, id int64) (catalog.Good, error) {
 	return g, nil
 }
 
-// recheck runs after find cached good id it had read from the database: if
-// the good was deleted meanwhile and the deletion's tombstone was lost (a
-// FLUSHALL between the two), the entry just written would bring the good
-// back for catalog.TTL, so it writes the tombstone again. One more query,
-// on cache misses only.
-func (s *Service) recheck(ctx context.Context, id int64) {
-	_, err := s.store.get(ctx, id)
-	if code, _ := service.ErrorCode(err); code != http.StatusNotFound {
-		return // still there (or the database failed: the entry stands, as before)
+// recheck runs after find cached good g it had read from the database: if
+// the good was deleted or edited meanwhile and the write's own entry was
+// lost (a FLUSHALL between the two), the entry just written would bring
+// the old good back for catalog.TTL, so it writes the tombstone again, or
+// settles the entry to the row (edit.go). One more query, on cache misses
+// only.
+func (s *Service) recheck(ctx context.Context, g catalog.Good) {
+	now, err := s.store.get(ctx, g.ID)
+	if code, _ := service.ErrorCode(err); code == http.StatusNotFound {
+		s.forget(ctx, g.ID)
+		return
 	}
-	s.forget(ctx, id)
+	if err != nil || now == g {
+		return // unchanged (or the database failed: the entry stands, as before)
+	}
+	if _, err := s.settleOrRepair(ctx, g.ID); err != nil {
+		s.log.Debug("recheck: settling an edited good", "good", g.ID, "err", err)
+	}
 }
 
 // forget writes good id's tombstone and tells every goods instance,

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/microshop/microshop/internal/cache"
 	"github.com/microshop/microshop/internal/catalog"
 	"github.com/microshop/microshop/internal/goods"
+	"github.com/microshop/microshop/internal/store"
 	"github.com/microshop/microshop/internal/testenv"
 	"github.com/microshop/microshop/service"
 )
@@ -22,14 +24,16 @@ import (
 type fixture struct {
 	svc    *goods.Service
 	cache  *cache.Cache
+	db     *store.DB
 	routes map[string]service.Handler
 }
 
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	c := testenv.Cache(t)
-	svc := goods.New(testenv.DB(t), catalog.OwnEntries(c), nil)
-	return &fixture{svc: svc, cache: c, routes: svc.Routes()}
+	db := testenv.DB(t)
+	svc := goods.New(db, catalog.OwnEntries(c), nil)
+	return &fixture{svc: svc, cache: c, db: db, routes: svc.Routes()}
 }
 
 // call runs route with params given as JSON, as they arrive in a packet.
@@ -425,5 +429,143 @@ func TestBookCacheFormat(t *testing.T) {
 	}
 	if n := c.Exists(ctx, e.Key(id)).Val(); n != 0 {
 		t.Fatalf("a GET of the deleted good wrote its book entry back")
+	}
+}
+
+// PATCH /goods changes the fields given and keeps the others, in the
+// database and in the cache entry; bad input is a 400 that changes
+// nothing, a missing good a 404.
+func TestEdit(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	g := catalog.Good{Name: "vase", Category: "home", Price: 10, Description: "blue"}
+	g.ID = f.create(t, g)
+	f.one(t, g.ID) // cached
+	for _, tc := range []struct{ params, msg string }{
+		{`{"id":` + jsonInt(g.ID) + `}`, "nothing to change: give one of name, category, price, description"},
+		{`{"id":` + jsonInt(g.ID) + `,"colour":"red","name":"x"}`, "unknown field colour: a good has name, category, price, description"},
+		{`{"id":` + jsonInt(g.ID) + `,"price":-1}`, "price must not be negative"},
+		{`{"id":` + jsonInt(g.ID) + `,"price":"ten"}`, "price must be an integer"},
+		{`{"id":` + jsonInt(g.ID) + `,"price":9007199254740992}`, "price must be at most 9007199254740991"},
+		{`{"id":` + jsonInt(g.ID) + `,"name":"  "}`, "name must not be blank"},
+		{`{"id":` + jsonInt(g.ID) + `,"name":""}`, "name is required"},
+		{`{"id":` + jsonInt(g.ID) + `,"name":"a\u0001b"}`, "name must not contain control characters"},
+		{`{"id":` + jsonInt(g.ID) + `,"category":"` + strings.Repeat("c", goods.MaxCategoryLen+1) + `"}`, "category must be at most 64 characters"},
+		{`{"id":` + jsonInt(g.ID) + `,"name":["x"]}`, "name must be a string"},
+		{`{"name":"x"}`, "id is required"},
+		{`{"id":0,"name":"x"}`, "id must be a positive integer"},
+	} {
+		_, err := f.call(t, "PATCH/goods", tc.params)
+		wantCode(t, "PATCH "+tc.params, err, 400, tc.msg)
+	}
+	if got := f.one(t, g.ID); got != g {
+		t.Fatalf("after refused edits: %+v; want %+v unchanged", got, g)
+	}
+	_, err := f.call(t, "PATCH/goods", `{"id":`+jsonInt(g.ID+1000)+`,"price":1}`)
+	wantCode(t, "PATCH missing good", err, 404, "good "+jsonInt(g.ID+1000)+" not found")
+
+	res, err := f.call(t, "PATCH/goods", `{"id":`+jsonInt(g.ID)+`,"price":"12","description":"","key":7}`)
+	if err != nil {
+		t.Fatalf("PATCH price and description: %v", err)
+	}
+	want := g
+	want.Price, want.Description = 12, ""
+	if list, _ := res["results"].([]catalog.Good); len(list) != 1 || list[0] != want {
+		t.Fatalf("PATCH answer = %#v; want [%+v]", res, want)
+	}
+	if got, err := catalog.OwnEntries(f.cache).Get(ctx, g.ID); err != nil || got != want {
+		t.Fatalf("cache entry after PATCH = %+v, %v; want %+v", got, err, want)
+	}
+	if got := f.one(t, g.ID); got != want {
+		t.Fatalf("GET after PATCH = %+v; want %+v", got, want)
+	}
+	// The same values again (MySQL reports no row changed): still a success.
+	if _, err := f.call(t, "PATCH/goods", `{"id":`+jsonInt(g.ID)+`,"price":12}`); err != nil {
+		t.Fatalf("PATCH to the same price: %v", err)
+	}
+	// The cache lost (FLUSHALL): the next read fills it with the edit.
+	f.cache.Del(ctx, catalog.OwnEntries(f.cache).Key(g.ID))
+	if got := f.one(t, g.ID); got != want {
+		t.Fatalf("GET after losing the entry = %+v; want %+v", got, want)
+	}
+	if _, err := f.call(t, "DELETE/goods", `{"id":`+jsonInt(g.ID)+`}`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.call(t, "PATCH/goods", `{"id":`+jsonInt(g.ID)+`,"price":1}`)
+	wantCode(t, "PATCH deleted good", err, 404, "")
+	if _, err := catalog.OwnEntries(f.cache).Get(ctx, g.ID); !errors.Is(err, catalog.ErrDeleted) {
+		t.Fatalf("after PATCH of a deleted good: Get = %v; want the tombstone kept", err)
+	}
+}
+
+// Concurrent edits of one good, each from its own goroutine, leave its
+// cache entry equal to the row, whatever order their commits and their
+// Redis writes came in.
+func TestEditConcurrent(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	for round := range 20 {
+		id := f.create(t, catalog.Good{Name: "pen", Price: 1})
+		var wg sync.WaitGroup
+		for i := range 8 {
+			wg.Go(func() {
+				p := `{"id":` + jsonInt(id) + `,"price":` + jsonInt(int64(100*round+i)) + `}`
+				if _, err := f.call(t, "PATCH/goods", p); err != nil {
+					t.Errorf("PATCH %s: %v", p, err)
+				}
+			})
+		}
+		wg.Wait()
+		want := catalog.Good{ID: id, Name: "pen"}
+		if err := f.db.QueryRowContext(ctx, `SELECT price FROM goods WHERE id = ?`, id).Scan(&want.Price); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := catalog.OwnEntries(f.cache).Get(ctx, id); err != nil || got != want {
+			t.Fatalf("round %d: cache entry = %+v, %v; want the row %+v", round, got, err, want)
+		}
+	}
+}
+
+// An edit while Redis is away still commits, and its answer is the row;
+// once Redis answers again, the cached entry (which a Redis that failed
+// for a moment keeps) is repaired in the background to the edited good.
+func TestEditDuringRedisBlip(t *testing.T) {
+	m := miniredis.RunT(t)
+	c, err := cache.Open("redis://"+m.Addr()+"/0", "blip:", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	svc := goods.New(testenv.DB(t), catalog.OwnEntries(c), nil)
+	f := &fixture{svc: svc, cache: c, routes: svc.Routes()}
+	g := catalog.Good{Name: "kettle", Price: 3000}
+	g.ID = f.create(t, g)
+	f.one(t, g.ID) // cached
+	m.Close()
+	res, err := f.call(t, "PATCH/goods", `{"id":`+jsonInt(g.ID)+`,"price":2500}`)
+	if err != nil {
+		t.Fatalf("PATCH with Redis away: %v", err)
+	}
+	want := g
+	want.Price = 2500
+	if list, _ := res["results"].([]catalog.Good); len(list) != 1 || list[0] != want {
+		t.Fatalf("PATCH answer with Redis away = %v; want [%+v]", res, want)
+	}
+	if err := m.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second) // a hang guard only
+	for {
+		got, err := catalog.OwnEntries(c).Get(context.Background(), g.ID)
+		if err == nil && got == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the cached good is still %+v (%v) after Redis came back; want %+v", got, err, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := f.one(t, g.ID); got != want {
+		t.Fatalf("GET after the repair = %+v; want %+v", got, want)
 	}
 }

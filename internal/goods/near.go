@@ -27,7 +27,7 @@ import (
 // and the goods list kept as a view, its pages encoded once. Both are kept
 // exact across every goods instance by invalidations on one Redis pub/sub
 // channel (Entries.Redis.Key("goods:invalidations")): every write to a good
-// (create, delete, a repaired tombstone) publishes the good's id after the
+// (create, edit, delete, a repaired tombstone) publishes the good's id after the
 // database and the Redis entry changed, and every instance, on hearing it,
 // drops that good and the list view. Whatever this instance cannot be sure
 // to have heard empties everything: the listening connection lost, silent
@@ -217,7 +217,7 @@ func (n *near) len() int {
 }
 
 // changed tells every goods instance, this one first, that good id changed
-// (was created or deleted): it is called after the database and the Redis
+// (was created, edited or deleted): it is called after the database and the Redis
 // entry changed. It then waits, at most echoWait, to hear its own message
 // back: Redis writes a message to every subscriber at once, so by then
 // the other instances have it too, and a client that reads after this

@@ -372,3 +372,70 @@ func killClient(t *testing.T, c *cache.Cache, name string) {
 		t.Fatalf("no connection named %s in CLIENT LIST:\n%s", name, strings.Join(lists, "\n"))
 	}
 }
+
+// While readers hammer instance b, instance a edits one good's price over
+// and over: once b has heard the invalidation of edit k, no request b
+// starts serves a price from before edit k, from its near cache or from
+// its list view, whatever reads were in flight when it came.
+func TestNearEditOnOtherInstance(t *testing.T) {
+	p := newPair(t, "", false)
+	id := p.created(t, "pen")
+	idp := strconv.FormatInt(id, 10)
+	base := p.b.near.heardN.Load()
+	p.b.beforeKeep = func() { time.Sleep(time.Duration(rand.IntN(2000)) * time.Microsecond) }
+	price := func(s string) int64 {
+		_, rest, ok := strings.Cut(s, `"price":`)
+		if !ok {
+			t.Errorf("no price in %s", s)
+			return -1
+		}
+		n, _ := strconv.ParseInt(rest[:strings.IndexAny(rest, ",}")], 10, 64)
+		return n
+	}
+	const n = 40
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var served, stale atomic.Int64
+	var firstStale atomic.Value
+	for i := range 4 {
+		wg.Go(func() {
+			params := `{"id":` + idp + `}`
+			if i%2 == 1 {
+				params = `{"after":` + strconv.FormatInt(id-1, 10) + `,"limit":1}` // the list view
+			}
+			for !stop.Load() {
+				heard := int64(p.b.near.heardN.Load() - base) // edits b has heard: prices 1..heard
+				got, code := body(t, p.b, "GET/goods", params)
+				served.Add(1)
+				if code != 0 {
+					t.Errorf("GET %s on b: %d %s", params, code, got)
+					return
+				}
+				if pr := price(got); pr < heard {
+					stale.Add(1)
+					firstStale.CompareAndSwap(nil, fmt.Sprintf("GET %s served price %d after b heard edit %d", params, pr, heard))
+				}
+			}
+		})
+	}
+	for k := 1; k <= n; k++ {
+		if _, err := call(t, p.a, "PATCH/goods", `{"id":`+idp+`,"price":`+strconv.Itoa(k)+`}`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "b to hear the edits", func() bool { return p.b.near.heardN.Load()-base >= n })
+	time.Sleep(20 * time.Millisecond)
+	stop.Store(true)
+	wg.Wait()
+	t.Logf("%d reads on b during %d edits on a", served.Load(), n)
+	if stale.Load() > 0 {
+		t.Fatalf("%d reads served an edited good's old price after its invalidation; first: %v", stale.Load(), firstStale.Load())
+	}
+	plain := New(p.db, catalog.OwnEntries(p.cache), nil) // the database's answers
+	for _, params := range []string{`{"id":` + idp + `}`, `{}`} {
+		want, _ := body(t, plain, "GET/goods", params)
+		if got, _ := body(t, p.b, "GET/goods", params); got != want || !strings.Contains(got, `"price":40`) {
+			t.Fatalf("GET %s on b after the edits = %s; want %s with price 40", params, got, want)
+		}
+	}
+}

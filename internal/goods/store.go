@@ -18,6 +18,11 @@ const (
 	sqlPage   = `SELECT id, name, category, price, description FROM goods WHERE id > ? ORDER BY id LIMIT ?`
 	sqlGet    = `SELECT id, name, category, price, description FROM goods WHERE id = ?`
 	sqlDelete = `DELETE FROM goods WHERE id = ?`
+	// sqlUpdate sets the fields given and keeps the others (a NULL
+	// argument keeps the column): args name, category, price, description,
+	// id.
+	sqlUpdate = `UPDATE goods SET name = COALESCE(?, name), category = COALESCE(?, category), ` +
+		`price = COALESCE(?, price), description = COALESCE(?, description) WHERE id = ?`
 )
 
 // table is the goods table.
@@ -85,6 +90,32 @@ func (s table) delete(ctx context.Context, id int64) error {
 	}
 	if n == 0 {
 		return service.NotFound("good %d not found", id)
+	}
+	return nil
+}
+
+// change is a partial update of a good: nil fields are kept.
+type change struct {
+	Name, Category, Description *string
+	Price                       *int64
+}
+
+// update applies c to good id, or answers a 404 *service.Error.
+func (s table) update(ctx context.Context, id int64, c change) error {
+	res, err := s.db.ExecContext(ctx, sqlUpdate, c.Name, c.Category, c.Price, c.Description, id)
+	if err != nil {
+		return fmt.Errorf("goods: update %d: %w", id, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("goods: update %d: %w", id, err)
+	}
+	if n == 0 {
+		// MySQL counts the rows changed, not the rows found: an update to
+		// the same values is 0 too. The good may still be there.
+		if _, err := s.get(ctx, id); err != nil {
+			return err
+		}
 	}
 	return nil
 }

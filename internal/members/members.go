@@ -5,6 +5,7 @@
 //	POST   /members   {username, password}  → {"userid": N}
 //	GET    /members   {username, password}  → {"userid": N, "token": T, "expires": TIME}, or 401
 //	DELETE /members   {username}            → success, or 404
+//	GET /members/name {id}                  → {"id": N, "username": U}, or 404 (chat names its senders by it)
 //	POST   /sessions  {username, password}  → {"token": T, "userid": N, "expires": TIME}, or 401
 //	GET    /sessions                        → {"userid": N, "expires": TIME} of the presented token
 //	DELETE /sessions                        → success: the presented token is revoked
@@ -110,12 +111,13 @@ func New(db *store.DB, c *cache.Cache, log *slog.Logger) *Service {
 // Routes returns the handlers of the members service by "METHOD/path".
 func (s *Service) Routes() map[string]service.Handler {
 	return map[string]service.Handler{
-		"POST/members":    s.signUp,
-		"GET/members":     s.signIn,
-		"DELETE/members":  s.remove,
-		"POST/sessions":   s.logIn,
-		"GET/sessions":    s.session,
-		"DELETE/sessions": s.logOut,
+		"POST/members":     s.signUp,
+		"GET/members":      s.signIn,
+		"DELETE/members":   s.remove,
+		"GET/members/name": s.name,
+		"POST/sessions":    s.logIn,
+		"GET/sessions":     s.session,
+		"DELETE/sessions":  s.logOut,
 	}
 }
 
@@ -349,4 +351,20 @@ func validUsername(u string) bool {
 		}
 	}
 	return true
+}
+
+// name answers a member's username by id: chat asks it to name the
+// sender of a message (a username is shown next to everything its member
+// posts, so it is no secret). A member's username never changes and ids
+// are never reused, so the answer may be kept for good.
+func (s *Service) name(ctx context.Context, r *service.Request) (service.Result, error) {
+	id, err := r.Params.ID("id")
+	if err != nil {
+		return nil, err
+	}
+	username, err := s.store.username(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return service.Result{"id": id, "username": username}, nil
 }

@@ -264,3 +264,20 @@ func TestBookMemberLogsIn(t *testing.T) {
 		t.Fatal("the book's member logged in with a wrong password")
 	}
 }
+
+// GET /members/name answers a member's username by id, for chat.
+func TestName(t *testing.T) {
+	f := newFixture(t)
+	kim := f.signUp(t, "kim", "correct horse")
+	lee := f.signUp(t, "이순신", "another horse")
+	for id, want := range map[int64]string{kim: "kim", lee: "이순신"} {
+		res, err := f.call(t, "GET/members/name", map[string]any{"id": id})
+		if err != nil || res["username"] != want || res["id"] != id {
+			t.Fatalf("GET /members/name?id=%d = %v, %v; want %q", id, res, err, want)
+		}
+	}
+	_, err := f.call(t, "GET/members/name", map[string]any{"id": lee + 10})
+	wantCode(t, "unknown member", err, 404, "")
+	_, err = f.call(t, "GET/members/name", map[string]any{})
+	wantCode(t, "no id", err, 400, "id is required")
+}

@@ -16,6 +16,7 @@ const (
 	sqlInsert = `INSERT INTO members (username, password) VALUES (?, ?)`
 	sqlLookup = `SELECT id, password FROM members WHERE username = ?`
 	sqlDelete = `DELETE FROM members WHERE username = ?`
+	sqlName   = `SELECT username FROM members WHERE id = ?`
 
 	// The addresses members logged in from (session_lockout.go). Times are
 	// Unix milliseconds.
@@ -117,4 +118,17 @@ func (t table) sweepAddrs(ctx context.Context, before time.Time) error {
 		return fmt.Errorf("members: sweep addresses: %w", err)
 	}
 	return nil
+}
+
+// username returns member id's username, or a 404 *service.Error.
+func (t table) username(ctx context.Context, id int64) (string, error) {
+	var name string
+	err := t.db.QueryRowContext(ctx, sqlName, id).Scan(&name)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", service.NotFound("member %d not found", id)
+	}
+	if err != nil {
+		return "", fmt.Errorf("members: username %d: %w", id, err)
+	}
+	return name, nil
 }

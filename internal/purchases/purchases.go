@@ -1,8 +1,9 @@
 // Package purchases is the purchases service of microshop: it records who
 // bought which good and when, and ranks the best sellers. Routes:
 //
-//	POST /purchases  {userid, goodsid}          → {"id": N}
-//	GET  /purchases  {userid, [limit, after]}   → {"results": [{"id", "goodsid", "date"}, ...], "next": "N"}
+//	POST   /purchases  {userid, goodsid}          → {"id": N}
+//	GET    /purchases  {userid, [limit, after]}   → {"results": [{"id", "goodsid", "date"}, ...], "next": "N"}
+//	DELETE /purchases  {userid, id}               → {"id", "goodsid", "date", "cancelled"} (cancel.go)
 //	GET  /rankings   {top: 1..100, period: day|week|all}
 //	                 → {"results": [{"rank", "goodsid", "name", "sales"}, ...]}
 //
@@ -10,7 +11,8 @@
 // purchases whose id is above after (0, the first page, when absent),
 // oldest first, at most limit of them (DefaultLimit when absent, at most
 // MaxLimit); "next" is the after of the following page, present when more
-// may follow. It reads the database, the system of record.
+// may follow. It reads the database, the system of record; cancelled
+// purchases are left out.
 //
 // Before recording a purchase it checks that the good exists the way
 // DESIGN §1 prescribes (catalog.Lookup): in Redis first, else by asking the
@@ -20,7 +22,8 @@
 //
 // # Rankings
 //
-// Every purchase is one sale of its good. The rankings live here because the
+// Every purchase not cancelled is one sale of its good (a cancel drops the
+// views it was counted in, see cancel.go). The rankings live here because the
 // purchases table is their system of record: a ranking is
 // SELECT goodsid, COUNT(*) ... GROUP BY goodsid over a window, day (the UTC
 // date), week (the ISO week, Monday 00:00 UTC) or all time, highest first,
@@ -36,7 +39,8 @@
 //	rankings:{day:2026-11-28}  digits, score = minus its sales
 //	rankings:{week:2026-W48}
 //	…:meta                   hash: built, wm (watermark), gen (generation),
-//	                         n and s (sizes of the sets), compacted (unix ms)
+//	                         n and s (sizes of the sets), compacted (unix ms),
+//	                         cx (cancelled purchases before the snapshot)
 //	…:seen                   sorted set of the ids of the sales above wm
 //	                         counted one by one
 //	…:rebuild                the rebuild lease (a random token, with a TTL)
@@ -133,6 +137,9 @@ type Service struct {
 	goods *catalog.Lookup
 	log   *slog.Logger
 	now   func() time.Time
+	// repairs retries the drops of views that Redis failed to take after
+	// a cancel (cancel.go).
+	repairs *cache.Repairs
 	// hook, when set by a test, is called at the named stages of a rebuild
 	// ("counted", "finished") to interleave other work deterministically.
 	hook func(stage string)
@@ -151,15 +158,18 @@ func New(db *store.DB, c *cache.Cache, goods *catalog.Lookup, log *slog.Logger) 
 		goods: goods,
 		log:   log.With("service", "purchases"),
 		now:   time.Now,
+
+		repairs: cache.NewRepairs(log),
 	}
 }
 
 // Routes returns the handlers of the purchases service by "METHOD/path".
 func (s *Service) Routes() map[string]service.Handler {
 	return map[string]service.Handler{
-		"POST/purchases": s.buy,
-		"GET/purchases":  s.list,
-		"GET/rankings":   s.rankings,
+		"POST/purchases":   s.buy,
+		"GET/purchases":    s.list,
+		"DELETE/purchases": s.cancel,
+		"GET/rankings":     s.rankings,
 	}
 }
 

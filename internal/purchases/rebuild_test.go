@@ -119,3 +119,54 @@ func TestBarrier(t *testing.T) {
 		t.Fatalf("maxID = %d; want %d (with %d committed before)", m, later, inFlight)
 	}
 }
+
+// TestRebuildCancelInterleavings cancels purchases at the worst moments of
+// a rebuild: after its snapshot is counted (the snapshot still counts the
+// sale; the rebuild must not be marked built with it) and after it is
+// marked built (the built view counts it; the cancel's drop takes it away).
+// The view then counts exactly the purchases not cancelled.
+func TestRebuildCancelInterleavings(t *testing.T) {
+	ctx := context.Background()
+	s := New(testenv.DB(t), testenv.Cache(t), nil, nil)
+	now := time.Now().UTC()
+	buy := func(good int64) int64 {
+		t.Helper()
+		id, err := s.store.insert(ctx, 1, good, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.record(ctx, id, good, now)
+		return id
+	}
+	cancel := func(id int64) {
+		t.Helper()
+		c, err := s.store.cancel(ctx, 1, id, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.dropViews(ctx, salesWindows(c.date))
+	}
+	a, b := buy(1), buy(1)
+	buy(2)
+	stages := 0
+	s.hook = func(stage string) {
+		stages++
+		switch stage {
+		case "counted":
+			if stages == 1 {
+				cancel(a)
+			}
+		case "finished":
+			if stages == 3 { // the second rebuild's (the first lost its lease)
+				cancel(b)
+			}
+		}
+	}
+	w := windowOf(PeriodAll, now)
+	if got := viewCounts(t, s, w); len(got) != 1 || got[2] != 1 {
+		t.Fatalf("view after rebuilds with cancels = %v; want only good 2 with 1 sale", got)
+	}
+	if stages != 5 {
+		t.Fatalf("%d rebuild stages ran; want 5: counted (cancel), counted, finished (cancel), counted, finished", stages)
+	}
+}

@@ -10,8 +10,9 @@ import (
 var mysqlSQL = dialect{
 	insert: `INSERT INTO purchases (userid, goodsid, date, idem_key) VALUES (?, ?, ?, ?)`,
 	byKey:  `SELECT id, goodsid FROM purchases WHERE userid = ? AND idem_key = ?`,
-	// list reads a page from the index purchases_userid (userid, id).
-	list: `SELECT id, goodsid, date FROM purchases WHERE userid = ? AND id > ? ORDER BY id LIMIT ?`,
+	// list reads a page from the index purchases_userid (userid, id),
+	// cancelled purchases left out.
+	list: `SELECT id, goodsid, date FROM purchases WHERE userid = ? AND id > ? AND cancelled_at IS NULL ORDER BY id LIMIT ?`,
 	// InnoDB commits concurrent inserts in any order, so ids need the
 	// barrier (sales.go).
 	shareBarrier: `INSERT INTO purchases (userid, goodsid, date, idem_key) SELECT ?, ?, ?, ? FROM rankings_barrier WHERE id = 1 LOCK IN SHARE MODE`,

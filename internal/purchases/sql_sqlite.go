@@ -12,8 +12,9 @@ const sqliteDate = "2006-01-02T15:04:05.000Z"
 var sqliteSQL = dialect{
 	insert: `INSERT INTO purchases (userid, goodsid, date, idem_key) VALUES (?, ?, ?, ?)`,
 	byKey:  `SELECT id, goodsid FROM purchases WHERE userid = ? AND idem_key = ?`,
-	// list reads a page from the index purchases_userid (userid, id).
-	list: `SELECT id, goodsid, date FROM purchases WHERE userid = ? AND id > ? ORDER BY id LIMIT ?`,
+	// list reads a page from the index purchases_userid (userid, id),
+	// cancelled purchases left out.
+	list: `SELECT id, goodsid, date FROM purchases WHERE userid = ? AND id > ? AND cancelled_at IS NULL ORDER BY id LIMIT ?`,
 	dateArg: func(t time.Time) any {
 		return t.UTC().Format(sqliteDate)
 	},

@@ -126,11 +126,12 @@ return 1
 
 // finishScript marks a rebuilt view built, if the lease still holds token
 // ARGV[1]: watermark ARGV[2], generation = the token, compacted ARGV[4]
-// (unix ms), TTL ARGV[3] ms. Returns 1, or -1 when the lease is lost.
+// (unix ms), TTL ARGV[3] ms, cancelled purchases counted before the
+// snapshot ARGV[5] (cx). Returns 1, or -1 when the lease is lost.
 var finishScript = redis.NewScript(viewLua + `
 if redis.call('GET', KEYS[4]) ~= ARGV[1] then return -1 end
 redis.call('DEL', KEYS[3], KEYS[4])
-redis.call('HSET', KEYS[2], 'built', '1', 'wm', ARGV[2], 'gen', ARGV[1], 'compacted', ARGV[4])
+redis.call('HSET', KEYS[2], 'built', '1', 'wm', ARGV[2], 'gen', ARGV[1], 'compacted', ARGV[4], 'cx', ARGV[5])
 tally()
 expire(ARGV[3])
 return 1
@@ -358,6 +359,12 @@ func (s *Service) rebuild(ctx context.Context, w window) (err error) {
 			releaseScript.Run(context.WithoutCancel(ctx), s.cache, keys, tok)
 		}
 	}()
+	// Read before the snapshot: a cancel that commits after this read is
+	// either in the snapshot or counted above cx, never lost (cancel.go).
+	cx, err := s.store.cancelled(ctx)
+	if err != nil {
+		return err
+	}
 	wm, err := s.store.maxID(ctx)
 	if err != nil {
 		return err
@@ -385,7 +392,7 @@ func (s *Service) rebuild(ctx context.Context, w window) (err error) {
 		}
 		counts = counts[n:]
 	}
-	ok, err := finishScript.Run(ctx, s.cache, keys, tok, wm, s.ttl(w), s.now().UnixMilli()).Int64()
+	ok, err := finishScript.Run(ctx, s.cache, keys, tok, wm, s.ttl(w), s.now().UnixMilli(), cx).Int64()
 	if err != nil {
 		return err
 	}
@@ -410,8 +417,14 @@ func (s *Service) compact(ctx context.Context, w window) {
 	if err != nil || !ok {
 		return
 	}
-	meta, err := s.cache.HMGet(ctx, s.viewKeys(w)[1], "built", "gen", "wm").Result()
+	meta, err := s.cache.HMGet(ctx, s.viewKeys(w)[1], "built", "gen", "wm", "cx").Result()
 	if err != nil || meta[0] == nil {
+		return
+	}
+	if stale, err := s.missedCancel(ctx, meta[3]); err != nil || stale {
+		if stale {
+			s.dropViews(ctx, []window{w})
+		}
 		return
 	}
 	gen, _ := meta[1].(string)

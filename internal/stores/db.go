@@ -2,6 +2,8 @@ package stores
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -12,8 +14,13 @@ import (
 // The SQL is the same on both engines.
 const (
 	insertSQL   = `INSERT INTO stores (name, longitude, latitude) VALUES (?, ?, ?)`
-	deleteSQL   = `UPDATE stores SET deleted = 1 WHERE id = ? AND deleted = 0`
-	snapshotSQL = `SELECT id, name, longitude, latitude, deleted FROM stores`
+	deleteSQL   = `UPDATE stores SET deleted = 1, version = version + 1 WHERE id = ? AND deleted = 0`
+	snapshotSQL = `SELECT id, name, longitude, latitude, deleted, version FROM stores`
+	rowSQL      = snapshotSQL + ` WHERE id = ?`
+	// updateSQL sets the fields given (a NULL keeps the column) of a live
+	// store and raises its version. Args: name, longitude, latitude, id.
+	updateSQL = `UPDATE stores SET name = COALESCE(?, name), longitude = COALESCE(?, longitude), ` +
+		`latitude = COALESCE(?, latitude), version = version + 1 WHERE id = ? AND deleted = 0`
 	// bandSQL lists the live stores within a band of latitudes.
 	bandSQL = `SELECT id, name, longitude, latitude FROM stores
 WHERE deleted = 0 AND latitude BETWEEN ? AND ?`
@@ -25,6 +32,8 @@ type entry struct {
 	name     string
 	lon, lat float64
 	deleted  bool
+	// version goes up with every write of the row: 1 when added.
+	version int64
 }
 
 func (s *Service) insert(ctx context.Context, name string, lon, lat float64) (int64, error) {
@@ -63,7 +72,7 @@ func (s *Service) snapshot(ctx context.Context) ([]entry, error) {
 	for rows.Next() {
 		var e entry
 		var deleted int64
-		if err := rows.Scan(&e.id, &e.name, &e.lon, &e.lat, &deleted); err != nil {
+		if err := rows.Scan(&e.id, &e.name, &e.lon, &e.lat, &deleted, &e.version); err != nil {
 			return nil, store.Failure("stores", fmt.Errorf("read stores: %w", err))
 		}
 		e.deleted = deleted != 0
@@ -113,4 +122,33 @@ func (s *Service) dbNear(ctx context.Context, lon, lat, radius float64, limit in
 		found[i].Distance = roundKM(found[i].Distance)
 	}
 	return found, nil
+}
+
+// row reads store id; ok is false when there is none.
+func (s *Service) row(ctx context.Context, id int64) (e entry, ok bool, err error) {
+	var deleted int64
+	err = s.db.QueryRowContext(ctx, rowSQL, id).Scan(&e.id, &e.name, &e.lon, &e.lat, &deleted, &e.version)
+	if errors.Is(err, sql.ErrNoRows) {
+		return e, false, nil
+	}
+	if err != nil {
+		return e, false, store.Failure("stores", fmt.Errorf("read store %d: %w", id, err))
+	}
+	e.deleted = deleted != 0
+	return e, true, nil
+}
+
+// update applies c to live store id, reporting whether there was one.
+func (s *Service) update(ctx context.Context, id int64, c change) (bool, error) {
+	res, err := s.db.ExecContext(ctx, updateSQL, c.name, c.lon, c.lat, id)
+	if err != nil {
+		return false, store.Failure("stores", fmt.Errorf("edit store %d: %w", id, err))
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, store.Failure("stores", fmt.Errorf("edit store %d: %w", id, err))
+	}
+	// The version always changes, so a row found is a row changed, on
+	// MySQL too.
+	return n == 1, nil
 }

@@ -2,10 +2,11 @@
 // found by distance from a point.
 //
 // Routes: POST /stores {name, longitude, latitude} adds a store and answers
-// {id}; DELETE /stores?id=N removes it; GET /stores?longitude=&latitude=
+// {id}; PATCH /stores {id, any of name, longitude, latitude} changes it
+// and answers it as changed; DELETE /stores?id=N removes it; GET /stores?longitude=&latitude=
 // [&radius=KM][&limit=N] lists the stores within radius km (default 5, at
 // most 1000), nearest first, at most limit of them (default 20, at most 100).
-// With authentication on, POST and DELETE need the admin key (no token 401,
+// With authentication on, POST, PATCH and DELETE need the admin key (no token 401,
 // a member's token 403).
 //
 // # No cursor
@@ -26,19 +27,24 @@
 // # Design
 //
 // The stores table is the system of record. A deleted store keeps its row
-// (deleted = 1), so ids are never reused and every store has one of two
-// versions: 1 (live) and 2 (deleted), which only ever go up.
+// (deleted = 1), so ids are never reused. Every row has a version, 1 when
+// added, raised by the database with every edit and by the delete, so it
+// only ever goes up; a write merges the row it reads back after its own
+// update (which may already hold a later write: as right).
 //
 // Redis holds the view in two keys that share the hash tag {geo}, so every
 // script may touch both on a Redis Cluster: the GEO set stores:{geo} of the
 // live stores (member = id), and the hash stores:{geo}:info with, per store,
-// "1:" and its JSON {name, longitude, latitude} or the tombstone "2", plus
+// "vVERSION:1:" and its JSON {name, longitude, latitude} or the tombstone
+// "vVERSION:2" (a view written before versions holds "1:JSON" and "2",
+// read as versions 1 and 2), plus
 // the fields live (how many stores the GEO set should hold), built (the view
 // is complete) and epoch (the rebuild in progress).
 //
 // Every change goes through one Lua script, merge, which applies an entry
 // only when its version is higher than the one the view holds: adding a
-// store already deleted does nothing, deleting twice does nothing. Merging is
+// store already deleted does nothing, deleting twice does nothing, an edit
+// that arrives after a newer one (or after the delete) does nothing. Merging is
 // idempotent and commutative, so the view ends up equal to the database
 // whatever order the writes' merges arrive in.
 //
@@ -127,6 +133,7 @@ func (s *Service) Routes() map[string]service.Handler {
 	return map[string]service.Handler{
 		"POST/stores":   service.Admin(s.handlePost),
 		"GET/stores":    s.handleGet,
+		"PATCH/stores":  service.Admin(s.handlePatch),
 		"DELETE/stores": service.Admin(s.handleDelete),
 	}
 }
@@ -213,10 +220,7 @@ func (s *Service) Add(ctx context.Context, name string, lon, lat float64) (int64
 	if err != nil {
 		return 0, err
 	}
-	if err := s.merge(ctx, "", false, []entry{{id: id, name: name, lon: lon, lat: lat}}); err != nil {
-		s.log.Warn("stores: Redis update failed; retrying it in the background", "id", id, "err", err)
-		s.retry(entry{id: id, name: name, lon: lon, lat: lat})
-	}
+	s.publish(ctx, entry{id: id, name: name, lon: lon, lat: lat, version: 1})
 	return id, nil
 }
 
@@ -229,18 +233,41 @@ func (s *Service) Delete(ctx context.Context, id int64) error {
 	if !found {
 		return service.NotFound("store %d not found", id)
 	}
-	if err := s.merge(ctx, "", false, []entry{{id: id, deleted: true}}); err != nil {
-		s.log.Warn("stores: Redis update failed; retrying it in the background", "id", id, "err", err)
-		s.retry(entry{id: id, deleted: true})
-	}
+	s.publishRow(ctx, id)
 	return nil
 }
 
-// retry merges e into the view in the background once Redis answers.
-// Entries are versioned (live, then deleted), so a late one never undoes a
-// newer one.
-func (s *Service) retry(e entry) {
-	s.repairs.Add(fmt.Sprintf("stores:%d:%t", e.id, e.deleted), func(ctx context.Context) error {
+// publish merges e, a row as written, into the view; when Redis fails, the
+// row is read again and merged in the background once Redis answers.
+func (s *Service) publish(ctx context.Context, e entry) {
+	if err := s.merge(ctx, "", false, []entry{e}); err != nil {
+		s.log.Warn("stores: Redis update failed; retrying it in the background", "id", e.id, "err", err)
+		s.retry(e.id)
+	}
+}
+
+// publishRow reads store id's row after a write and merges it: the row
+// read may hold a later write than the caller's, which is as right (the
+// view takes the highest version).
+func (s *Service) publishRow(ctx context.Context, id int64) (entry, bool, error) {
+	e, ok, err := s.row(ctx, id)
+	if err != nil || !ok {
+		s.retry(id)
+		return e, ok, err
+	}
+	s.publish(ctx, e)
+	return e, true, nil
+}
+
+// retry merges store id's row, read again from the database, into the view
+// in the background once Redis answers. Entries are versioned, so a late
+// one never undoes a newer one, and the row read then is the latest.
+func (s *Service) retry(id int64) {
+	s.repairs.Add(fmt.Sprintf("stores:%d", id), func(ctx context.Context) error {
+		e, ok, err := s.row(ctx, id)
+		if err != nil || !ok {
+			return err
+		}
 		return s.merge(ctx, "", false, []entry{e})
 	})
 }

@@ -29,31 +29,44 @@ var errRebuildRaced = errors.New("stores: the view vanished during its rebuild")
 // mergeScript merges stores into the view: KEYS[1] the GEO set, KEYS[2] the
 // info hash. ARGV: epoch token ("" for none), "1" to mark the view built
 // (and give both keys ARGV[3] seconds to live), TTL in seconds, then groups
-// of id, version (1 live, 2 deleted), longitude, latitude, details JSON.
-// An entry applies only when its version is higher than the view's, so the
-// script is idempotent and order-independent. With an epoch token it does
-// nothing and returns -1 unless the hash's epoch field holds that token.
-// It returns the number of entries applied.
+// of id, version, state (1 live, 2 deleted), longitude, latitude, details
+// JSON. An entry applies only when its version is higher than the view's,
+// so the script is idempotent and order-independent. With an epoch token it
+// does nothing and returns -1 unless the hash's epoch field holds that
+// token. It returns the number of entries applied.
+//
+// The hash holds "vVERSION:1:JSON" for a live store and "vVERSION:2" for a
+// deleted one; the format before edits, "1:JSON" and "2", is read as
+// version 1 live and version 2 deleted, the versions those rows were given.
 var mergeScript = redis.NewScript(`
 local geo, info = KEYS[1], KEYS[2]
 if ARGV[1] ~= '' and redis.call('HGET', info, 'epoch') ~= ARGV[1] then
   return -1
 end
 local applied = 0
-for i = 4, #ARGV, 5 do
+for i = 4, #ARGV, 6 do
   local id = ARGV[i]
   local version = tonumber(ARGV[i + 1])
+  local state = ARGV[i + 2]
   local cur = redis.call('HGET', info, id)
-  local curVersion = 0
-  if cur then curVersion = tonumber(string.sub(cur, 1, 1)) end
-  if version > curVersion then
-    if version == 1 then
-      redis.call('GEOADD', geo, ARGV[i + 2], ARGV[i + 3], id)
-      redis.call('HSET', info, id, '1:' .. ARGV[i + 4])
-      redis.call('HINCRBY', info, 'live', 1)
+  local curVersion, curLive = 0, false
+  if cur then
+    local v, st = string.match(cur, '^v(%d+):(%d)')
+    if v then
+      curVersion, curLive = tonumber(v), st == '1'
     else
-      redis.call('HSET', info, id, '2')
-      if curVersion == 1 then
+      curVersion = tonumber(string.sub(cur, 1, 1)) or 0
+      curLive = curVersion == 1
+    end
+  end
+  if version > curVersion then
+    if state == '1' then
+      redis.call('GEOADD', geo, ARGV[i + 3], ARGV[i + 4], id)
+      redis.call('HSET', info, id, 'v' .. ARGV[i + 1] .. ':1:' .. ARGV[i + 5])
+      if not curLive then redis.call('HINCRBY', info, 'live', 1) end
+    else
+      redis.call('HSET', info, id, 'v' .. ARGV[i + 1] .. ':2')
+      if curLive then
         redis.call('ZREM', geo, id)
         redis.call('HINCRBY', info, 'live', -1)
       end
@@ -133,13 +146,13 @@ var view = &cache.View[entry]{
 // mergeArgs appends e's fields of mergeScript to args.
 func mergeArgs(args []any, e entry) ([]any, error) {
 	if e.deleted {
-		return append(args, e.id, 2, 0, 0, ""), nil
+		return append(args, e.id, e.version, 2, 0, 0, ""), nil
 	}
 	js, err := json.Marshal(details{Name: e.name, Longitude: e.lon, Latitude: e.lat})
 	if err != nil {
 		return nil, err
 	}
-	return append(args, e.id, 1, e.lon, e.lat, js), nil
+	return append(args, e.id, e.version, 1, e.lon, e.lat, js), nil
 }
 
 // merge merges es into the view (see mergeScript).
@@ -177,7 +190,7 @@ func parseFound(vals []any) ([]Store, error) {
 		id, err1 := strconv.ParseInt(idS, 10, 64)
 		dist, err2 := strconv.ParseFloat(distS, 64)
 		var d details
-		js, ok := strings.CutPrefix(info, "1:")
+		js, ok := liveDetails(info)
 		if err1 != nil || err2 != nil || !ok || json.Unmarshal([]byte(js), &d) != nil {
 			return nil, fmt.Errorf("stores: corrupt view entry %q", idS)
 		}
@@ -189,4 +202,14 @@ func parseFound(vals []any) ([]Store, error) {
 // rebuild fills the view from the database (see the package comment).
 func (s *Service) rebuild(ctx context.Context) error {
 	return view.Rebuild(ctx, s.cache, s.keys(), s.snapshot)
+}
+
+// liveDetails returns the JSON of a live store's hash value: "vN:1:JSON",
+// or "1:JSON" as written before stores had versions.
+func liveDetails(v string) (string, bool) {
+	if rest, ok := strings.CutPrefix(v, "v"); ok {
+		_, rest, _ = strings.Cut(rest, ":")
+		return strings.CutPrefix(rest, "1:")
+	}
+	return strings.CutPrefix(v, "1:")
 }

@@ -57,6 +57,12 @@ var Routes = []Route{
 		p("category", "string", false, "at most 64 characters"),
 		p("price", "integer", true, "0 to 2^53 − 1"),
 		p("description", "string", false, "at most 2,000 characters")}},
+	{Method: "PATCH", Path: "/goods", Summary: "Change some fields of a good (the others are kept); answers the good as changed", Auth: Admin, Params: []Param{
+		p("id", "integer", true, "the good's id"),
+		p("name", "string", false, "1–128 characters"),
+		p("category", "string", false, "at most 64 characters"),
+		p("price", "integer", false, "0 to 2^53 − 1"),
+		p("description", "string", false, "at most 2,000 characters")}},
 	{Method: "DELETE", Path: "/goods", Summary: "Delete a good", Auth: Admin, Params: []Param{p("id", "integer", true, "the good's id")}},
 
 	{Method: "POST", Path: "/members", Summary: "Sign up", Params: []Param{
@@ -64,6 +70,8 @@ var Routes = []Route{
 	{Method: "GET", Path: "/members", Summary: "The book's login (prefer POST /sessions): answers a token", Params: []Param{
 		p("username", "string", true, ""), p("password", "string", true, "")}},
 	{Method: "DELETE", Path: "/members", Summary: "Delete one's own account", Auth: Member, Params: []Param{p("username", "string", true, "one's own")}},
+
+	{Method: "GET", Path: "/members/name", Summary: "A member's username by id (chat names senders by it)", Params: []Param{p("id", "integer", true, "the member's id")}},
 
 	{Method: "POST", Path: "/sessions", Summary: "Log in: answers a bearer token, its member and expiry", Params: []Param{
 		p("username", "string", true, ""), p("password", "string", true, "")}},
@@ -75,6 +83,8 @@ var Routes = []Route{
 	{Method: "GET", Path: "/purchases", Summary: "One's purchases, oldest first, in pages", Auth: Member, Params: []Param{
 		p("limit", "integer", false, "page size, 1–1,000 (default 100)"), p("after", "string", false, "the next cursor of the previous page"),
 		p("userid", "integer", false, "oneself")}},
+	{Method: "DELETE", Path: "/purchases", Summary: "Cancel one's own purchase (again: the same answer; another member's, or none, is 404); it leaves the list and the rankings", Auth: Member, Params: []Param{
+		p("id", "integer", true, "the purchase's id"), p("userid", "integer", false, "oneself")}},
 	{Method: "GET", Path: "/rankings", Summary: "Best sellers", Params: []Param{
 		p("top", "integer", false, "1–100 (default 10)"), p("period", "string", false, "default all", "day", "week", "all")}},
 
@@ -93,6 +103,9 @@ var Routes = []Route{
 	{Method: "GET", Path: "/stores", Summary: "Stores near a point, nearest first, with their distance in km", Params: []Param{
 		p("longitude", "number", true, ""), p("latitude", "number", true, ""),
 		p("radius", "number", false, "km, default 5, at most 1,000"), p("limit", "integer", false, "default 20, at most 100")}},
+	{Method: "PATCH", Path: "/stores", Summary: "Change some fields of a store (the others are kept); answers the store as changed", Auth: Admin, Params: []Param{
+		p("id", "integer", true, ""), p("name", "string", false, ""),
+		p("longitude", "number", false, "within ±180"), p("latitude", "number", false, "within ±85.05112878")}},
 	{Method: "DELETE", Path: "/stores", Summary: "Remove a store", Auth: Admin, Params: []Param{p("id", "integer", true, "")}},
 
 	{Method: "POST", Path: "/chat", Summary: "Post a message to a room", Auth: Member, Params: []Param{
