@@ -57,7 +57,7 @@ func (g *Guard) Admit(w http.ResponseWriter, r *http.Request) (*service.Auth, in
 		if cr.admin {
 			return g.authenticate(ctx, w, r, cr, authAddr)
 		}
-		if g.oneTrip(cr) {
+		if g.oneTrip(r, cr) {
 			if auth, status, done := g.admitOneTrip(w, r, cr, addr, authAddr); done {
 				return auth, status
 			}
@@ -102,13 +102,16 @@ func (g *Guard) admitSteps(w http.ResponseWriter, r *http.Request, cr credential
 	return auth, 0
 }
 
-// oneTrip reports whether Admit checks a request presenting cr in one
-// Redis round trip: a member's token (not the admin key, not malformed),
-// cached sessions believed (a fleet key), and the limits in one Redis
-// server.
-func (g *Guard) oneTrip(cr credential) bool {
-	return !g.stepsOnly && cr.present && !cr.malformed && !cr.tooLong && !cr.admin &&
-		g.sessions != nil && g.cfg.Cache != nil && g.cfg.Limiter.OneTrip()
+// oneTrip reports whether Admit checks r, presenting cr, in one Redis
+// round trip: a member's token (not the admin key, not malformed), cached
+// sessions believed (a fleet key), the limits in one Redis server, and at
+// least one limit on for r (else the session's GET is the only Redis call
+// anyway, and a plain GET costs Redis less than a script).
+func (g *Guard) oneTrip(r *http.Request, cr credential) bool {
+	c := &g.cfg
+	limited := !c.RateLimit.IsZero() || !c.MemberRateLimit.IsZero() || (!c.StrictRateLimit.IsZero() && strictClass(r))
+	return limited && !g.stepsOnly && cr.present && !cr.malformed && !cr.tooLong && !cr.admin &&
+		g.sessions != nil && c.Cache != nil && c.Limiter.OneTrip()
 }
 
 // admitOneTrip is Admit for a member's token in one Redis round trip (see
