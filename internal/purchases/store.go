@@ -38,10 +38,14 @@ type table struct {
 }
 
 // Leaders of the group commit per engine: SQLite runs one writer at a time
-// anyway; InnoDB commits concurrently, so several batches may be in flight.
+// anyway; InnoDB commits concurrently (and merges the concurrent commits'
+// log flushes itself), so as many batches as the pool has connections
+// (store.Open: 32) may be in flight, and purchases batch only once every
+// connection is busy (with 4 leaders, 32 purchases at once ran 4 at a time
+// and POST /purchases on MariaDB fell from 0.52 to 0.31 of the raw rate).
 const (
 	sqliteLeaders = 1
-	mysqlLeaders  = 4
+	mysqlLeaders  = 32
 )
 
 func newTable(db *store.DB) table {
