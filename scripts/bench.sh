@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
-# scripts/bench.sh: microshop beside its floor, measured side by side in one
-# run (issue 12). It builds microshop and bench/floor, starts `microshop all`
-# (real Redis, SQLite in a temporary directory, auth on, limits off) and
-# learns its addresses from its --ready-file, seeds 100 goods with the admin
-# key, starts the floor (net/http and one go-redis GET per request) serving
-# byte for byte the bodies the gate answers, then runs wrk for each
-# workload in turn, alternating microshop and the floor, and prints one
-# table: req/s, p50, p99, errors and the ratio to the floor.
+# scripts/bench.sh: microshop beside its yardsticks, measured side by side
+# in one run (issue 12). It builds microshop, bench/floor and bench/insert,
+# starts fleets of `microshop all` (real Redis, a fleet key, auth on) and
+# learns their addresses from their --ready-file: a (SQLite in a temporary
+# directory, limits off), b (SQLite, every limit on and set so high that
+# none is hit) and, when MariaDB/MySQL answers on 127.0.0.1:3306, c (a
+# throwaway database, limits off, dropped at the end); it seeds 100 goods
+# with the admin key and signs up and logs in a member on each, starts the
+# floor (net/http and one go-redis GET per request) serving byte for byte
+# the bodies the gate answers, then runs each workload in turn, alternating
+# (ABBA) microshop and its yardstick, and prints one table: req/s, p50, p99,
+# errors and the ratio to the yardstick:
+#
+#   GET /goods?id=N, GET /goods            fleet a, anonymous / the floor
+#   GET /goods?id=N with a member's token  fleet b / fleet a anonymous
+#   POST /purchases (token, Idempotency-Key) fleet a, fleet c / bench/insert:
+#                                          the same INSERT, same driver and
+#                                          settings, CONNS workers
 #
 #   scripts/bench.sh                      # 8 s a run
 #   BENCH_DURATION=1s scripts/bench.sh    # what CI runs: proves it works
@@ -18,8 +28,14 @@
 #   BENCH_ROUNDS    runs of each target per workload (alternating, ABBA), averaged; default 1
 #   BENCH_REDIS     a redis://127.0.0.1:PORT/DB URL to use; default: a private
 #                   redis-server on a free loopback port, stopped at the end
-#   BENCH_PPROF     set to 1 to keep the fleet up after the table until Enter
-#                   (its --debug-addr, for go tool pprof, is printed)
+#   BENCH_MYSQL     the MariaDB/MySQL server, a DSN without a database,
+#                   default mysql://root@tcp(127.0.0.1:3306)/; BENCH_NO_MYSQL=1
+#                   skips it (skipped too, with a message, when none answers)
+#   BENCH_PPROF     set to 1 to keep the fleets up after the table until Enter
+#                   (their --debug-addr, for go tool pprof, is printed)
+#
+# With BENCH_DURATION=1s (CI) it takes under a minute (48 s measured with
+# BENCH_DURATION=2s: three fleets, seeding, ten runs and their warm-ups).
 #
 # Everything listens on and is sent to 127.0.0.1 only; the script stops
 # only the processes it started.
@@ -54,6 +70,10 @@ pids=()
 cleanup() {
 	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
 	for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+	if [ -n "${have_mysql:-}" ]; then # the throwaway databases
+		"$work/insert" --db "$mysql_db" --drop || say "bench: could not drop $mysql_db"
+		"$work/insert" --db "$mysql_raw" --drop || say "bench: could not drop $mysql_raw"
+	fi
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -88,6 +108,7 @@ redis_ping() { # redis_ping PORT
 say "bench: building microshop and the floor"
 go build -o "$work/microshop" ./cmd/microshop
 go build -o "$work/floor" ./bench/floor
+go build -o "$work/insert" ./bench/insert
 
 # --- Redis: shared by microshop and the floor -----------------------------
 if [ -n "${BENCH_REDIS:-}" ]; then
@@ -103,27 +124,75 @@ else
 fi
 
 # --- microshop all ----------------------------------------------------------
-say "bench: starting microshop all"
-"$work/microshop" all --addr 127.0.0.1:0 --random-ports --ready-file "$work/ready.json" \
-	--db "sqlite:$work/bench.db" --redis "$REDIS" --redis-prefix "bench$$:" \
-	--admin-key "$ADMIN" --rate-limit 0 --rate-limit-strict 0 --rate-limit-member 0 \
-	--debug-addr 127.0.0.1:0 --log-level warn >"$work/microshop.out" 2>"$work/microshop.err" &
-ms_pid=$!
-pids+=("$ms_pid")
-wait_for "microshop all (see its log: $work/microshop.err)" 30 "$ms_pid" test -s "$work/ready.json" ||
-	{ cat "$work/microshop.err" >&2; exit 1; }
-ready=$(cat "$work/ready.json")
-gate=$(printf '%s' "$ready" | sed -nE 's/.*"gate":\{"http":"([^"]+)".*/\1/p')
-debug=$(printf '%s' "$ready" | sed -nE 's/.*"ops":\{[^}]*"debug":"([^"]+)".*/\1/p')
-[ -n "$gate" ] || die "the ready file names no gate address: $ready"
-case $gate in 127.0.0.1:*) ;; *) die "the gate listens on $gate, not on 127.0.0.1" ;; esac
+FLEET_KEY=bench-fleet-key-$RANDOM$RANDOM-0123456789
+HIGH=1000000/s # limits on, set so high that none is hit
+fleet_pids=()
+start_fleet() { # start_fleet NAME DB LIMIT: a microshop all; sets fleet_gate, fleet_debug
+	local name=$1 db=$2 lim=$3 dir=$work/$1
+	mkdir -p "$dir"
+	say "bench: starting microshop all ($name: $db, limits $lim)"
+	"$work/microshop" all --addr 127.0.0.1:0 --random-ports --ready-file "$dir/ready.json" \
+		--db "$db" --redis "$REDIS" --redis-prefix "bench$$$name:" --fleet-key "$FLEET_KEY" \
+		--admin-key "$ADMIN" --rate-limit "$lim" --rate-limit-strict "$lim" --rate-limit-member "$lim" \
+		--debug-addr 127.0.0.1:0 --log-level warn >"$dir/microshop.out" 2>"$dir/microshop.err" &
+	local pid=$!
+	pids+=("$pid")
+	fleet_pids+=("$pid")
+	wait_for "microshop all $name (see its log: $dir/microshop.err)" 60 "$pid" test -s "$dir/ready.json" ||
+		{ cat "$dir/microshop.err" >&2; exit 1; }
+	local ready
+	ready=$(cat "$dir/ready.json")
+	fleet_gate=$(printf '%s' "$ready" | sed -nE 's/.*"gate":\{"http":"([^"]+)".*/\1/p')
+	fleet_debug=$(printf '%s' "$ready" | sed -nE 's/.*"ops":\{[^}]*"debug":"([^"]+)".*/\1/p')
+	[ -n "$fleet_gate" ] || die "the ready file names no gate address: $ready"
+	case $fleet_gate in 127.0.0.1:*) ;; *) die "the gate listens on $fleet_gate, not on 127.0.0.1" ;; esac
+}
 
-say "bench: seeding $GOODS goods"
-for i in $(seq 1 "$GOODS"); do
-	body=$(printf '{"name":"good %d","category":"bench","price":%d,"description":"Good number %d of the bench: a plain description, long enough to look like one, with <&> in it."}' "$i" "$((i * 100))" "$i")
-	ans=$(curl -sS -X POST -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' -d "$body" "http://$gate/goods")
-	[[ $ans == *"\"id\":$i}"* ]] || die "POST /goods $i answered $ans; want id $i (a fresh database)"
-done
+seed() { # seed GATE: the goods, and a member; sets token
+	local gate=$1 i body ans
+	say "bench: seeding $GOODS goods and a member on $gate"
+	for i in $(seq 1 "$GOODS"); do
+		body=$(printf '{"name":"good %d","category":"bench","price":%d,"description":"Good number %d of the bench: a plain description, long enough to look like one, with <&> in it."}' "$i" "$((i * 100))" "$i")
+		ans=$(curl -sS -X POST -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' -d "$body" "http://$gate/goods")
+		[[ $ans == *"\"id\":$i}"* ]] || die "POST /goods $i answered $ans; want id $i (a fresh database)"
+	done
+	ans=$(curl -sS -X POST -d 'username=bench&password=bench-password-1' "http://$gate/members")
+	[[ $ans == *'"userid":'* ]] || die "POST /members answered $ans"
+	ans=$(curl -sS -X POST -d 'username=bench&password=bench-password-1' "http://$gate/sessions")
+	token=$(printf '%s' "$ans" | sed -nE 's/.*"token":"([^"]+)".*/\1/p')
+	[ -n "$token" ] || die "POST /sessions answered $ans"
+}
+
+# Fleet a: SQLite, limits off (the anonymous workloads, and POST /purchases
+# on SQLite); fleet b: limits on, set high (the member's token).
+start_fleet a "sqlite:$work/a/bench.db" 0
+gate=$fleet_gate debug=$fleet_debug
+seed "$gate"
+token_a=$token
+start_fleet b "sqlite:$work/b/bench.db" "$HIGH"
+gate_b=$fleet_gate debug_b=$fleet_debug
+seed "$gate_b"
+token_b=$token
+curl -sSf -H "Authorization: Bearer $token_b" "http://$gate_b/goods?id=7" >/dev/null || die "a member's GET /goods?id=7 on fleet b failed"
+
+# Fleet c: MariaDB/MySQL, limits off, when one answers on 127.0.0.1:3306
+# (BENCH_MYSQL: its DSN without a database, default root with no password).
+MYSQL=${BENCH_MYSQL:-mysql://root@tcp(127.0.0.1:3306)/}
+case $MYSQL in "mysql://"*"@tcp(127.0.0.1:"*")/") ;; *) die "BENCH_MYSQL must be mysql://user[:pass]@tcp(127.0.0.1:PORT)/ (the bench targets this machine only)" ;; esac
+mysql_db=${MYSQL}microshop_bench_$$
+mysql_raw=${MYSQL}microshop_bench_raw_$$
+have_mysql=
+mport=$(printf '%s' "$MYSQL" | sed -nE 's/.*tcp\(127\.0\.0\.1:([0-9]+)\).*/\1/p')
+if [ "${BENCH_NO_MYSQL:-}" != 1 ] && (exec 3<>"/dev/tcp/127.0.0.1/$mport") 2>/dev/null &&
+	"$work/insert" --db "$mysql_raw" --duration 0s >/dev/null 2>"$work/mysql-check.err"; then
+	have_mysql=1
+	start_fleet c "$mysql_db" 0
+	gate_c=$fleet_gate debug_c=$fleet_debug
+	seed "$gate_c"
+	token_c=$token
+else
+	say "bench: no MariaDB/MySQL answers on 127.0.0.1:$mport ($(head -c 200 "$work/mysql-check.err" 2>/dev/null)): skipping the MariaDB workloads"
+fi
 
 # --- the floor --------------------------------------------------------------
 "$work/floor" --addr 127.0.0.1:0 --redis "$REDIS" --prefix "bench$$-floor:" \
@@ -164,33 +233,96 @@ cat >"$work/list.lua" <<EOF
 dofile("$work/report.lua")
 EOF
 
-workloads=("GET /goods?id=N" "GET /goods")
-scripts=("$work/ids.lua" "$work/list.lua")
-paths=("/goods" "/goods")
+cat >"$work/member.lua" <<EOF
+local n, i = $GOODS, 0
+local headers = { ["Authorization"] = "Bearer " .. os.getenv("BENCH_TOKEN") }
+request = function()
+  i = i % n + 1
+  return wrk.format("GET", "/goods?id=" .. i, headers)
+end
+dofile("$work/report.lua")
+EOF
+# POST /purchases: the member's token, and a new Idempotency-Key each
+# request (BENCH_TAG is new each run; the thread's number is in it too).
+cat >"$work/buy.lua" <<EOF
+local n, i, threads = $GOODS, 0, 0
+setup = function(thread) threads = threads + 1; thread:set("tid", threads) end
+local token, tag = os.getenv("BENCH_TOKEN"), os.getenv("BENCH_TAG")
+request = function()
+  i = i + 1
+  return wrk.format("POST", "/purchases", {
+    ["Authorization"] = "Bearer " .. token,
+    ["Content-Type"] = "application/x-www-form-urlencoded",
+    ["Idempotency-Key"] = tag .. "-" .. tostring(tid) .. "-" .. i,
+  }, "goodsid=" .. (i % n + 1))
+end
+dofile("$work/report.lua")
+EOF
+
+# A workload compares target A with its baseline B: "name|A|B". Targets
+# are measured by measure (below).
+workloads=(
+	"GET /goods?id=N|ms_ids|floor_ids"
+	"GET /goods|ms_list|floor_list"
+	"GET /goods?id=N, member token, limits on|member_ids|anon_ids"
+	"POST /purchases, SQLite|buy_sqlite|raw_sqlite"
+)
+[ -n "$have_mysql" ] && workloads+=("POST /purchases, MariaDB|buy_mysql|raw_mysql")
+label() { # what the table calls a target
+	case $1 in
+	ms_*) echo microshop ;;
+	floor_*) echo floor ;;
+	member_ids) echo "microshop, member, limits on" ;;
+	anon_ids) echo "microshop, anonymous, limits off" ;;
+	buy_*) echo microshop ;;
+	raw_*) echo "raw INSERT (bench/insert, $CONNS workers)" ;;
+	esac
+}
 total=$((${#workloads[@]} * ROUNDS * 2))
 n=0
 
-run() { # run TARGET ADDR PATH SCRIPT DURATION: prints "req/s p50 p99 errors"
-	local out
-	out=$(wrk -t"$THREADS" -c"$CONNS" -d"$5" -s "$4" "http://$2$3" 2>&1) || die "wrk failed: $out"
-	kill -0 "$ms_pid" 2>/dev/null || die "microshop all exited during the run: $(tail -5 "$work/microshop.err")"
+wrk_run() { # wrk_run ADDR PATH SCRIPT DURATION [ENV...]: prints "req/s p50 p99 errors"
+	local addr=$1 path=$2 script=$3 dur=$4 out pid
+	shift 4
+	out=$(env "$@" wrk -t"$THREADS" -c"$CONNS" -d"$dur" -s "$script" "http://$addr$path" 2>&1) || die "wrk failed: $out"
+	for pid in "${fleet_pids[@]}"; do
+		kill -0 "$pid" 2>/dev/null || die "a microshop all exited during the run: $(tail -5 "$work"/*/microshop.err)"
+	done
 	printf '%s\n' "$out" | sed -n 's/^BENCH //p'
+}
+
+runs=0
+measure() { # measure TARGET DURATION: prints "req/s p50 p99 errors"
+	runs=$((runs + 1))
+	local tag=run$runs-$$-$RANDOM
+	case $1 in
+	ms_ids | anon_ids) wrk_run "$gate" /goods "$work/ids.lua" "$2" ;;
+	floor_ids) wrk_run "$floor" /goods "$work/ids.lua" "$2" ;;
+	ms_list) wrk_run "$gate" /goods "$work/list.lua" "$2" ;;
+	floor_list) wrk_run "$floor" /goods "$work/list.lua" "$2" ;;
+	member_ids) wrk_run "$gate_b" /goods "$work/member.lua" "$2" BENCH_TOKEN="$token_b" ;;
+	buy_sqlite) wrk_run "$gate" /purchases "$work/buy.lua" "$2" BENCH_TOKEN="$token_a" BENCH_TAG="$tag" ;;
+	buy_mysql) wrk_run "$gate_c" /purchases "$work/buy.lua" "$2" BENCH_TOKEN="$token_c" BENCH_TAG="$tag" ;;
+	raw_sqlite) "$work/insert" --db "sqlite:$work/raw.db" --workers "$CONNS" --duration "$2" | sed -n 's/^INSERT //p' ;;
+	raw_mysql) "$work/insert" --db "$mysql_raw" --workers "$CONNS" --duration "$2" | sed -n 's/^INSERT //p' ;;
+	*) die "unknown target $1" ;;
+	esac
 }
 
 declare -A sum
 for w in "${!workloads[@]}"; do
-	for target in microshop floor; do
-		addr=$gate; [ "$target" = floor ] && addr=$floor
-		printf '\r\033[K  warming up: %s on %s' "${workloads[$w]}" "$target" >&2
-		res=$(run "$target" "$addr" "${paths[$w]}" "${scripts[$w]}" "$WARMUP")
+	IFS='|' read -r wname ta tb <<<"${workloads[$w]}"
+	for target in "$ta" "$tb"; do
+		printf '\r\033[K  warming up: %s on %s' "$wname" "$(label "$target")" >&2
+		res=$(measure "$target" "$WARMUP")
 	done
 	for r in $(seq 1 "$ROUNDS"); do
-		order="microshop floor"; [ $((r % 2)) = 0 ] && order="floor microshop"
+		order="$ta $tb"; [ $((r % 2)) = 0 ] && order="$tb $ta"
 		for target in $order; do
 			n=$((n + 1))
-			addr=$gate; [ "$target" = floor ] && addr=$floor
-			printf '\r\033[K  [%d/%d] %s on %s, %s, %d connections' "$n" "$total" "${workloads[$w]}" "$target" "$DURATION" "$CONNS" >&2
-			res=$(run "$target" "$addr" "${paths[$w]}" "${scripts[$w]}" "$DURATION")
+			printf '\r\033[K  [%d/%d] %s on %s, %s, %d connections' "$n" "$total" "$wname" "$(label "$target")" "$DURATION" "$CONNS" >&2
+			res=$(measure "$target" "$DURATION")
+			[ -n "$res" ] || die "$wname on $(label "$target") measured nothing"
 			read -r rps p50 p99 errs <<<"$res"
 			k="$w,$target"
 			sum[$k]=$(awk -v a="${sum[$k]:-0 0 0 0}" -v b="$rps $p50 $p99 $errs" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%s %s %s %s", x[1]+y[1], x[2]+y[2], x[3]+y[3], x[4]+y[4] }')
@@ -201,14 +333,17 @@ printf '\r\033[K' >&2
 
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -1)
 echo "microshop bench, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores${cpu:+ ($cpu)}, $(go env GOVERSION)"
-echo "wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS run(s) of each, alternating; $GOODS goods; microshop all: SQLite, Redis $(redis-server --version 2>/dev/null | sed -nE 's/.*v=([0-9.]+).*/\1/p'), auth on, anonymous, limits off"
+echo "wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS run(s) of each, alternating; $GOODS goods; Redis $(redis-server --version 2>/dev/null | sed -nE 's/.*v=([0-9.]+).*/\1/p'); microshop all, fleet key, auth on:"
+echo "fleet a SQLite, limits off; fleet b SQLite, limits $HIGH (address, strict, member); fleet c: $([ -n "$have_mysql" ] && echo "MariaDB/MySQL, limits off" || echo "skipped (no MariaDB/MySQL)")"
+echo "ratio: to the workload's second line (the floor; the anonymous request, limits off; the raw insert rate)"
 echo
-echo "| workload | server | req/s | p50 ms | p99 ms | errors | ratio to the floor |"
+echo "| workload | server | req/s | p50 ms | p99 ms | errors | ratio |"
 echo "|---|---|---:|---:|---:|---:|---:|"
 for w in "${!workloads[@]}"; do
-	read -r frps _ <<<"${sum[$w,floor]}"
-	for target in microshop floor; do
-		awk -v s="${sum[$w,$target]}" -v f="$frps" -v r="$ROUNDS" -v wl="${workloads[$w]}" -v t="$target" 'BEGIN {
+	IFS='|' read -r wname ta tb <<<"${workloads[$w]}"
+	read -r brps _ <<<"${sum[$w,$tb]}"
+	for target in "$ta" "$tb"; do
+		awk -v s="${sum[$w,$target]}" -v f="$brps" -v r="$ROUNDS" -v wl="$wname" -v t="$(label "$target")" 'BEGIN {
 			split(s, x, " ")
 			printf "| `%s` | %s | %.0f | %.2f | %.2f | %d | %.2f |\n", wl, t, x[1]/r, x[2]/r, x[3]/r, x[4], (f > 0 ? x[1]/f : 0)
 		}'
@@ -217,7 +352,10 @@ done
 
 if [ "${BENCH_PPROF:-}" = 1 ]; then
 	say ""
-	say "the fleet is still up: gate http://$gate, floor http://$floor, pprof http://$debug/debug/pprof/"
+	say "the fleets are still up: floor http://$floor"
+	say "  a (limits off):  gate http://$gate, pprof http://$debug/debug/pprof/, a member's token: $token_a"
+	say "  b (limits on):   gate http://$gate_b, pprof http://$debug_b/debug/pprof/, a member's token: $token_b"
+	[ -n "$have_mysql" ] && say "  c (MariaDB):     gate http://$gate_c, pprof http://$debug_c/debug/pprof/, a member's token: $token_c"
 	say "e.g. go tool pprof -top 'http://$debug/debug/pprof/profile?seconds=5' while wrk runs; Enter stops everything"
 	read -r _
 fi

@@ -1,9 +1,11 @@
 package purchases_test
 
 import (
+	"context"
 	"sync"
 	"testing"
 
+	"github.com/microshop/microshop/internal/purchases"
 	"github.com/microshop/microshop/service"
 )
 
@@ -65,5 +67,73 @@ func TestIdempotentPurchase(t *testing.T) {
 	f.buy(t, 3, tea)
 	if list := f.list(t, 3); len(list) != 2 {
 		t.Fatalf("two purchases without a key gave %d; want 2", len(list))
+	}
+}
+
+// TestConcurrentPurchasesExact: many purchases at once (batched by the
+// group commit), with keys sent once or several times, make exactly one
+// purchase per key, each answered with its own id, and the rankings count
+// exactly those.
+func TestConcurrentPurchasesExact(t *testing.T) {
+	f := newFixture(t, nil)
+	goods := []int64{f.newGood(t, "tea"), f.newGood(t, "cake"), f.newGood(t, "jam")}
+	const members, keys, copies = 4, 30, 3
+	type buy struct {
+		user int64
+		key  int
+	}
+	ids := make(map[buy][]int64)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for u := range int64(members) {
+		for k := range keys {
+			for range copies {
+				wg.Go(func() {
+					good := goods[k%len(goods)]
+					res, err := call(t, f.routes, "POST/purchases", `{"userid":`+jsonInt(u+1)+`,"goodsid":`+jsonInt(good)+`,"idempotency_key":"k-`+jsonInt(int64(k))+`"}`)
+					if err != nil {
+						t.Errorf("member %d key %d: %v", u+1, k, err)
+						return
+					}
+					mu.Lock()
+					ids[buy{u + 1, k}] = append(ids[buy{u + 1, k}], res["id"].(int64))
+					mu.Unlock()
+				})
+			}
+		}
+	}
+	wg.Wait()
+	seen := map[int64]bool{}
+	for b, list := range ids {
+		for _, id := range list {
+			if id != list[0] {
+				t.Errorf("member %d key %d: ids %v; want one purchase", b.user, b.key, list)
+			}
+		}
+		if seen[list[0]] {
+			t.Errorf("purchase %d answered for two keys", list[0])
+		}
+		seen[list[0]] = true
+	}
+	var n int
+	for u := range int64(members) {
+		n += len(f.list(t, u+1))
+	}
+	if n != members*keys {
+		t.Fatalf("%d purchases; want %d (one per member and key)", n, members*keys)
+	}
+	list, err := f.svc.Rankings(context.Background(), purchases.PeriodAll, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for _, r := range list {
+		if r.Sales != members*keys/int64(len(goods)) {
+			t.Errorf("ranking %+v; want %d sales each", r, members*keys/len(goods))
+		}
+		total += r.Sales
+	}
+	if total != members*keys {
+		t.Errorf("rankings count %d sales; want %d", total, members*keys)
 	}
 }

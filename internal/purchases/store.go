@@ -31,15 +31,31 @@ type dialect struct {
 
 // table is the purchases table.
 type table struct {
-	db  *store.DB
-	sql *dialect
+	db    *store.DB
+	sql   *dialect
+	batch *committer // the group commit of inserts (commit.go)
+	stmt  *lazyStmt  // the insert, prepared (SQLite)
 }
 
+// Leaders of the group commit per engine: SQLite runs one writer at a time
+// anyway; InnoDB commits concurrently (and merges the concurrent commits'
+// log flushes itself), so as many batches as the pool has connections
+// (store.Open: 32) may be in flight, and purchases batch only once every
+// connection is busy (with 4 leaders, 32 purchases at once ran 4 at a time
+// and POST /purchases on MariaDB fell from 0.52 to 0.31 of the raw rate).
+const (
+	sqliteLeaders = 1
+	mysqlLeaders  = 32
+)
+
 func newTable(db *store.DB) table {
+	t := &table{db: db, sql: &sqliteSQL, stmt: &lazyStmt{}}
+	leaders := sqliteLeaders
 	if db.Dialect == store.MySQL {
-		return table{db: db, sql: &mysqlSQL}
+		t.sql, leaders = &mysqlSQL, mysqlLeaders
 	}
-	return table{db: db, sql: &sqliteSQL}
+	t.batch = newCommitter(t, leaders)
+	return *t
 }
 
 // insert records a purchase at date (stored in UTC to the millisecond) and
@@ -78,31 +94,13 @@ func (t table) insertOnce(ctx context.Context, userID, goodsID int64, date time.
 
 func (t table) insertRow(ctx context.Context, userID, goodsID int64, date time.Time, key sql.NullString) (int64, error) {
 	date = date.UTC().Truncate(time.Millisecond)
-	if t.sql.shareBarrier == "" {
-		res, err := t.db.ExecContext(ctx, t.sql.insert, userID, goodsID, t.sql.dateArg(date), key)
-		if err != nil {
-			return 0, fmt.Errorf("purchases: insert: %w", err)
-		}
-		id, err := res.LastInsertId()
-		if err != nil {
-			return 0, fmt.Errorf("purchases: insert: id: %w", err)
-		}
-		return id, nil
-	}
-	// One statement holds the barrier shared from before the id is
-	// allocated until its commit (INSERT ... SELECT ... LOCK IN SHARE MODE,
-	// autocommit), so that a watermark reader never sees a committed id
-	// above an id still in flight (sales.go); one round trip, not four.
-	res, err := t.db.ExecContext(ctx, t.sql.shareBarrier, userID, goodsID, t.sql.dateArg(date), key)
+	// On MySQL the insert holds the barrier shared from before the id is
+	// allocated until its commit (INSERT ... SELECT ... LOCK IN SHARE MODE),
+	// so that a watermark reader never sees a committed id above an id
+	// still in flight (sales.go); it is one round trip, not four.
+	id, err := t.batch.insert(ctx, []any{userID, goodsID, t.sql.dateArg(date), key})
 	if err != nil {
 		return 0, fmt.Errorf("purchases: insert: %w", err)
-	}
-	if n, err := res.RowsAffected(); err != nil || n != 1 {
-		return 0, fmt.Errorf("purchases: insert: the rankings barrier row is missing (%d rows, %v)", n, err)
-	}
-	id, err := res.LastInsertId()
-	if err != nil {
-		return 0, fmt.Errorf("purchases: insert: id: %w", err)
 	}
 	return id, nil
 }

@@ -1,13 +1,16 @@
 package auth
 
 import (
+	"encoding/hex"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/microshop/microshop/gate"
 	"github.com/microshop/microshop/internal/edge/limit"
+	"github.com/microshop/microshop/internal/members/sessioncache"
 	"github.com/microshop/microshop/service"
 )
 
@@ -54,7 +57,21 @@ func (g *Guard) Admit(w http.ResponseWriter, r *http.Request) (*service.Auth, in
 		if cr.admin {
 			return g.authenticate(ctx, w, r, cr, authAddr)
 		}
+		if g.oneTrip(r, cr) {
+			if auth, status, done := g.admitOneTrip(w, r, cr, addr, authAddr); done {
+				return auth, status
+			}
+		}
 	}
+	return g.admitSteps(w, r, cr, addr, authAddr)
+}
+
+// admitSteps is Admit one step after the other: each limit, then the
+// session, then the member's limit, each its own Redis call (each falling
+// back on its own when Redis fails).
+func (g *Guard) admitSteps(w http.ResponseWriter, r *http.Request, cr credential, addr, authAddr string) (*service.Auth, int) {
+	c := &g.cfg
+	ctx := r.Context()
 	var shown *limit.Result // the tightest result, for the headers
 	check := func(key string, l limit.Limit) bool {
 		if l.IsZero() {
@@ -83,6 +100,89 @@ func (g *Guard) Admit(w http.ResponseWriter, r *http.Request) (*service.Auth, in
 		shown.SetHeaders(w.Header())
 	}
 	return auth, 0
+}
+
+// oneTrip reports whether Admit checks r, presenting cr, in one Redis
+// round trip: a member's token (not the admin key, not malformed), cached
+// sessions believed (a fleet key), the limits in one Redis server, and at
+// least one limit on for r (else the session's GET is the only Redis call
+// anyway, and a plain GET costs Redis less than a script).
+func (g *Guard) oneTrip(r *http.Request, cr credential) bool {
+	c := &g.cfg
+	limited := !c.RateLimit.IsZero() || !c.MemberRateLimit.IsZero() || (!c.StrictRateLimit.IsZero() && strictClass(r))
+	return limited && !g.stepsOnly && cr.present && !cr.malformed && !cr.tooLong && !cr.admin &&
+		g.sessions != nil && c.Cache != nil && c.Limiter.OneTrip()
+}
+
+// admitOneTrip is Admit for a member's token in one Redis round trip (see
+// limit.Limiter.AllowSession): the per-address limits, the session and,
+// when the token's member is known from an earlier request, the member's
+// limit, in that order and with the same outcome as admitSteps. done is
+// false when Redis failed and nothing was decided: admitSteps decides then,
+// falling back step by step as it does.
+func (g *Guard) admitOneTrip(w http.ResponseWriter, r *http.Request, cr credential, addr, authAddr string) (auth *service.Auth, status int, done bool) {
+	c := &g.cfg
+	ctx := r.Context()
+	var checks []limit.Check
+	var which []string // each check's name, for the metric
+	if !c.RateLimit.IsZero() {
+		checks, which = append(checks, limit.Check{Key: "ip:" + addr, Limit: c.RateLimit}), append(which, "address")
+	}
+	if strictClass(r) && !c.StrictRateLimit.IsZero() {
+		checks, which = append(checks, limit.Check{Key: "strict:" + addr, Limit: c.StrictRateLimit}), append(which, "strict")
+	}
+	hash := hex.EncodeToString(cr.sum[:]) // sessioncache.HashToken's
+	predicted := g.members.get(cr.sum)
+	var mc *limit.Check
+	if predicted != 0 && !c.MemberRateLimit.IsZero() {
+		mc = &limit.Check{Key: "member:" + strconv.FormatInt(predicted, 10), Limit: c.MemberRateLimit}
+	}
+	now := time.Now()
+	sr, err := c.Limiter.AllowSession(ctx, checks, sessioncache.Key(c.Cache, hash), mc, predicted, now)
+	if err != nil {
+		return nil, 0, false
+	}
+	var shown *limit.Result // the tightest result, for the headers
+	for i := range sr.Results {
+		res := &sr.Results[i]
+		if shown == nil || !res.Allowed || res.Remaining < shown.Remaining {
+			shown = res
+		}
+		if !res.Allowed {
+			return nil, writeLimited(w, *res, which[i]), true
+		}
+	}
+	var member int64
+	verified := false
+	if sr.Found {
+		member, verified, err = g.cached(hash, sr.Value, now)
+	}
+	if !verified {
+		member, err = g.askMembers(ctx, hash)
+	}
+	if err != nil {
+		return nil, g.refuse(w, r, err), true
+	}
+	g.members.put(cr.sum, member)
+	if !c.MemberRateLimit.IsZero() {
+		res := sr.Member
+		if res == nil || member != predicted {
+			// Not taken by the script: the member was not known yet, or
+			// Redis did not hold the session as live for them.
+			v := c.Limiter.Allow(ctx, "member:"+strconv.FormatInt(member, 10), c.MemberRateLimit)
+			res = &v
+		}
+		if shown == nil || !res.Allowed || res.Remaining < shown.Remaining {
+			shown = res
+		}
+		if !res.Allowed {
+			return nil, writeLimited(w, *res, "member"), true
+		}
+	}
+	if shown != nil {
+		shown.SetHeaders(w.Header())
+	}
+	return &service.Auth{Member: member, Session: hash, Addr: authAddr}, 0, true
 }
 
 // strictClass reports whether r is a login (POST /sessions, or the book's

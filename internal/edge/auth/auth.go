@@ -27,6 +27,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -76,6 +77,46 @@ type Guard struct {
 	// lastUnverified is when a cached session last failed verification
 	// (unix nanos), to log it at most once a minute.
 	lastUnverified atomic.Int64
+	// members remembers the member of each token seen (see memberOf).
+	members memberOf
+	// stepsOnly, set by tests, makes Admit check one step after the other
+	// always (admitSteps), to compare it with the one-trip path.
+	stepsOnly bool
+}
+
+// memberOf remembers the member each token hash (a session) belongs to,
+// which never changes, so that Admit can check the member's limit in the
+// same Redis round trip as the session lookup. It is never believed for
+// authentication: only to name the limit key that the one-trip script
+// takes from only if Redis holds the session as live for that member (see
+// limit.Limiter.AllowSession). Bounded: emptied when full.
+type memberOf struct {
+	mu sync.RWMutex
+	m  map[[sha256.Size]byte]int64
+}
+
+// memberOfMax bounds memberOf: about 4 MB at most.
+const memberOfMax = 1 << 16
+
+func (o *memberOf) get(sum [sha256.Size]byte) int64 {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	return o.m[sum]
+}
+
+func (o *memberOf) put(sum [sha256.Size]byte, member int64) {
+	o.mu.RLock()
+	known := o.m[sum] == member
+	o.mu.RUnlock()
+	if known {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.m == nil || len(o.m) >= memberOfMax {
+		o.m = make(map[[sha256.Size]byte]int64)
+	}
+	o.m[sum] = member
 }
 
 // New returns a guard.
@@ -173,17 +214,25 @@ func (g *Guard) authenticate(ctx context.Context, w http.ResponseWriter, r *http
 	}
 	hash := hex.EncodeToString(cr.sum[:]) // sessioncache.HashToken's
 	member, err := g.session(ctx, hash)
-	switch {
-	case errors.Is(err, errBadToken):
-		return nil, writeUnauthorized(w, err.Error())
-	case err != nil:
-		if r.Context().Err() != nil {
-			return nil, gate.StatusClientGone
-		}
-		g.log.Warn("cannot check a token: members service unavailable", "err", err)
-		return nil, gate.WriteError(w, http.StatusServiceUnavailable, "cannot check the token now; retry")
+	if err != nil {
+		return nil, g.refuse(w, r, err)
 	}
+	g.members.put(cr.sum, member)
 	return &service.Auth{Member: member, Session: hash, Addr: addr}, 0
+}
+
+// refuse writes the answer to a token that could not be accepted, err
+// from session, and returns its status: 401 for errBadToken, else 503 (or
+// gate.StatusClientGone when the client has gone).
+func (g *Guard) refuse(w http.ResponseWriter, r *http.Request, err error) int {
+	if errors.Is(err, errBadToken) {
+		return writeUnauthorized(w, err.Error())
+	}
+	if r.Context().Err() != nil {
+		return gate.StatusClientGone
+	}
+	g.log.Warn("cannot check a token: members service unavailable", "err", err)
+	return gate.WriteError(w, http.StatusServiceUnavailable, "cannot check the token now; retry")
 }
 
 func writeUnauthorized(w http.ResponseWriter, msg string) int {
@@ -206,16 +255,31 @@ func (g *Guard) session(ctx context.Context, hash string) (int64, error) {
 	if c := g.cfg.Cache; g.sessions != nil && c != nil {
 		// With Redis failing, the cache's breaker answers at once.
 		if v, err := c.Get(ctx, sessioncache.Key(c, hash)).Result(); err == nil {
-			switch s := g.sessions.Open(hash, v, time.Now()); s.State {
-			case sessioncache.Live:
-				return s.Member, nil
-			case sessioncache.Ended:
-				return 0, errBadToken
-			default:
-				g.unverified()
+			if member, verified, err := g.cached(hash, v, time.Now()); verified {
+				return member, err
 			}
 		}
 	}
+	return g.askMembers(ctx, hash)
+}
+
+// cached reads v, the session cached in Redis under hash, at now: its
+// member, or errBadToken for an ended session; verified false when v does
+// not verify (the members service must be asked).
+func (g *Guard) cached(hash, v string, now time.Time) (member int64, verified bool, err error) {
+	switch s := g.sessions.Open(hash, v, now); s.State {
+	case sessioncache.Live:
+		return s.Member, true, nil
+	case sessioncache.Ended:
+		return 0, true, errBadToken
+	}
+	g.unverified()
+	return 0, false, nil
+}
+
+// askMembers asks the members service for the member of the session with
+// the given hash (GET /sessions, which reads the database).
+func (g *Guard) askMembers(ctx context.Context, hash string) (int64, error) {
 	var res struct {
 		UserID int64 `json:"userid"`
 	}

@@ -111,6 +111,7 @@ func (res Result) SetHeaders(h http.Header) {
 // then, so the limiter is back on Redis as soon as it answers.
 type Limiter struct {
 	redis *redis_rate.Limiter // nil without Redis
+	cache *cache.Cache        // nil without Redis
 	local *localLimiter
 	log   *slog.Logger
 
@@ -125,6 +126,7 @@ func New(c *cache.Cache, log *slog.Logger) *Limiter {
 	l := &Limiter{local: newLocalLimiter(), log: log}
 	if c != nil {
 		l.redis = redis_rate.NewLimiter(prefixed{c})
+		l.cache = c
 	}
 	return l
 }

@@ -1,0 +1,245 @@
+package purchases
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/microshop/microshop/internal/store"
+)
+
+// Group commit: purchases made at the same time share one transaction, so
+// that N of them cost one commit (one WAL sync on SQLite, one redo log
+// flush on InnoDB) instead of N.
+//
+// A purchase queues its insert; while fewer than the engine's leaders run,
+// it starts one, a goroutine that takes what is queued (up to maxBatch at a
+// time) and inserts it in one transaction, each purchase its own INSERT as
+// before (on MySQL the same INSERT ... SELECT that holds the rankings
+// barrier shared until the commit: sales.go), until the queue is empty;
+// then it ends. A purchase alone in its batch is inserted as before, in
+// autocommit. Nothing waits for a batch to fill: a batch is what queued
+// while the previous one ran.
+//
+// Exactness: each purchase gets its own id and its own outcome. A
+// duplicate idempotency key fails that INSERT only (both engines roll back
+// the statement, not the transaction), and insertOnce then finds the first
+// purchase with the key as it always did, after the commit. Any other
+// failure of an INSERT rolls the batch back and inserts each of its
+// purchases on its own, in autocommit, as if never batched. A failed
+// commit fails every purchase of the batch (as a failed autocommit insert
+// fails its purchase): none is retried, for a commit whose outcome is
+// unknown may have happened.
+type committer struct {
+	t       *table
+	leaders int // at most this many batches at once
+
+	mu      sync.Mutex
+	queue   []*pending
+	running int
+}
+
+// maxBatch bounds a batch (and how long it holds the write lock).
+const maxBatch = 64
+
+// batchTimeout bounds one batch's transaction.
+const batchTimeout = 10 * time.Second
+
+// pending is one queued insert.
+type pending struct {
+	ctx  context.Context
+	args []any         // the dialect's insert arguments
+	done chan inserted // buffered: the leader never waits
+}
+
+type inserted struct {
+	id  int64
+	err error
+}
+
+func newCommitter(t *table, leaders int) *committer {
+	return &committer{t: t, leaders: leaders}
+}
+
+// insert queues an insert with args (the dialect's insert arguments) and
+// waits for its outcome.
+func (c *committer) insert(ctx context.Context, args []any) (int64, error) {
+	p := &pending{ctx: ctx, args: args, done: make(chan inserted, 1)}
+	c.mu.Lock()
+	c.queue = append(c.queue, p)
+	if c.running < c.leaders {
+		c.running++
+		go c.lead()
+	}
+	c.mu.Unlock()
+	select {
+	case r := <-p.done:
+		return r.id, r.err
+	case <-ctx.Done():
+		// Taken into a batch or not, the insert may still commit, as an
+		// autocommit insert whose caller has gone may.
+		return 0, ctx.Err()
+	}
+}
+
+// lead runs batches until the queue is empty.
+func (c *committer) lead() {
+	for {
+		c.mu.Lock()
+		n := min(len(c.queue), maxBatch)
+		if n == 0 {
+			c.running--
+			c.mu.Unlock()
+			return
+		}
+		batch := make([]*pending, n)
+		copy(batch, c.queue)
+		rest := copy(c.queue, c.queue[n:])
+		clear(c.queue[rest:])
+		c.queue = c.queue[:rest]
+		c.mu.Unlock()
+		c.run(batch)
+	}
+}
+
+// run inserts batch: in one transaction, or on its own when alone.
+func (c *committer) run(batch []*pending) {
+	live := batch[:0]
+	for _, p := range batch {
+		if err := p.ctx.Err(); err != nil {
+			p.done <- inserted{err: err} // its caller has gone: not inserted
+			continue
+		}
+		live = append(live, p)
+	}
+	switch len(live) {
+	case 0:
+		return
+	case 1:
+		c.alone(live)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(live[0].ctx), batchTimeout)
+	defer cancel()
+	tx, err := c.t.db.BeginTx(ctx, nil)
+	if err != nil {
+		c.alone(live)
+		return
+	}
+	out := make([]inserted, len(live))
+	for i, p := range live {
+		id, err := c.t.exec(ctx, tx, p.args)
+		if err != nil && !store.IsDuplicate(err) {
+			// A deadlock, or any other failure: as if never batched.
+			tx.Rollback()
+			c.alone(live)
+			return
+		}
+		out[i] = inserted{id: id, err: err}
+	}
+	if err := tx.Commit(); err != nil {
+		err = fmt.Errorf("purchases: insert: commit: %w", err)
+		for _, p := range live {
+			p.done <- inserted{err: err}
+		}
+		return
+	}
+	for i, p := range live {
+		p.done <- out[i]
+	}
+}
+
+// alone inserts each of ps on its own, in autocommit. An insert the engine
+// refused for a deadlock (on InnoDB a batch holding a duplicate key's lock
+// can be in a cycle with an INSERT ... SELECT waiting for it while holding
+// the table's AUTO-INC lock) was not made, and is tried again.
+func (c *committer) alone(ps []*pending) {
+	for _, p := range ps {
+		var id int64
+		var err error
+		for attempt := 1; ; attempt++ {
+			id, err = c.t.exec(p.ctx, nil, p.args)
+			if err == nil || !notMade(err) || attempt == aloneAttempts {
+				break
+			}
+			select {
+			case <-p.ctx.Done():
+			case <-time.After(time.Duration(attempt) * time.Millisecond):
+			}
+			if p.ctx.Err() != nil {
+				break
+			}
+		}
+		p.done <- inserted{id: id, err: err}
+	}
+}
+
+// aloneAttempts bounds the attempts of an insert refused for a deadlock.
+const aloneAttempts = 20
+
+// notMade reports whether err says the insert was not made and can simply
+// be tried again: a deadlock or lock wait timeout, a busy database
+// (store.IsRetryable), or MariaDB's 1467, an auto-increment value it could
+// not read (the deadlock's victim, in an INSERT ... SELECT).
+func notMade(err error) bool {
+	var me *mysql.MySQLError
+	return store.IsRetryable(err) || errors.As(err, &me) && me.Number == 1467
+}
+
+// exec runs the dialect's insert (the barrier form where there is one)
+// with args, in tx or, when tx is nil, in autocommit, and returns the id.
+// Errors are returned as the driver gave them, so that store.IsDuplicate
+// sees them.
+func (t *table) exec(ctx context.Context, tx *sql.Tx, args []any) (int64, error) {
+	q := t.sql.insert
+	if t.sql.shareBarrier != "" {
+		q = t.sql.shareBarrier
+	}
+	var res sql.Result
+	var err error
+	switch stmt := t.prepared(); {
+	case stmt != nil && tx != nil:
+		res, err = tx.StmtContext(ctx, stmt).ExecContext(ctx, args...)
+	case stmt != nil:
+		res, err = stmt.ExecContext(ctx, args...)
+	case tx != nil:
+		res, err = tx.ExecContext(ctx, q, args...)
+	default:
+		res, err = t.db.ExecContext(ctx, q, args...)
+	}
+	if err != nil {
+		return 0, err
+	}
+	if t.sql.shareBarrier != "" {
+		if n, err := res.RowsAffected(); err != nil || n != 1 {
+			return 0, fmt.Errorf("the rankings barrier row is missing (%d rows, %v)", n, err)
+		}
+	}
+	return res.LastInsertId()
+}
+
+// prepared returns the insert prepared once on the database (nil on MySQL,
+// whose driver fills placeholders in itself: a query is one round trip
+// there, and preparing would add one per connection; nil too when it
+// cannot be prepared, to run it unprepared). database/sql prepares it on
+// each connection, and in a transaction, as needed.
+func (t *table) prepared() *sql.Stmt {
+	if t.sql.shareBarrier != "" {
+		return nil
+	}
+	t.stmt.once.Do(func() {
+		t.stmt.s, _ = t.db.PrepareContext(context.Background(), t.sql.insert)
+	})
+	return t.stmt.s
+}
+
+// lazyStmt is a statement prepared at first use.
+type lazyStmt struct {
+	once sync.Once
+	s    *sql.Stmt
+}
