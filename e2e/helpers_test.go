@@ -65,6 +65,10 @@ type fleet struct {
 	client    *http.Client
 	transport *http.Transport
 
+	// common is appended to every process's arguments (set it before the
+	// first start).
+	common []string
+
 	mu    sync.Mutex
 	procs []*proc
 }
@@ -114,7 +118,7 @@ func (f *fleet) add(p *proc) *proc {
 // for ready and listenAddr.
 func (f *fleet) start(name string, args ...string) *proc {
 	f.t.Helper()
-	return f.add(proctest.StartReady(f.t, name, binary, args...))
+	return f.add(proctest.StartReady(f.t, name, binary, append(args, f.common...)...))
 }
 
 // ready waits until p has written its ready file and returns it.
