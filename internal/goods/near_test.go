@@ -303,7 +303,7 @@ func TestNearLostConnectionEmpties(t *testing.T) {
 	}
 	resets := p.b.near.resets.Load()
 	if real {
-		killClient(t, p.cache, p.b.near.name)
+		killClient(t, p.cache, p.b.near.follow.Name())
 	} else {
 		e.Miniredis.Close()
 		waitFor(t, "the near cache to be emptied", func() bool { return p.b.near.len() == 0 })
