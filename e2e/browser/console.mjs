@@ -312,6 +312,9 @@ try {
   });
   await waitCard(a, 'green tea', '.price', '2,800');
   assert.equal(await cardText(a, 'green tea', '.desc'), 'from Jeju, first flush');
+  // the form now holds the good as saved: saving again sends nothing
+  await a.click('#good-edit-save');
+  await waitNotice(a, /^good #\d+: nothing changed, nothing sent$/);
   // the other member's page, on whichever goods instance answers it
   await tab(b, 'shop');
   await b.click('#goods-refresh');
