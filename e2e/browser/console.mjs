@@ -1,8 +1,9 @@
 // The browser test of microshop's web console, run by browser_test.go
 // against a fleet it started and seeded: Debian's chromium, driven by
 // playwright-core. Two members log in on two pages, one buys, likes and
-// rates, sees the best sellers change, both chat, and the operator view
-// sees a goods instance that the Go test kills leave the list.
+// rates, sees the best sellers change, cancels a purchase and withdraws a
+// rating, both chat, the admin edits a good and a store, and the operator
+// view sees a goods instance that the Go test kills leave the list.
 //
 // Environment: MICROSHOP_BASE (the gate's URL), MICROSHOP_AUTH (on|off),
 // MICROSHOP_ADMIN (the admin key, with auth on), MICROSHOP_USER1,
@@ -82,6 +83,30 @@ async function login(page, user) {
 
 const card = (page, name) => page.locator('.card', { has: page.locator('.name', { hasText: name }) }).first();
 
+// cardText reads a field (.price, .avg, …) of the card of the good named name.
+const cardText = (page, name, field) => page.evaluate(([n, f]) => {
+  const c = [...document.querySelectorAll('.card')].find((c) => c.querySelector('.name').textContent === n);
+  return c ? c.querySelector(f).textContent : null;
+}, [name, field]);
+
+// waitCard waits until a field of the good's card reads want.
+const waitCard = (page, name, field, want) => page.waitForFunction(([n, f, w]) => {
+  const c = [...document.querySelectorAll('.card')].find((c) => c.querySelector('.name').textContent === n);
+  return c && c.querySelector(f).textContent === w;
+}, [name, field, want]);
+
+// waitNotice waits until the notice matches re (a RegExp's source), and
+// answers its text; error: whether it must be an error notice or must not.
+async function waitNotice(page, re, error = false) {
+  await page.waitForFunction(([src, err]) => {
+    const n = document.querySelector('#notice');
+    return new RegExp(src).test(n.textContent) && n.classList.contains('error') === err;
+  }, [re.source, error]);
+  return page.textContent('#notice');
+}
+
+const ranking = (page, period) => page.$$eval(`#rank-${period} li`, (lis) => lis.map((li) => li.textContent).join('|'));
+
 async function buy(page, name) {
   const c = card(page, name);
   const before = await page.locator('#purchases li.purchase').count();
@@ -150,6 +175,23 @@ try {
   log('ranking changed: black coffee overtook green tea');
   await shot(a, 'rankings');
 
+  // --- the member cancels a purchase: one sale fewer in the best sellers -------
+  await tab(a, 'shop');
+  assert.equal(await a.locator('#purchases li.purchase').count(), 3, 'three purchases listed');
+  const coffeeId = await card(a, 'black coffee').getAttribute('data-goodsid');
+  const mine = a.locator(`#purchases li.purchase[data-goodsid="${coffeeId}"]`);
+  assert.equal(await mine.count(), 2, 'two of them black coffee');
+  assert.match(await mine.first().textContent(), /black coffee/, 'a purchase names its good');
+  const cancelled = await mine.first().getAttribute('data-id');
+  await mine.first().locator('button.cancel').click();
+  await waitNotice(a, new RegExp(`^cancelled purchase #${cancelled} of black coffee`));
+  await a.waitForFunction((id) => document.querySelectorAll('#purchases li.purchase').length === 2 &&
+    !document.querySelector(`#purchases li.purchase[data-id="${id}"]`), cancelled);
+  // the page refreshes the (hidden) best sellers itself: a tie now, lowest id first
+  await a.waitForFunction(() => [...document.querySelectorAll('#rank-all li')].map((l) => l.textContent).join('|') === 'green tea1 sold|black coffee1 sold');
+  for (const p of ['day', 'week']) assert.equal(await ranking(a, p), 'green tea1 sold|black coffee1 sold', `the ${p} ranking after the cancel`);
+  log(`cancelled purchase #${cancelled}: black coffee down to 1 sold`);
+
   await tab(a, 'shop');
   const tea = card(a, 'green tea');
   await tea.locator('.like').click();
@@ -184,7 +226,19 @@ try {
     const c = [...document.querySelectorAll('.card')].find((c) => c.querySelector('.name').textContent === 'green tea');
     return c && c.querySelector('.avg').textContent === '4.50 (2 ratings)';
   });
+  await a.waitForSelector('#purchases button.cancel');
   await shot(a, 'storefront');
+
+  // --- the member withdraws their rating: the average and the count change ------
+  assert.ok(await tea.locator('.unrate').isVisible(), 'withdraw shows on the good the member rated');
+  assert.ok(!(await coffee.locator('.unrate').isVisible()), 'withdraw does not show on a good the member did not rate');
+  await tea.locator('.unrate').click();
+  await waitNotice(a, /^withdrew your rating of good #\d+$/);
+  await waitCard(a, 'green tea', '.avg', '5.00 (1 rating)');
+  assert.ok(!(await tea.locator('.unrate').isVisible()), 'withdraw is gone once withdrawn');
+  await b.click('#goods-refresh');
+  await waitCard(b, 'green tea', '.avg', '5.00 (1 rating)');
+  log('withdrew a rating: 4.50 (2 ratings) became 5.00 (1 rating)');
 
   // --- stores near a point ------------------------------------------------------
   await tab(a, 'stores');
@@ -227,8 +281,75 @@ try {
   await a.fill('#good-price', '1234');
   await a.fill('#good-description', 'made by the browser test');
   await a.click('#good-add button[type="submit"]');
-  await a.waitForFunction(() => /^added good #\d+$/.test(document.querySelector('#notice').textContent));
+  const added = (await waitNotice(a, /^added good #\d+$/)).replace(/^added good #/, '');
+  // the Admin tab lists the goods, the one just added among them
+  await a.waitForSelector(`#admin-goods tr.good-row[data-id="${added}"]`);
+
+  // an edit of a good deleted meanwhile is refused with a clear notice
+  await a.click(`#admin-goods tr.good-row[data-id="${added}"] button.edit`);
+  await a.fill('#good-delete-id', added);
+  await a.click('#good-delete button[type="submit"]');
+  await waitNotice(a, new RegExp(`^deleted good #${added}$`));
+  await a.waitForFunction((id) => !document.querySelector(`#admin-goods tr.good-row[data-id="${id}"]`), added);
+  await a.fill('#good-edit-price', '1');
+  await a.click('#good-edit-save');
+  await waitNotice(a, new RegExp(`^good #${added} not saved: it no longer exists .*\\(404\\)$`), true);
+  assert.ok(await a.locator('#good-edit-save').isDisabled(), 'the edit form closes on a good that is gone');
+  assert.equal(await a.inputValue('#good-edit-name'), '', 'and is emptied');
+
+  // --- admin: edit a good; the storefront shows it ----------------------------------
+  const teaRow = a.locator('#admin-goods tr.good-row', { has: a.locator('td.name', { hasText: /^green tea$/ }) });
+  await teaRow.locator('button.edit').click();
+  assert.equal(await a.inputValue('#good-edit-name'), 'green tea', 'Edit fills the form');
+  assert.equal(await a.inputValue('#good-edit-price'), '1000');
+  await a.fill('#good-edit-price', '2800');
+  await a.fill('#good-edit-description', 'from Jeju, first flush');
+  await a.click('#good-edit-save');
+  await waitNotice(a, /^saved good #\d+: price, description changed$/);
+  await a.waitForFunction(() => {
+    const tr = [...document.querySelectorAll('#admin-goods tr.good-row')].find((t) => t.querySelector('td.name').textContent === 'green tea');
+    return tr && tr.querySelector('td.price').textContent === '2,800';
+  });
+  await waitCard(a, 'green tea', '.price', '2,800');
+  assert.equal(await cardText(a, 'green tea', '.desc'), 'from Jeju, first flush');
+  // the form now holds the good as saved: saving again sends nothing
+  await a.click('#good-edit-save');
+  await waitNotice(a, /^good #\d+: nothing changed, nothing sent$/);
+  // the other member's page, on whichever goods instance answers it
+  await tab(b, 'shop');
+  await b.click('#goods-refresh');
+  await waitCard(b, 'green tea', '.price', '2,800');
+  await waitCard(b, 'green tea', '.desc', 'from Jeju, first flush');
+  log('edited a good: green tea costs 2,800 on both pages');
+
+  // --- admin: edit a store; the store search shows it -----------------------------
+  await a.waitForFunction(() => [...document.querySelectorAll('#admin-stores tr.store-row td.name')].map((t) => t.textContent).join('|') === 'City Hall|Myeongdong|Gangnam');
+  await a.click('#admin-stores tr.store-row:nth-child(3) button.edit');
+  assert.equal(await a.inputValue('#store-edit-name'), 'Gangnam');
+  await a.fill('#store-edit-name', 'Gangnam Station');
+  await a.fill('#store-edit-lat', '37.4981');
+  if (AUTH) {
+    // without the key the edit is refused, and the page says why
+    await a.click('#admin-forget-btn');
+    await a.click('#store-edit-save');
+    await waitNotice(a, /^store #\d+ not saved: the admin key is missing or wrong: set it above .*\(401\)$/, true);
+    await a.fill('#admin-key', ADMIN);
+    await a.click('#admin-key-btn');
+  }
+  await a.click('#store-edit-save');
+  await waitNotice(a, /^saved store #\d+: name, latitude changed$/);
+  await a.waitForFunction(() => {
+    const tr = document.querySelector('#admin-stores tr.store-row:nth-child(3)');
+    return tr && tr.querySelector('td.name').textContent === 'Gangnam Station' && tr.querySelector('td.lat').textContent === '37.4981';
+  });
+  // the Stores tab searched before: the page searches again
+  await a.waitForFunction(() => [...document.querySelectorAll('#stores-table tr.store-row td:nth-child(2)')].map((t) => t.textContent).join('|') === 'City Hall|Myeongdong|Gangnam Station');
+  log('edited a store: Gangnam is Gangnam Station, moved north');
   await shot(a, 'admin');
+  await tab(a, 'stores');
+  await a.click('#stores-form button[type="submit"]');
+  await a.waitForFunction(() => [...document.querySelectorAll('#stores-plot text')].some((t) => t.textContent.startsWith('Gangnam Station · ')));
+  assert.equal(await a.$$eval('#stores-table tr.store-row td:nth-child(2)', (tds) => tds.map((t) => t.textContent).join('|')), 'City Hall|Myeongdong|Gangnam Station');
 
   // --- operator view: a killed goods instance leaves --------------------------------
   const c = await browser.newContext({ viewport: { width: 1280, height: 1000 } });

@@ -1,9 +1,11 @@
 // Package console is the web console the gate serves at /: plain HTML, CSS
 // and JavaScript embedded in the binary, with nothing to build and nothing
 // fetched from elsewhere. Its storefront (goods with paging, logging in and
-// out, buying, likes and dislikes, star ratings, best sellers, stores near a
-// point on a plot, chat rooms) calls the gate's own HTTP API from the
-// browser, and its operator view polls GET /console/fleet, which this
+// out, buying and cancelling one's purchases, likes and dislikes, star
+// ratings and withdrawing one's own, best sellers, stores near a point on a
+// plot, chat rooms) and its admin tab (adding, editing and deleting goods
+// and stores) call the gate's own HTTP API from the browser, and its
+// operator view polls GET /console/fleet, which this
 // package serves too: every process the distributor lists, whether the
 // gate's connection to each instance is up or ejected, and requests a
 // second, errors and p99 per service and route from the gate's own metrics.

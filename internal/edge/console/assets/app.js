@@ -15,6 +15,9 @@
     adminKey: null,
     cursors: [''], page: 0, next: null,        // goods paging: cursors[page] is its after
     myStars: {},                                // goodsid → stars given in this page
+    names: {},                                  // goodsid → name, of the goods seen (for the purchases)
+    admin: { cursors: [''], page: 0, next: null, goods: new Map(), stores: new Map() }, // the Admin tab's lists
+    editGood: null, editStore: null,            // what the edit forms were filled from
     ws: null, room: null,
     procs: new Map(),                           // fleet: "name addr" → {p, state, since, seen}
     fleetTimer: null,
@@ -120,6 +123,7 @@
     for (const s of document.querySelectorAll('.tab')) s.classList.toggle('active', s.id === 'tab-' + name);
     if (location.hash !== '#' + name) history.replaceState(null, '', '#' + name);
     if (name === 'rankings') loadRankings();
+    if (name === 'admin') { loadAdminGoods(); loadAdminStores(); }
     if (name === 'operator') startFleet(); else stopFleet();
   }
 
@@ -184,7 +188,7 @@
     box.replaceChildren();
     const goods = r.results || [];
     if (!goods.length) box.append(el('p', { class: 'muted', text: 'No goods yet. Add some in the Admin tab (with the admin key).' }));
-    for (const g of goods) box.append(goodCard(g));
+    for (const g of goods) { state.names[g.id] = g.name; box.append(goodCard(g)); }
     await Promise.all(goods.map((g) => Promise.all([loadReactions(g.id), loadRating(g.id)])));
   }
 
@@ -197,7 +201,8 @@
       el('div', { class: 'title' }, el('span', { class: 'name', text: g.name }), el('span', { class: 'price', text: formatPrice(g.price) })),
       el('div', { class: 'row' }, g.category ? el('span', { class: 'tag', text: g.category }) : null, el('span', { class: 'muted', text: `#${g.id}` })),
       el('div', { class: 'desc', text: g.description || '' }),
-      el('div', { class: 'row' }, stars, el('span', { class: 'avg muted', text: '…' })),
+      el('div', { class: 'row' }, stars, el('span', { class: 'avg muted', text: '…' }),
+        el('button', { type: 'button', class: 'unrate link', hidden: true, title: 'withdraw my rating', onclick: () => unrate(g.id) }, 'withdraw')),
       el('div', { class: 'row' },
         el('button', { type: 'button', class: 'like', title: 'like (again: withdraw)', onclick: () => react(g.id, 'like') }, 'Like ', el('span', { class: 'likes', text: '0' })),
         el('button', { type: 'button', class: 'dislike', title: 'dislike (again: withdraw)', onclick: () => react(g.id, 'dislike') }, 'Dislike ', el('span', { class: 'dislikes', text: '0' })),
@@ -233,6 +238,7 @@
         b.classList.toggle('on', n <= Math.round(avg));
         b.classList.toggle('minestar', n === state.myStars[id]);
       }
+      c.querySelector('.unrate').hidden = !(state.token && state.myStars[id]);
     } catch (e) { if (e.status !== 404) notice(e.message, true); }
   }
 
@@ -256,6 +262,22 @@
     loadRating(id);
   }
 
+  // unrate withdraws the member's rating of a good. The page knows only
+  // the ratings given on it (GET /ratings does not say one's own), so the
+  // link shows on those.
+  async function unrate(id) {
+    if (needLogin('withdraw a rating')) return;
+    try {
+      await api('DELETE', '/ratings', mine({ goodsid: id }));
+      delete state.myStars[id];
+      notice(`withdrew your rating of good #${id}`);
+    } catch (e) {
+      if (e.status === 404) delete state.myStars[id];
+      notice(e.status === 404 ? `you have no rating of good #${id} to withdraw` : e.message, true);
+    }
+    loadRating(id);
+  }
+
   async function buy(g) {
     if (needLogin('buy')) return;
     const key = (crypto.randomUUID && crypto.randomUUID()) || String(Date.now()) + Math.random().toString(16).slice(2);
@@ -274,9 +296,30 @@
       const r = await api('GET', '/purchases', mine({ limit: 100 }));
       const rows = r.results || [];
       ul.replaceChildren(...(rows.length ? rows.slice(-20).reverse().map((p) =>
-        el('li', { class: 'purchase', text: `#${p.id}: good #${p.goodsid} on ${new Date(p.date).toLocaleString()}` }))
+        el('li', { class: 'purchase', 'data-id': p.id, 'data-goodsid': p.goodsid },
+          el('span', { text: `#${p.id}: ${goodName(p.goodsid)} on ${new Date(p.date).toLocaleString()}` }),
+          el('button', { type: 'button', class: 'cancel', title: 'cancel this purchase', onclick: (ev) => cancelPurchase(p, ev.currentTarget) }, 'Cancel')))
         : [el('li', { class: 'muted', text: 'no purchases yet' })]));
     } catch (e) { notice(e.message, true); }
+  }
+
+  const goodName = (id) => (state.names[id] ? `${state.names[id]} (good #${id})` : `good #${id}`);
+
+  // cancelPurchase cancels one of the member's purchases (again: the same
+  // answer); it leaves the list and the best sellers.
+  async function cancelPurchase(p, button) {
+    if (needLogin('cancel a purchase')) return;
+    if (button) button.disabled = true;
+    try {
+      await api('DELETE', '/purchases', mine({ id: p.id }));
+      notice(`cancelled purchase #${p.id} of ${goodName(p.goodsid)}`);
+    } catch (e) {
+      notice(e.status === 404 ? `purchase #${p.id} is not one of yours, or no longer exists` : e.message, true);
+      if (button) button.disabled = false;
+      if (e.status !== 404) return;
+    }
+    loadPurchases();
+    loadRankings();
   }
 
   // ---- rankings ------------------------------------------------------------
@@ -494,6 +537,175 @@
     $('admin-key-status').textContent = 'key forgotten';
   }
 
+  // editError says why an edit was not saved, by the answer's status.
+  function editError(e, what) {
+    const why = {
+      0: 'the gate cannot be reached',
+      400: 'a value was refused',
+      401: 'the admin key is missing or wrong: set it above',
+      403: 'the admin key is missing or wrong: set it above',
+      404: 'it no longer exists (deleted meanwhile?); the list is reloaded',
+      409: 'it was changed meanwhile; the form now holds it as it is, check and save again',
+      429: 'too many requests; try again in a moment',
+    }[e.status] || 'the gate answered an error';
+    return `${what} not saved: ${why} — ${e.message}`;
+  }
+
+  // changed returns the fields of now that differ from was.
+  function changed(now, was) {
+    const c = {};
+    for (const [k, v] of Object.entries(now)) if (v !== was[k]) c[k] = v;
+    return c;
+  }
+
+  async function loadAdminGoods() {
+    const a = state.admin;
+    let r;
+    try {
+      r = await api('GET', '/goods', { limit: 50, after: a.cursors[a.page] || undefined }, 'none');
+    } catch (e) { notice(e.message, true); return; }
+    a.next = r.next || null;
+    $('admin-goods-prev').disabled = a.page === 0;
+    $('admin-goods-next').disabled = !a.next;
+    $('admin-goods-page').textContent = `page ${a.page + 1}`;
+    const goods = r.results || [];
+    a.goods = new Map(goods.map((g) => [g.id, g]));
+    $('admin-goods').querySelector('tbody').replaceChildren(...(goods.length ? goods.map((g) => {
+      state.names[g.id] = g.name;
+      return el('tr', { class: 'good-row' + (state.editGood && state.editGood.id === g.id ? ' editing' : ''), 'data-id': g.id },
+        el('td', { text: g.id }), el('td', { class: 'name', text: g.name }), el('td', { text: g.category || '' }),
+        el('td', { class: 'num price', text: formatPrice(g.price) }),
+        el('td', {}, el('button', { type: 'button', class: 'edit', onclick: () => editGood(g) }, 'Edit')));
+    }) : [el('tr', {}, el('td', { colspan: 5, class: 'muted', text: 'no goods yet' }))]));
+  }
+
+  // editGood fills the good's edit form with g, as last read.
+  function editGood(g) {
+    state.editGood = { id: g.id, name: g.name ?? '', category: g.category ?? '', price: g.price ?? 0, description: g.description ?? '' };
+    $('good-edit-name').value = state.editGood.name;
+    $('good-edit-category').value = state.editGood.category;
+    $('good-edit-price').value = state.editGood.price;
+    $('good-edit-description').value = state.editGood.description;
+    $('good-edit-fields').disabled = false;
+    $('good-edit-which').textContent = `#${g.id}`;
+    for (const tr of document.querySelectorAll('#admin-goods tr.good-row')) tr.classList.toggle('editing', tr.dataset.id === String(g.id));
+    $('good-edit-name').focus();
+  }
+
+  function closeGoodEdit() {
+    state.editGood = null;
+    $('good-edit').reset();
+    $('good-edit-fields').disabled = true;
+    $('good-edit-which').textContent = '(pick one with its Edit button)';
+    for (const tr of document.querySelectorAll('#admin-goods tr.editing')) tr.classList.remove('editing');
+  }
+
+  // saveGood sends the fields changed in the form (PATCH /goods): the
+  // others are kept, also when someone else changed them meanwhile.
+  async function saveGood(ev) {
+    ev.preventDefault();
+    const was = state.editGood;
+    if (!was) return;
+    const what = `good #${was.id}`;
+    const price = Number($('good-edit-price').value);
+    if ($('good-edit-price').value === '' || !Number.isSafeInteger(price) || price < 0) {
+      notice(`${what} not saved: the price is a whole number from 0 to 2^53 − 1`, true);
+      return;
+    }
+    const c = changed({ name: $('good-edit-name').value, category: $('good-edit-category').value, price,
+      description: $('good-edit-description').value }, was);
+    if (!Object.keys(c).length) { notice(`${what}: nothing changed, nothing sent`); return; }
+    try {
+      const r = await api('PATCH', '/goods', { id: was.id, ...c }, 'admin');
+      editGood((r.results || [])[0] || { ...was, ...c });
+      notice(`saved ${what}: ${Object.keys(c).join(', ')} changed`);
+    } catch (e) {
+      notice(editError(e, what), true);
+      if (e.status === 404) closeGoodEdit();
+      else if (e.status === 409) reloadGood(was.id);
+      else return;
+    }
+    loadAdminGoods();
+    loadGoods();
+  }
+
+  async function reloadGood(id) {
+    try {
+      const r = await api('GET', '/goods', { id }, 'none');
+      if (r.results && r.results[0]) editGood(r.results[0]);
+    } catch (e) { if (e.status === 404) closeGoodEdit(); }
+  }
+
+  // loadAdminStores lists the stores near the Admin tab's point: the API
+  // finds stores by distance only.
+  async function loadAdminStores(ev) {
+    if (ev) ev.preventDefault();
+    const lon = Number($('admin-stores-lon').value), lat = Number($('admin-stores-lat').value), radius = Number($('admin-stores-radius').value);
+    let r;
+    try {
+      r = await api('GET', '/stores', { longitude: lon, latitude: lat, radius, limit: 100 }, 'none');
+    } catch (e) { notice(e.message, true); return; }
+    const stores = r.results || [];
+    state.admin.stores = new Map(stores.map((st) => [st.id, st]));
+    const rows = stores.map((st) => el('tr', { class: 'store-row' + (state.editStore && state.editStore.id === st.id ? ' editing' : ''), 'data-id': st.id },
+      el('td', { text: st.id }), el('td', { class: 'name', text: st.name }),
+      el('td', { class: 'num lon', text: st.longitude }), el('td', { class: 'num lat', text: st.latitude }),
+      el('td', {}, el('button', { type: 'button', class: 'edit', onclick: () => editStore(st) }, 'Edit'))));
+    if (!stores.length) rows.push(el('tr', {}, el('td', { colspan: 5, class: 'muted', text: `no store within ${radius} km of the point` })));
+    if (stores.length === 100) rows.push(el('tr', {}, el('td', { colspan: 5, class: 'muted', text: 'the 100 nearest only: move the point or narrow the radius for others' })));
+    $('admin-stores').querySelector('tbody').replaceChildren(...rows);
+  }
+
+  function editStore(st) {
+    state.editStore = { id: st.id, name: st.name ?? '', longitude: Number(st.longitude), latitude: Number(st.latitude) };
+    $('store-edit-name').value = state.editStore.name;
+    $('store-edit-lon').value = state.editStore.longitude;
+    $('store-edit-lat').value = state.editStore.latitude;
+    $('store-edit-fields').disabled = false;
+    $('store-edit-which').textContent = `#${st.id}`;
+    for (const tr of document.querySelectorAll('#admin-stores tr.store-row')) tr.classList.toggle('editing', tr.dataset.id === String(st.id));
+    $('store-edit-name').focus();
+  }
+
+  function closeStoreEdit() {
+    state.editStore = null;
+    $('store-edit').reset();
+    $('store-edit-fields').disabled = true;
+    $('store-edit-which').textContent = '(pick one with its Edit button)';
+    for (const tr of document.querySelectorAll('#admin-stores tr.editing')) tr.classList.remove('editing');
+  }
+
+  // saveStore sends the fields changed in the form (PATCH /stores). The
+  // store's version is the service's own: each write raises it, and Redis
+  // takes a write only over a lower one, so edits never undo a newer one.
+  async function saveStore(ev) {
+    ev.preventDefault();
+    const was = state.editStore;
+    if (!was) return;
+    const what = `store #${was.id}`;
+    const lon = $('store-edit-lon').value, lat = $('store-edit-lat').value;
+    if (lon === '' || lat === '' || !Number.isFinite(Number(lon)) || !Number.isFinite(Number(lat))) {
+      notice(`${what} not saved: give a longitude and a latitude`, true);
+      return;
+    }
+    const c = changed({ name: $('store-edit-name').value, longitude: Number(lon), latitude: Number(lat) }, was);
+    if (!Object.keys(c).length) { notice(`${what}: nothing changed, nothing sent`); return; }
+    let conflict = false;
+    try {
+      const r = await api('PATCH', '/stores', { id: was.id, ...c }, 'admin');
+      editStore(r.id ? r : { ...was, ...c });
+      notice(`saved ${what}: ${Object.keys(c).join(', ')} changed`);
+    } catch (e) {
+      notice(editError(e, what), true);
+      if (e.status === 404) closeStoreEdit();
+      else if (e.status === 409) conflict = true;
+      else return;
+    }
+    await loadAdminStores();
+    if (conflict && state.admin.stores.has(was.id)) editStore(state.admin.stores.get(was.id));
+    if ($('stores-table').querySelector('tr.store-row')) searchStores(); // the Stores tab's search, again
+  }
+
   function adminForm(id, fn) {
     $(id).addEventListener('submit', async (ev) => {
       ev.preventDefault();
@@ -528,25 +740,41 @@
       const price = Number($('good-price').value);
       const r = await api('POST', '/goods', { name: $('good-name').value.trim(), category: $('good-category').value.trim(),
         price, description: $('good-description').value }, 'admin');
-      loadGoods();
+      loadGoods(); loadAdminGoods();
       return `added good #${r.id}`;
     });
     adminForm('store-add', async () => {
       const r = await api('POST', '/stores', { name: $('store-name').value.trim(), longitude: Number($('store-lon').value),
         latitude: Number($('store-lat').value) }, 'admin');
+      loadAdminStores();
       return `added store #${r.id}`;
     });
     adminForm('good-delete', async () => {
       const id = Number($('good-delete-id').value);
       await api('DELETE', '/goods', { id }, 'admin');
-      loadGoods();
+      loadGoods(); loadAdminGoods();
       return `deleted good #${id}`;
     });
     adminForm('store-delete', async () => {
       const id = Number($('store-delete-id').value);
       await api('DELETE', '/stores', { id }, 'admin');
+      loadAdminStores();
       return `deleted store #${id}`;
     });
+    $('admin-goods-prev').addEventListener('click', () => { const a = state.admin; if (a.page > 0) { a.page--; loadAdminGoods(); } });
+    $('admin-goods-next').addEventListener('click', () => {
+      const a = state.admin;
+      if (!a.next) return;
+      a.cursors[a.page + 1] = a.next;
+      a.page++;
+      loadAdminGoods();
+    });
+    $('admin-goods-refresh').addEventListener('click', loadAdminGoods);
+    $('good-edit').addEventListener('submit', saveGood);
+    $('good-edit-close').addEventListener('click', closeGoodEdit);
+    $('admin-stores-form').addEventListener('submit', loadAdminStores);
+    $('store-edit').addEventListener('submit', saveStore);
+    $('store-edit-close').addEventListener('click', closeStoreEdit);
     renderAccount();
     loadGoods();
     const hash = location.hash.replace(/^#/, '');
