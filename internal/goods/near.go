@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-
 	"github.com/microshop/microshop/internal/cache"
 	"github.com/microshop/microshop/internal/catalog"
 	"github.com/microshop/microshop/service"
