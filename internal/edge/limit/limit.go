@@ -1,6 +1,7 @@
 // Package limit is the rate limiter of the fleet's edge: GCRA limits kept
-// in Redis (redis_rate), so that they hold across every gate, with a
-// per-process fallback of the same limits while Redis fails.
+// in Redis (redis_rate's algorithm and keys), so that they hold across
+// every gate, taken from Redis by leases when a key is busy (lease.go),
+// with a per-process fallback of the same limits while Redis fails.
 package limit
 
 import (
@@ -17,7 +18,6 @@ import (
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/microshop/microshop/internal/cache"
 )
@@ -109,11 +109,16 @@ func (res Result) SetHeaders(h http.Header) {
 // process); the cache's breaker (see cache.Open) makes those failures
 // immediate while Redis does not answer, and lets one call through now and
 // then, so the limiter is back on Redis as soon as it answers.
+//
+// A key that is busy through this process is taken from Redis by leases,
+// several units a round trip (see lease.go).
 type Limiter struct {
-	redis *redis_rate.Limiter // nil without Redis
-	cache *cache.Cache        // nil without Redis
+	cache *cache.Cache // nil without Redis
 	local *localLimiter
 	log   *slog.Logger
+
+	leaseMu sync.Mutex
+	leases  map[string]*lease
 
 	fallback atomic.Bool // the last Redis call failed
 }
@@ -123,21 +128,16 @@ func New(c *cache.Cache, log *slog.Logger) *Limiter {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	l := &Limiter{local: newLocalLimiter(), log: log}
-	if c != nil {
-		l.redis = redis_rate.NewLimiter(prefixed{c})
-		l.cache = c
-	}
-	return l
+	return &Limiter{cache: c, local: newLocalLimiter(), log: log, leases: map[string]*lease{}}
 }
 
-// Allow takes one request from key's allowance under lim.
+// Allow takes one request from key's allowance under lim: from this
+// process's lease of it, or from Redis (see lease.go); from the in-process
+// limits while Redis fails.
 func (l *Limiter) Allow(ctx context.Context, key string, lim Limit) Result {
-	if l.redis != nil {
-		r, err := l.redis.Allow(ctx, key, lim)
-		l.record(ctx, err)
-		if err == nil {
-			return Result{Limit: lim, Allowed: r.Allowed > 0, Remaining: r.Remaining, RetryAfter: r.RetryAfter, ResetAfter: r.ResetAfter}
+	if l.cache != nil {
+		if res, ok := l.allowLeased(ctx, key, lim); ok {
+			return res
 		}
 	}
 	return l.local.allow(key, lim, time.Now())
@@ -195,44 +195,4 @@ func (l *localLimiter) allow(key string, lim Limit, now time.Time) Result {
 	}
 	l.tat[key] = newTat
 	return Result{Limit: lim, Allowed: true, Remaining: int(diff / emission), RetryAfter: -1, ResetAfter: newTat.Sub(now)}
-}
-
-// prefixed gives redis_rate the deployment's key prefix: its keys become
-// PREFIX + "rate:" + key.
-type prefixed struct{ c *cache.Cache }
-
-func (p prefixed) keys(keys []string) []string {
-	out := make([]string, len(keys))
-	for i, k := range keys {
-		out[i] = p.c.Prefix + k
-	}
-	return out
-}
-
-func (p prefixed) Eval(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
-	return p.c.Eval(ctx, script, p.keys(keys), args...)
-}
-
-func (p prefixed) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
-	return p.c.EvalSha(ctx, sha1, p.keys(keys), args...)
-}
-
-func (p prefixed) EvalRO(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
-	return p.c.EvalRO(ctx, script, p.keys(keys), args...)
-}
-
-func (p prefixed) EvalShaRO(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
-	return p.c.EvalShaRO(ctx, sha1, p.keys(keys), args...)
-}
-
-func (p prefixed) ScriptExists(ctx context.Context, hashes ...string) *redis.BoolSliceCmd {
-	return p.c.ScriptExists(ctx, hashes...)
-}
-
-func (p prefixed) ScriptLoad(ctx context.Context, script string) *redis.StringCmd {
-	return p.c.ScriptLoad(ctx, script)
-}
-
-func (p prefixed) Del(ctx context.Context, keys ...string) *redis.IntCmd {
-	return p.c.Del(ctx, p.keys(keys)...)
 }
