@@ -37,6 +37,7 @@ func runGate(ctx context.Context, o *options, c *cache.Cache, ln net.Listener, r
 	ac := o.sec.guard
 	ac.FleetKey, ac.Cache, ac.Client, ac.Limiter, ac.Logger = []byte(o.sec.fleetKey), c, client, limiter, log
 	guard := auth.New(ac)
+	defer guard.Close()
 	guard.LogPosture()
 
 	chat := chatws.Disabled

@@ -155,6 +155,13 @@ func (f *Follower) Publish(ctx context.Context, name string) error {
 	return nil
 }
 
+// Invalidate tells every Follower of topic that name (no spaces) changed,
+// as Publish does but without waiting to hear it back: for a writer that
+// follows nothing itself.
+func Invalidate(ctx context.Context, rdb *Cache, topic, name string) error {
+	return rdb.Publish(ctx, rdb.Key(topic+":invalidations"), name).Err()
+}
+
 // hear applies a message "NAME ORIGIN SEQ".
 func (f *Follower) hear(payload string) {
 	fs := strings.Fields(payload)
@@ -215,7 +222,8 @@ func (f *Follower) listen() {
 	defer func() { ps.Close() }()
 
 	what := f.topic + " invalidations: "
-	subscribed := false
+	subscribed := false // and the epoch read: the near cache may be used
+	pending := false    // subscribed, but the epoch marker not read yet
 	lost := func(why string, err error) {
 		if subscribed {
 			f.log.Warn(what+why+"; the near cache is emptied and unused until they are heard again", "err", err)
@@ -225,6 +233,21 @@ func (f *Follower) listen() {
 	}
 	backoff := 50 * time.Millisecond
 	var lastHeard, lastCheck time.Time
+	start := func(now time.Time) {
+		// (Re)subscribed: what was published before is unknown.
+		epoch, err := f.readEpoch(ctx)
+		if err != nil {
+			lost("cannot read the epoch marker", err)
+			pending = true // tried again at the next check
+			return
+		}
+		if subscribed {
+			f.log.Info(what + "resubscribed; the near cache is emptied")
+		}
+		f.setLive(true, epoch)
+		subscribed, pending, backoff = true, false, 50*time.Millisecond
+		lastCheck = now
+	}
 	for ctx.Err() == nil {
 		msg, err := ps.ReceiveTimeout(ctx, followCheckEvery)
 		now := time.Now()
@@ -233,21 +256,9 @@ func (f *Follower) listen() {
 			lastHeard = now
 			switch m := msg.(type) {
 			case *redis.Subscription:
-				if m.Kind != "subscribe" {
-					break
+				if m.Kind == "subscribe" {
+					start(now)
 				}
-				// (Re)subscribed: what was published before is unknown.
-				epoch, err := f.readEpoch(ctx)
-				if err != nil {
-					lost("cannot read the epoch marker", err)
-					break
-				}
-				if subscribed {
-					f.log.Info(what + "resubscribed; the near cache is emptied")
-				}
-				f.setLive(true, epoch)
-				subscribed, backoff = true, 50*time.Millisecond
-				lastCheck = now
 			case *redis.Message:
 				f.hear(m.Payload)
 			}
@@ -256,6 +267,7 @@ func (f *Follower) listen() {
 		case isTimeout(err):
 			// Nothing came for followCheckEvery: the checks below.
 		default:
+			pending = false
 			lost("connection lost", err)
 			if errors.Is(err, redis.ErrClosed) {
 				return
@@ -265,6 +277,11 @@ func (f *Follower) listen() {
 			case <-ctx.Done():
 			}
 			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		if pending && now.Sub(lastCheck) >= followCheckEvery {
+			lastCheck = now
+			start(now)
 			continue
 		}
 		if !subscribed || now.Sub(lastCheck) < followCheckEvery {

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/microshop/microshop/internal/cache"
 	"github.com/microshop/microshop/internal/members/sessioncache"
 	"github.com/microshop/microshop/service"
 )
@@ -210,7 +211,10 @@ func (s *sessions) bury(ctx context.Context, hashes []string, lefts []time.Durat
 			continue
 		}
 		ttl := cacheTTL(lefts[i])
-		if err := c.Set(ctx, sessioncache.Key(c, h), sg.Revoked(h, now.Add(ttl)), ttl).Err(); err != nil {
+		err := c.Set(ctx, sessioncache.Key(c, h), sg.Revoked(h, now.Add(ttl)), ttl).Err()
+		if err == nil {
+			s.invalidate(ctx, h)
+		} else {
 			failed = err
 			// Keep trying in the background, until the session would
 			// have expired anyway.
@@ -221,7 +225,11 @@ func (s *sessions) bury(ctx context.Context, hashes []string, lefts []time.Durat
 					return nil
 				}
 				ttl := cacheTTL(left)
-				return c.Set(ctx, key, sg.Revoked(h, time.Now().Add(ttl)), ttl).Err()
+				if err := c.Set(ctx, key, sg.Revoked(h, time.Now().Add(ttl)), ttl).Err(); err != nil {
+					return err
+				}
+				s.invalidate(ctx, h)
+				return nil
 			})
 		}
 	}
@@ -230,4 +238,15 @@ func (s *sessions) bury(ctx context.Context, hashes []string, lefts []time.Durat
 		return service.Unavailable("the session is revoked, but a cached copy may still be accepted until Redis answers again (a few minutes at most); retry")
 	}
 	return nil
+}
+
+// invalidate tells the gates' near caches of sessions (see
+// sessioncache.Topic) that the session with hash h ended, once its
+// tombstone is in Redis. A failure is logged, not returned: a gate keeps a
+// session for sessioncache.NearMaxAge at most, and the gate that forwarded
+// the logout has dropped it already.
+func (s *sessions) invalidate(ctx context.Context, h string) {
+	if err := cache.Invalidate(ctx, s.svc.cache, sessioncache.Topic, h); err != nil {
+		s.svc.log.Warn("session revoked, but its invalidation was not published; gates may accept it from memory for a few seconds", "err", err)
+	}
 }

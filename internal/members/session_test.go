@@ -256,3 +256,45 @@ func TestRemoveNeedsOwnToken(t *testing.T) {
 }
 
 func asError(err error, target **service.Error) bool { return errors.As(err, target) }
+
+// Every revoked session is announced on the sessions topic (the gates'
+// near caches drop it), after its tombstone is in Redis: a logout, and
+// each session of a deleted member.
+func TestRevocationsAnnounced(t *testing.T) {
+	f := newSessionFixture(t)
+	ctx := context.Background()
+	ps := f.cache.Subscribe(ctx, f.cache.Key(sessioncache.Topic+":invalidations"))
+	defer ps.Close()
+	if _, err := ps.ReceiveTimeout(ctx, 5*time.Second); err != nil { // the subscription
+		t.Fatal(err)
+	}
+	heard := func(what string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		m, err := ps.ReceiveMessage(ctx)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return m.Payload
+	}
+	kim, token := f.logIn(t, "kim")
+	if _, err := f.call(t, "DELETE/sessions", &service.Auth{Member: kim, Session: HashToken(token)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := heard("the logout"); got != HashToken(token) {
+		t.Fatalf("after a logout heard %q; want the token's hash %s", got, HashToken(token))
+	}
+	_, t1 := f.logIn(t, "kim")
+	_, t2 := f.logIn(t, "kim")
+	if _, err := f.call(t, "DELETE/members", &service.Auth{Member: kim, Session: HashToken(t1)}, map[string]any{"username": "kim"}); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{heard("the deletion"): true, heard("the deletion"): true}
+	if !got[HashToken(t1)] || !got[HashToken(t2)] {
+		t.Fatalf("after deleting a member with two sessions heard %v; want both hashes", got)
+	}
+	if v := f.cached(t, t2); v != tombstone {
+		t.Fatalf("announced, but the cached session is %+v; want the tombstone", v)
+	}
+}

@@ -57,6 +57,16 @@ func (g *Guard) Admit(w http.ResponseWriter, r *http.Request) (*service.Auth, in
 		if cr.admin {
 			return g.authenticate(ctx, w, r, cr, authAddr)
 		}
+		if g.near != nil && !g.stepsOnly && cr.present && !cr.malformed && !cr.tooLong {
+			// A session kept in memory: no lookup, and the limits from
+			// this gate's leases (no round trip while they last).
+			now := time.Now()
+			if mayEnd(r) {
+				g.near.bar(cr.sum, now)
+			} else if member, ok := g.near.get(cr.sum, now); ok {
+				return g.admitKnown(w, r, cr, addr, authAddr, member)
+			}
+		}
 		if g.oneTrip(r, cr) {
 			if auth, status, done := g.admitOneTrip(w, r, cr, addr, authAddr); done {
 				return auth, status
@@ -123,14 +133,7 @@ func (g *Guard) oneTrip(r *http.Request, cr credential) bool {
 func (g *Guard) admitOneTrip(w http.ResponseWriter, r *http.Request, cr credential, addr, authAddr string) (auth *service.Auth, status int, done bool) {
 	c := &g.cfg
 	ctx := r.Context()
-	var checks []limit.Check
-	var which []string // each check's name, for the metric
-	if !c.RateLimit.IsZero() {
-		checks, which = append(checks, limit.Check{Key: "ip:" + addr, Limit: c.RateLimit}), append(which, "address")
-	}
-	if strictClass(r) && !c.StrictRateLimit.IsZero() {
-		checks, which = append(checks, limit.Check{Key: "strict:" + addr, Limit: c.StrictRateLimit}), append(which, "strict")
-	}
+	checks, which := g.addrChecks(r, addr, 2)
 	hash := hex.EncodeToString(cr.sum[:]) // sessioncache.HashToken's
 	predicted := g.members.get(cr.sum)
 	var mc *limit.Check
@@ -138,6 +141,7 @@ func (g *Guard) admitOneTrip(w http.ResponseWriter, r *http.Request, cr credenti
 		mc = &limit.Check{Key: "member:" + strconv.FormatInt(predicted, 10), Limit: c.MemberRateLimit}
 	}
 	now := time.Now()
+	gen := g.nearToken()
 	sr, err := c.Limiter.AllowSession(ctx, checks, sessioncache.Key(c.Cache, hash), mc, predicted, now)
 	if err != nil {
 		return nil, 0, false
@@ -155,7 +159,7 @@ func (g *Guard) admitOneTrip(w http.ResponseWriter, r *http.Request, cr credenti
 	var member int64
 	verified := false
 	if sr.Found {
-		member, verified, err = g.cached(hash, sr.Value, now)
+		member, verified, err = g.cached(gen, hash, sr.Value, now)
 	}
 	if !verified {
 		member, err = g.askMembers(ctx, hash)
@@ -183,6 +187,48 @@ func (g *Guard) admitOneTrip(w http.ResponseWriter, r *http.Request, cr credenti
 		shown.SetHeaders(w.Header())
 	}
 	return &service.Auth{Member: member, Session: hash, Addr: authAddr}, 0, true
+}
+
+// addrChecks returns the per-address limits to check for r from addr, in
+// order, and their names for the metric, with room for more.
+func (g *Guard) addrChecks(r *http.Request, addr string, room int) (checks []limit.Check, which []string) {
+	c := &g.cfg
+	checks, which = make([]limit.Check, 0, room), make([]string, 0, room)
+	if !c.RateLimit.IsZero() {
+		checks, which = append(checks, limit.Check{Key: "ip:" + addr, Limit: c.RateLimit}), append(which, "address")
+	}
+	if strictClass(r) && !c.StrictRateLimit.IsZero() {
+		checks, which = append(checks, limit.Check{Key: "strict:" + addr, Limit: c.StrictRateLimit}), append(which, "strict")
+	}
+	return checks, which
+}
+
+// admitKnown is Admit for a member's token whose session the near cache
+// holds (see nearSessions): no lookup, and every limit in one Redis round
+// trip at most, none while this gate's leases last (see limit.AllowAll),
+// with the outcome of admitSteps.
+func (g *Guard) admitKnown(w http.ResponseWriter, r *http.Request, cr credential, addr, authAddr string, member int64) (*service.Auth, int) {
+	c := &g.cfg
+	checks, which := g.addrChecks(r, addr, 3)
+	if !c.MemberRateLimit.IsZero() {
+		checks = append(checks, limit.Check{Key: "member:" + strconv.FormatInt(member, 10), Limit: c.MemberRateLimit})
+		which = append(which, "member")
+	}
+	var shown *limit.Result // the tightest result, for the headers
+	results := c.Limiter.AllowAll(r.Context(), checks)
+	for i := range results {
+		res := &results[i]
+		if shown == nil || !res.Allowed || res.Remaining < shown.Remaining {
+			shown = res
+		}
+		if !res.Allowed {
+			return nil, writeLimited(w, *res, which[i])
+		}
+	}
+	if shown != nil {
+		shown.SetHeaders(w.Header())
+	}
+	return &service.Auth{Member: member, Session: hex.EncodeToString(cr.sum[:]), Addr: authAddr}, 0
 }
 
 // strictClass reports whether r is a login (POST /sessions, or the book's

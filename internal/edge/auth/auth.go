@@ -82,6 +82,9 @@ type Guard struct {
 	// stepsOnly, set by tests, makes Admit check one step after the other
 	// always (admitSteps), to compare it with the one-trip path.
 	stepsOnly bool
+	// near keeps verified sessions in memory (see nearSessions); nil
+	// without a fleet key or Redis, or with authentication off.
+	near *nearSessions
 }
 
 // memberOf remembers the member each token hash (a session) belongs to,
@@ -132,7 +135,17 @@ func New(cfg Config) *Guard {
 		sum := sha256.Sum256([]byte(cfg.AdminKey))
 		g.adminHash = sum[:]
 	}
+	if !cfg.AuthOff && g.sessions != nil && cfg.Cache != nil {
+		g.near = newNearSessions(cfg.Cache, g.log)
+	}
 	return g
+}
+
+// Close stops following the sessions' invalidations (see nearSessions).
+func (g *Guard) Close() {
+	if g.near != nil {
+		g.near.close()
+	}
 }
 
 // maxToken bounds the bearer tokens worth hashing (a session token is 43
@@ -253,9 +266,10 @@ func (g *Guard) Ended(ctx context.Context, hash string) bool {
 // errBadToken means the token is unknown, expired or revoked.
 func (g *Guard) session(ctx context.Context, hash string) (int64, error) {
 	if c := g.cfg.Cache; g.sessions != nil && c != nil {
+		gen := g.nearToken()
 		// With Redis failing, the cache's breaker answers at once.
 		if v, err := c.Get(ctx, sessioncache.Key(c, hash)).Result(); err == nil {
-			if member, verified, err := g.cached(hash, v, time.Now()); verified {
+			if member, verified, err := g.cached(gen, hash, v, time.Now()); verified {
 				return member, err
 			}
 		}
@@ -265,16 +279,32 @@ func (g *Guard) session(ctx context.Context, hash string) (int64, error) {
 
 // cached reads v, the session cached in Redis under hash, at now: its
 // member, or errBadToken for an ended session; verified false when v does
-// not verify (the members service must be asked).
-func (g *Guard) cached(hash, v string, now time.Time) (member int64, verified bool, err error) {
+// not verify (the members service must be asked). A live session is kept
+// in the near cache, unless an invalidation came after nearToken returned
+// gen (before v was read).
+func (g *Guard) cached(gen uint64, hash, v string, now time.Time) (member int64, verified bool, err error) {
 	switch s := g.sessions.Open(hash, v, now); s.State {
 	case sessioncache.Live:
+		if g.near != nil {
+			var sum [sha256.Size]byte
+			if _, err := hex.Decode(sum[:], []byte(hash)); err == nil {
+				g.near.put(gen, sum, s, now)
+			}
+		}
 		return s.Member, true, nil
 	case sessioncache.Ended:
 		return 0, true, errBadToken
 	}
 	g.unverified()
 	return 0, false, nil
+}
+
+// nearToken returns the near cache's generation, to read before Redis.
+func (g *Guard) nearToken() uint64 {
+	if g.near == nil {
+		return 0
+	}
+	return g.near.token()
 }
 
 // askMembers asks the members service for the member of the session with

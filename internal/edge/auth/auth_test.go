@@ -33,7 +33,9 @@ func testGuard(t *testing.T, cfg Config) *Guard {
 	cfg.Client = service.NewClient(service.ClientConfig{RequestTimeout: time.Second})
 	t.Cleanup(cfg.Client.Close)
 	cfg.Logger = slog.New(slog.DiscardHandler)
-	return New(cfg)
+	g := New(cfg)
+	t.Cleanup(g.Close)
+	return g
 }
 
 // admit returns the status of Admit for r: 0 when admitted.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,9 +24,22 @@ type counter struct{ n atomic.Int64 }
 func (c *counter) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (c *counter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		c.n.Add(1)
+		if !nearFollowing(cmd) {
+			c.n.Add(1)
+		}
 		return next(ctx, cmd)
 	}
+}
+
+// nearFollowing reports whether cmd is the near cache's follower reading
+// its epoch marker (not a call of Admit's).
+func nearFollowing(cmd redis.Cmder) bool {
+	for _, a := range cmd.Args() {
+		if s, ok := a.(string); ok && strings.HasSuffix(s, ":near-epoch") {
+			return true
+		}
+	}
+	return false
 }
 func (c *counter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
@@ -68,10 +82,12 @@ func send(g *Guard, method, token string) outcome {
 	return o
 }
 
-// TestOneTripAsSteps: a member's token admitted in one Redis round trip
+// TestOneTripAsSteps: a member's token admitted in one Redis round trip,
+// or from the near cache of sessions with its limits in one round trip,
 // gets, request after request, exactly what the step-by-step path gives:
 // the same statuses, the same headers, the same limit that refuses; with
-// limits on a member's later requests cost one Redis call each.
+// limits on (bursts too small to lease) a member's later requests cost one
+// Redis call each.
 func TestOneTripAsSteps(t *testing.T) {
 	now := time.Now()
 	sg := sessioncache.NewSigner(testFleetKey)
@@ -89,13 +105,22 @@ func TestOneTripAsSteps(t *testing.T) {
 		{"no limits", limit.Limit{}, limit.Limit{}, limit.Limit{}, "GET", 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var got [2][]outcome
-			var calls [2]int64
-			for i, stepsOnly := range []bool{false, true} {
+			modes := []string{"step by step", "one trip", "near"}
+			var got [3][]outcome
+			var calls [3]int64
+			for i, mode := range modes {
 				c := testenv.Cache(t)
 				g := limitedGuard(t, c, tc.ip, tc.strict, tc.member)
-				g.stepsOnly = stepsOnly
-				if !stepsOnly && !g.cfg.Limiter.OneTrip() {
+				switch mode {
+				case "step by step":
+					g.stepsOnly = true
+				case "one trip":
+					g.Close()
+					g.near = nil
+				case "near":
+					waitFor(t, "the near cache to follow", func() bool { return g.near.follow.Live() })
+				}
+				if mode != "step by step" && !g.cfg.Limiter.OneTrip() {
 					t.Skip("a Redis Cluster: the one-trip path is not used")
 				}
 				cacheSession(t, c, "tok", sg.Live(sessioncache.HashToken("tok"), 42, now.Add(time.Hour), now.Add(time.Hour)))
@@ -120,13 +145,15 @@ func TestOneTripAsSteps(t *testing.T) {
 					}
 				}
 			}
-			for j := range got[0] {
-				if got[0][j] != got[1][j] {
-					t.Errorf("request %d: one trip %v; step by step %v", j+1, got[0][j], got[1][j])
+			for i := 1; i < len(modes); i++ {
+				for j := range got[0] {
+					if got[i][j] != got[0][j] {
+						t.Errorf("request %d: %s %v; step by step %v", j+1, modes[i], got[i][j], got[0][j])
+					}
 				}
-			}
-			if calls[0] > 1 {
-				t.Errorf("one trip: the second request made %d Redis calls; want 1 (step by step: %d)", calls[0], calls[1])
+				if calls[i] > 1 {
+					t.Errorf("%s: the second request made %d Redis calls; want 1 (step by step: %d)", modes[i], calls[i], calls[0])
+				}
 			}
 		})
 	}
@@ -141,6 +168,8 @@ func TestOneTripRevokedRefused(t *testing.T) {
 	if !g.cfg.Limiter.OneTrip() {
 		t.Skip("a Redis Cluster: the one-trip path is not used")
 	}
+	g.Close() // the one-trip path, not the near cache (see near_test.go)
+	g.near = nil
 	now := time.Now()
 	sg := sessioncache.NewSigner(testFleetKey)
 	cacheSession(t, c, "a", sg.Live(sessioncache.HashToken("a"), 7, now.Add(time.Hour), now.Add(time.Hour)))
@@ -189,6 +218,8 @@ func TestOneTripRedisDown(t *testing.T) {
 	}
 	defer c.Close()
 	g := limitedGuard(t, c, limit.Limit{Rate: 3, Burst: 3, Period: time.Minute}, limit.Limit{}, limit.Limit{Rate: 100, Burst: 100, Period: time.Minute})
+	g.Close() // the one-trip path, not the near cache (see near_test.go)
+	g.near = nil
 	now := time.Now()
 	sg := sessioncache.NewSigner(testFleetKey)
 	cacheSession(t, c, "tok", sg.Live(sessioncache.HashToken("tok"), 7, now.Add(time.Hour), now.Add(time.Hour)))
@@ -222,5 +253,17 @@ func TestOneTripRedisDown(t *testing.T) {
 	}
 	if !m2.Exists("test:rate:ip:192.0.2.1") || !m2.Exists("test:rate:member:7") {
 		t.Errorf("Redis back: keys %v; want the limits in Redis again", m2.Keys())
+	}
+}
+
+// waitFor waits, at most 5 s, for cond.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 5 s for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

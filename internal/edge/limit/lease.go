@@ -83,13 +83,7 @@ func (l *Limiter) allowLeased(ctx context.Context, key string, lim Limit) (res R
 		res.Remaining += ls.left
 		return res, true
 	}
-	switch {
-	case ls.left > 0: // ended unspent
-		ls.size = max(1, ls.size/2)
-	case now.Before(ls.ends): // spent before its end
-		ls.size = min(2*ls.size, maxLease(lim))
-	}
-	ls.left, ls.ends = 0, time.Time{}
+	ls.resize(now)
 	granted, res, err := l.take(ctx, key, lim, ls.size)
 	l.record(ctx, err)
 	if err != nil {
@@ -103,15 +97,161 @@ func (l *Limiter) allowLeased(ctx context.Context, key string, lim Limit) (res R
 	return res, true
 }
 
+// AllowAll is Allow for each of checks in turn, stopping at the first that
+// refuses, with one Redis round trip for all those whose lease must be
+// renewed (one script, when OneTrip; else one call each). It returns the
+// results up to and including the first refusal. The checks' keys must be
+// distinct, and every caller must list its kinds of keys in one order (the
+// leases are locked in the order given).
+func (l *Limiter) AllowAll(ctx context.Context, checks []Check) []Result {
+	out := make([]Result, 0, len(checks))
+	if !l.OneTrip() {
+		for _, c := range checks {
+			res := l.Allow(ctx, c.Key, c.Limit)
+			out = append(out, res)
+			if !res.Allowed {
+				break
+			}
+		}
+		return out
+	}
+	now := time.Now()
+	var renew []int // indexes of the checks to renew in Redis
+	var held []*lease
+	defer func() {
+		for _, ls := range held {
+			ls.mu.Unlock()
+		}
+	}()
+	// Every lease is locked first and nothing spent: a unit of a later
+	// check's lease must not go to a request an earlier check refuses.
+	for i, c := range checks {
+		ls := l.leased(c.Key)
+		ls.mu.Lock()
+		held = append(held, ls)
+		if ls.lim != c.Limit {
+			ls.lim, ls.left, ls.ends, ls.size = c.Limit, 0, time.Time{}, 1
+		}
+		if !(ls.left > 0 && now.Before(ls.ends)) {
+			ls.resize(now)
+			renew = append(renew, i)
+		}
+	}
+	spend := func(i int) Result {
+		ls := held[i]
+		ls.left--
+		res := ls.shown
+		res.Remaining += ls.left
+		return res
+	}
+	if len(renew) == 0 {
+		for i := range checks {
+			out = append(out, spend(i))
+		}
+		return out
+	}
+	keys := make([]string, len(renew))
+	args := make([]any, 0, 1+4*len(renew))
+	args = append(args, len(renew))
+	for j, i := range renew {
+		c := checks[i]
+		keys[j] = l.cache.Prefix + redisPrefix + c.Key
+		args = append(args, c.Limit.Burst, c.Limit.Rate, c.Limit.Period.Seconds(), held[i].size)
+	}
+	v, err := takeAllScript.Run(ctx, l.cache, keys, args...).Slice()
+	l.record(ctx, err)
+	var results []Result
+	var granted []int
+	if err == nil {
+		results, granted, err = parseTakeAll(v, checks, renew, held)
+	}
+	if err != nil {
+		// Nothing known to be taken: the in-process limits, for the
+		// checks that needed Redis (record logged the switch).
+		results, granted = nil, nil
+	}
+	j := 0 // the next of renew
+	for i, c := range checks {
+		var res Result
+		switch {
+		case j < len(renew) && renew[j] == i && err != nil:
+			res = l.local.allow(c.Key, c.Limit, now)
+			j++
+		case j < len(renew) && renew[j] == i:
+			res = results[j]
+			if granted[j] > 0 {
+				ls := held[i]
+				ls.left, ls.ends, ls.shown = granted[j]-1, now.Add(leaseFor), res
+				res.Remaining += ls.left
+			}
+			j++
+		default:
+			res = spend(i)
+		}
+		out = append(out, res)
+		if !res.Allowed {
+			break
+		}
+	}
+	return out
+}
+
+// resize sets the size of the lease about to be renewed at now: halved
+// when the last one ended unspent, doubled when it was spent before its
+// end. It empties the lease.
+func (ls *lease) resize(now time.Time) {
+	switch {
+	case ls.left > 0:
+		ls.size = max(1, ls.size/2)
+	case now.Before(ls.ends):
+		ls.size = min(2*ls.size, maxLease(ls.lim))
+	}
+	ls.left, ls.ends = 0, time.Time{}
+}
+
+// parseTakeAll reads takeAllScript's answer: one result per check renewed,
+// up to the first refusal.
+func parseTakeAll(v []any, checks []Check, renew []int, held []*lease) ([]Result, []int, error) {
+	if len(v) == 0 || len(v) > len(renew) {
+		return nil, nil, fmt.Errorf("limit: lease script: %d results for %d keys", len(v), len(renew))
+	}
+	results := make([]Result, len(v))
+	granted := make([]int, len(v))
+	for j, r := range v {
+		i := renew[j]
+		res, err := parseGCRA(r, checks[i].Limit)
+		if err != nil {
+			return nil, nil, fmt.Errorf("limit: lease script: %w", err)
+		}
+		g, _ := r.([]any)[0].(int64)
+		if g < 0 || g > int64(held[i].size) {
+			return nil, nil, fmt.Errorf("limit: lease script granted %d of %d", g, held[i].size)
+		}
+		res.Allowed = g > 0
+		results[j], granted[j] = res, int(g)
+		if g == 0 && j != len(v)-1 {
+			return nil, nil, fmt.Errorf("limit: lease script went on after a refusal")
+		}
+	}
+	if len(v) < len(renew) && granted[len(v)-1] > 0 {
+		return nil, nil, fmt.Errorf("limit: lease script stopped before a refusal")
+	}
+	return results, granted, nil
+}
+
 // take leases up to want units of key's allowance under lim from Redis
-// (see takeScript): how many it got (0: refused), and Redis's result.
+// (see takeAllScript): how many it got (0: refused), and Redis's result.
 func (l *Limiter) take(ctx context.Context, key string, lim Limit, want int) (int, Result, error) {
-	v, err := takeScript.Run(ctx, l.cache, []string{l.cache.Prefix + redisPrefix + key},
-		lim.Burst, lim.Rate, lim.Period.Seconds(), want).Slice()
+	all, err := takeAllScript.Run(ctx, l.cache, []string{l.cache.Prefix + redisPrefix + key},
+		1, lim.Burst, lim.Rate, lim.Period.Seconds(), want).Slice()
 	if err != nil {
 		return 0, Result{}, err
 	}
-	res, err := parseGCRA(v, lim)
+	if len(all) != 1 {
+		return 0, Result{}, fmt.Errorf("limit: lease script: %d results for 1 key", len(all))
+	}
+	v, _ := all[0].([]any)
+	res, err := parseGCRA(all[0], lim)
 	if err != nil {
 		return 0, Result{}, fmt.Errorf("limit: lease script: %w", err)
 	}
@@ -123,50 +263,60 @@ func (l *Limiter) take(ctx context.Context, key string, lim Limit, want int) (in
 	return int(granted), res, nil
 }
 
-// takeScript leases up to ARGV[4] units of the allowance kept under
-// KEYS[1] (burst ARGV[1], rate ARGV[2] per ARGV[3] seconds): redis_rate's
-// allowN (lua.go of github.com/go-redis/redis_rate/v10), the same state
-// under the same key, but with a cost of as many units as are available,
-// at most the asked: {granted, remaining, retry_after, reset_after}, as
-// allowN answers them (granted 0: refused).
-var takeScript = redis.NewScript(`
+// takeAllScript leases, from each of KEYS in turn, stopping at the first
+// refused, up to the units wanted of it: redis_rate's allowN (lua.go of
+// github.com/go-redis/redis_rate/v10), the same state under the same key,
+// but with a cost of as many units as are available, at most the wanted.
+// ARGV: the number of keys, then burst, rate, period (seconds) and the
+// units wanted of each. It answers, for each key up to and including the
+// first refused, {granted, remaining, retry_after, reset_after} as allowN
+// answers them (granted 0: refused).
+var takeAllScript = redis.NewScript(`
 redis.replicate_commands()
-
-local rate_limit_key = KEYS[1]
-local burst = tonumber(ARGV[1])
-local rate = tonumber(ARGV[2])
-local period = tonumber(ARGV[3])
-local want = tonumber(ARGV[4])
 
 local jan_1_2017 = 1483228800
 local now = redis.call("TIME")
 now = (now[1] - jan_1_2017) + (now[2] / 1000000)
 
-local emission_interval = period / rate
-local burst_offset = emission_interval * burst
+local function take(rate_limit_key, burst, rate, period, want)
+  local emission_interval = period / rate
+  local burst_offset = emission_interval * burst
 
-local tat = redis.call("GET", rate_limit_key)
-if not tat then
-  tat = now
-else
-  tat = tonumber(tat)
-end
-tat = math.max(tat, now)
+  local tat = redis.call("GET", rate_limit_key)
+  if not tat then
+    tat = now
+  else
+    tat = tonumber(tat)
+  end
+  tat = math.max(tat, now)
 
-local available = math.floor((now - tat + burst_offset) / emission_interval)
-local granted = math.min(want, available)
-if granted < 1 then
-  local retry_after = tat + emission_interval - burst_offset - now
-  return {0, 0, tostring(retry_after), tostring(tat - now)}
+  local available = math.floor((now - tat + burst_offset) / emission_interval)
+  local granted = math.min(want, available)
+  if granted < 1 then
+    local retry_after = tat + emission_interval - burst_offset - now
+    return {0, 0, tostring(retry_after), tostring(tat - now)}
+  end
+
+  local new_tat = tat + emission_interval * granted
+  local remaining = math.floor((now - (new_tat - burst_offset)) / emission_interval)
+  local reset_after = new_tat - now
+  if reset_after > 0 then
+    redis.call("SET", rate_limit_key, new_tat, "EX", math.ceil(reset_after))
+  end
+  return {granted, remaining, "-1", tostring(reset_after)}
 end
 
-local new_tat = tat + emission_interval * granted
-local remaining = math.floor((now - (new_tat - burst_offset)) / emission_interval)
-local reset_after = new_tat - now
-if reset_after > 0 then
-  redis.call("SET", rate_limit_key, new_tat, "EX", math.ceil(reset_after))
+local n = tonumber(ARGV[1])
+local results = {}
+for i = 1, n do
+  local a = 2 + 4 * (i - 1)
+  local r = take(KEYS[i], tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]))
+  results[i] = r
+  if r[1] == 0 then
+    break
+  end
 end
-return {granted, remaining, "-1", tostring(reset_after)}
+return results
 `)
 
 // leaseLeft returns the units of key's lease not spent yet (tests).

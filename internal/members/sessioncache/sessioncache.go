@@ -65,6 +65,16 @@ func ValidHash(h string) bool {
 	return true
 }
 
+// Topic is the cache.Follower topic on which the members service
+// announces, by token hash, every session it revoked once its tombstone is
+// in Redis, so that gates keeping verified sessions in memory drop them.
+const Topic = "sessions"
+
+// NearMaxAge bounds how long a gate keeps a session in memory without
+// reading Redis again: a backstop for an invalidation that was not
+// published (Redis failing at that moment).
+const NearMaxAge = 5 * time.Second
+
 // version starts every value of this format.
 const version = "v1:"
 
@@ -147,6 +157,7 @@ type Session struct {
 	State   State
 	Member  int64     // Live only
 	Expires time.Time // Live only
+	Until   time.Time // Live only: the end of the value's validity
 }
 
 // Open checks the cached value v of the session with token hash hash at
@@ -185,5 +196,5 @@ func (s *Signer) Open(hash, v string, now time.Time) Session {
 	if exp <= now.UnixMilli() {
 		return Session{State: Ended}
 	}
-	return Session{State: Live, Member: member, Expires: time.UnixMilli(exp)}
+	return Session{State: Live, Member: member, Expires: time.UnixMilli(exp), Until: time.UnixMilli(u)}
 }

@@ -21,7 +21,7 @@ func TestOpen(t *testing.T) {
 		v      string
 		want   Session
 	}{
-		{"live", s, h, live, Session{State: Live, Member: 7, Expires: hour}},
+		{"live", s, h, live, Session{State: Live, Member: 7, Expires: hour, Until: minute}},
 		{"tombstone", s, h, tomb, Session{State: Ended}},
 		{"expired session", s, h, s.Live(h, 7, now, minute), Session{State: Ended}},
 		{"past its validity (a replayed value)", s, h, s.Live(h, 7, hour, now), Session{}},
