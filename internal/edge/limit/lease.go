@@ -49,6 +49,31 @@ type lease struct {
 	ends  time.Time  // when unspent units are forfeited
 	size  int        // the size of the next lease
 	shown Result     // Redis's answer to the last lease, for the headers
+	// refused, until refusedUntil, is Redis's last refusal: GCRA has no
+	// unit to give before its retry time, whichever gate asks (every gate
+	// only takes), so until then the key is refused here, exactly, without
+	// a round trip: a flood costs Redis nothing.
+	refused      Result
+	refusedUntil time.Time
+}
+
+// refusal returns the refusal standing at now, if any.
+func (ls *lease) refusal(now time.Time) (Result, bool) {
+	if !now.Before(ls.refusedUntil) {
+		return Result{}, false
+	}
+	res := ls.refused
+	elapsed := now.Sub(ls.refusedUntil.Add(-res.RetryAfter))
+	res.RetryAfter -= elapsed
+	res.ResetAfter = max(res.ResetAfter-elapsed, 0)
+	return res, true
+}
+
+// refuse records res, a refusal from Redis at now.
+func (ls *lease) refuse(res Result, now time.Time) {
+	if res.RetryAfter > 0 {
+		ls.refused, ls.refusedUntil = res, now.Add(res.RetryAfter)
+	}
 }
 
 // leased returns the lease of key, creating it.
@@ -75,7 +100,10 @@ func (l *Limiter) allowLeased(ctx context.Context, key string, lim Limit) (res R
 	defer ls.mu.Unlock()
 	now := time.Now()
 	if ls.lim != lim { // a new key, or a limit changed: start afresh
-		ls.lim, ls.left, ls.ends, ls.size = lim, 0, time.Time{}, 1
+		ls.reset(lim)
+	}
+	if res, ok := ls.refusal(now); ok {
+		return res, true
 	}
 	if ls.left > 0 && now.Before(ls.ends) {
 		ls.left--
@@ -90,6 +118,7 @@ func (l *Limiter) allowLeased(ctx context.Context, key string, lim Limit) (res R
 		return Result{}, false
 	}
 	if granted == 0 {
+		ls.refuse(res, now)
 		return res, true
 	}
 	ls.left, ls.ends, ls.shown = granted-1, now.Add(leaseFor), res
@@ -116,7 +145,6 @@ func (l *Limiter) AllowAll(ctx context.Context, checks []Check) []Result {
 		return out
 	}
 	now := time.Now()
-	var renew []int // indexes of the checks to renew in Redis
 	var held []*lease
 	defer func() {
 		for _, ls := range held {
@@ -124,32 +152,74 @@ func (l *Limiter) AllowAll(ctx context.Context, checks []Check) []Result {
 		}
 	}()
 	// Every lease is locked first and nothing spent: a unit of a later
-	// check's lease must not go to a request an earlier check refuses.
+	// check's lease must not go to a request an earlier check refuses. A
+	// standing refusal ends the checks there.
+	var renew []int // indexes of the checks to renew in Redis
+	var refusal *Result
 	for i, c := range checks {
 		ls := l.leased(c.Key)
 		ls.mu.Lock()
 		held = append(held, ls)
 		if ls.lim != c.Limit {
-			ls.lim, ls.left, ls.ends, ls.size = c.Limit, 0, time.Time{}, 1
+			ls.reset(c.Limit)
+		}
+		if res, ok := ls.refusal(now); ok {
+			refusal = &res
+			break
 		}
 		if !(ls.left > 0 && now.Before(ls.ends)) {
-			ls.resize(now)
 			renew = append(renew, i)
 		}
 	}
-	spend := func(i int) Result {
-		ls := held[i]
-		ls.left--
-		res := ls.shown
-		res.Remaining += ls.left
-		return res
-	}
-	if len(renew) == 0 {
-		for i := range checks {
-			out = append(out, spend(i))
+	var results []Result
+	var granted []int
+	var err error
+	if len(renew) > 0 {
+		for _, i := range renew {
+			held[i].resize(now)
 		}
-		return out
+		results, granted, err = l.takeAll(ctx, checks, renew, held)
 	}
+	j := 0 // the next of renew
+	for i, c := range checks[:len(held)-btoi(refusal != nil)] {
+		var res Result
+		switch {
+		case j < len(renew) && renew[j] == i && err != nil:
+			// Nothing known to be taken: the in-process limits (record
+			// logged the switch to them).
+			res = l.local.allow(c.Key, c.Limit, now)
+			j++
+		case j < len(renew) && renew[j] == i:
+			res = results[j]
+			ls := held[i]
+			if granted[j] > 0 {
+				ls.left, ls.ends, ls.shown = granted[j]-1, now.Add(leaseFor), res
+				res.Remaining += ls.left
+			} else {
+				ls.refuse(res, now)
+			}
+			j++
+		default:
+			ls := held[i]
+			ls.left--
+			res = ls.shown
+			res.Remaining += ls.left
+		}
+		out = append(out, res)
+		if !res.Allowed {
+			return out
+		}
+	}
+	if refusal != nil {
+		out = append(out, *refusal)
+	}
+	return out
+}
+
+// takeAll renews in one script the leases of checks[i] for i in renew, of
+// held[i].size units each: the results up to the first refusal, and the
+// units granted.
+func (l *Limiter) takeAll(ctx context.Context, checks []Check, renew []int, held []*lease) ([]Result, []int, error) {
 	keys := make([]string, len(renew))
 	args := make([]any, 0, 1+4*len(renew))
 	args = append(args, len(renew))
@@ -160,40 +230,23 @@ func (l *Limiter) AllowAll(ctx context.Context, checks []Check) []Result {
 	}
 	v, err := takeAllScript.Run(ctx, l.cache, keys, args...).Slice()
 	l.record(ctx, err)
-	var results []Result
-	var granted []int
-	if err == nil {
-		results, granted, err = parseTakeAll(v, checks, renew, held)
-	}
 	if err != nil {
-		// Nothing known to be taken: the in-process limits, for the
-		// checks that needed Redis (record logged the switch).
-		results, granted = nil, nil
+		return nil, nil, err
 	}
-	j := 0 // the next of renew
-	for i, c := range checks {
-		var res Result
-		switch {
-		case j < len(renew) && renew[j] == i && err != nil:
-			res = l.local.allow(c.Key, c.Limit, now)
-			j++
-		case j < len(renew) && renew[j] == i:
-			res = results[j]
-			if granted[j] > 0 {
-				ls := held[i]
-				ls.left, ls.ends, ls.shown = granted[j]-1, now.Add(leaseFor), res
-				res.Remaining += ls.left
-			}
-			j++
-		default:
-			res = spend(i)
-		}
-		out = append(out, res)
-		if !res.Allowed {
-			break
-		}
+	return parseTakeAll(v, checks, renew, held)
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
 	}
-	return out
+	return 0
+}
+
+// reset starts the lease afresh under lim.
+func (ls *lease) reset(lim Limit) {
+	ls.lim, ls.left, ls.ends, ls.size = lim, 0, time.Time{}, 1
+	ls.refused, ls.refusedUntil = Result{}, time.Time{}
 }
 
 // resize sets the size of the lease about to be renewed at now: halved

@@ -152,3 +152,37 @@ func TestLeasedUnitsCountInRedis(t *testing.T) {
 		t.Fatalf("the other gate was allowed %+v after the first took the whole burst", res)
 	}
 }
+
+// A refused key is refused without a round trip until its retry time
+// (when GCRA has a unit for it again, whichever gate asks), then allowed.
+func TestRefusalsCostNoRoundTrip(t *testing.T) {
+	a, _, ca, _ := twoGates(t)
+	ctx := context.Background()
+	lim := Limit{Rate: 4, Burst: 2, Period: time.Second} // one every 250 ms
+	for i := range 2 {
+		if !a.Allow(ctx, "k", lim).Allowed {
+			t.Fatalf("request %d refused within the burst", i+1)
+		}
+	}
+	first := a.Allow(ctx, "k", lim)
+	if first.Allowed || first.RetryAfter <= 0 || first.RetryAfter > 250*time.Millisecond {
+		t.Fatalf("over the burst: %+v; want refused, retry after at most 250ms", first)
+	}
+	before := ca.n.Load()
+	for range 50 {
+		res := a.Allow(ctx, "k", lim)
+		if res.Allowed || res.RetryAfter <= 0 || res.RetryAfter > first.RetryAfter {
+			t.Fatalf("during the refusal: %+v; want refused, retry after at most %v", res, first.RetryAfter)
+		}
+		if all := a.AllowAll(ctx, []Check{{"other", Limit{Rate: 1000, Burst: 1000, Period: time.Second}}, {"k", lim}}); len(all) != 2 || !all[0].Allowed || all[1].Allowed {
+			t.Fatalf("AllowAll during the refusal: %+v; want the first allowed, the second refused", all)
+		}
+	}
+	if n := ca.n.Load() - before; n > 8 {
+		t.Errorf("50 refused requests cost %d round trips; want none (but for the other key's leases)", n)
+	}
+	time.Sleep(first.RetryAfter + 10*time.Millisecond)
+	if res := a.Allow(ctx, "k", lim); !res.Allowed {
+		t.Fatalf("after the retry time: %+v; want allowed", res)
+	}
+}
