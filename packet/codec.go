@@ -281,23 +281,15 @@ func Decode(p []byte) (*Message, error) {
 // errormessage) are slices of raw. FuzzDecodeFast holds it to
 // json.Unmarshal's results.
 func decodeFast(raw []byte) (m *Message, errMsg json.RawMessage, ok bool) {
-	if !validJSON(raw) {
-		return nil, nil, false
-	}
-	i := scanSpace(raw, 0)
+	i := skipSpace(raw, 0)
 	if i >= len(raw) || raw[i] != '{' {
 		return nil, nil, false
 	}
 	m = &Message{Raw: raw}
 	var seen uint8
-	i = scanSpace(raw, i+1)
-	for i < len(raw) && raw[i] == '"' {
-		kEnd := scanString(raw, i)
-		name := raw[i+1 : kEnd-1]
-		i = scanSpace(raw, kEnd)
-		i = scanSpace(raw, i+1) // the colon
-		vEnd := scanValue(raw, i)
-		v := raw[i:vEnd:vEnd]
+	member := func(quoted, v []byte) bool {
+		name := quoted[1 : len(quoted)-1]
+		v = v[:len(v):len(v)]
 		field := -1
 		for f, known := range decodedFields {
 			if string(name) == known {
@@ -305,47 +297,48 @@ func decodeFast(raw []byte) (m *Message, errMsg json.RawMessage, ok bool) {
 				break
 			}
 			if bytes.EqualFold(name, []byte(known)) || bytes.IndexByte(name, '\\') >= 0 {
-				return nil, nil, false // json.Unmarshal matches names without case, and unescapes them
+				return false // json.Unmarshal matches names without case, and unescapes them
 			}
 		}
-		if field >= 0 {
-			if seen&(1<<field) != 0 {
-				return nil, nil, false
+		if field < 0 {
+			return true
+		}
+		if seen&(1<<field) != 0 {
+			return false
+		}
+		seen |= 1 << field
+		switch decodedFields[field] {
+		case "uri", "method":
+			str, ok := plainString(v)
+			if !ok {
+				return false
 			}
-			seen |= 1 << field
-			switch decodedFields[field] {
-			case "uri", "method":
-				str, ok := plainString(v)
-				if !ok {
-					return nil, nil, false
+			if field == 0 {
+				m.URI = str
+			} else {
+				m.Method = str
+			}
+		case "key":
+			m.Key = json.RawMessage(v)
+		case "params":
+			m.Params = json.RawMessage(v)
+		case "auth":
+			m.Auth = json.RawMessage(v)
+		case "errormessage":
+			errMsg = json.RawMessage(v)
+		case "errorcode":
+			if string(v) != "null" {
+				n, err := strconv.Atoi(string(v))
+				if err != nil {
+					return false
 				}
-				if field == 0 {
-					m.URI = str
-				} else {
-					m.Method = str
-				}
-			case "key":
-				m.Key = json.RawMessage(v)
-			case "params":
-				m.Params = json.RawMessage(v)
-			case "auth":
-				m.Auth = json.RawMessage(v)
-			case "errormessage":
-				errMsg = json.RawMessage(v)
-			case "errorcode":
-				if string(v) != "null" {
-					n, err := strconv.Atoi(string(v))
-					if err != nil {
-						return nil, nil, false
-					}
-					m.ErrorCode = &n
-				}
+				m.ErrorCode = &n
 			}
 		}
-		i = scanSpace(raw, vEnd)
-		if i < len(raw) && raw[i] == ',' {
-			i = scanSpace(raw, i+1)
-		}
+		return true
+	}
+	if !walkJSON(raw, member) {
+		return nil, nil, false
 	}
 	return m, errMsg, true
 }
@@ -370,13 +363,6 @@ func plainString(v []byte) (string, bool) {
 
 // The scanners below walk JSON already known to be valid.
 
-func scanSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
 // scanString returns the index after the string that starts at b[i].
 func scanString(b []byte, i int) int {
 	for j := i + 1; j < len(b); j++ {
@@ -388,38 +374,6 @@ func scanString(b []byte, i int) int {
 		}
 	}
 	return len(b)
-}
-
-// scanValue returns the index after the value that starts at b[i].
-func scanValue(b []byte, i int) int {
-	if i >= len(b) {
-		return i
-	}
-	switch b[i] {
-	case '"':
-		return scanString(b, i)
-	case '{', '[':
-		depth := 0
-		for j := i; j < len(b); j++ {
-			switch b[j] {
-			case '"':
-				j = scanString(b, j) - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return j + 1
-				}
-			}
-		}
-		return len(b)
-	}
-	j := i
-	for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' && b[j] != ' ' && b[j] != '\t' && b[j] != '\n' && b[j] != '\r' {
-		j++
-	}
-	return j
 }
 
 // KeyOf reads the key of a packet from its first bytes (the whole packet or

@@ -6,9 +6,19 @@ import "encoding/json"
 // packet's answer is mostly strings, which it skips a byte at a time
 // through a table rather than through encoding/json's per-byte state
 // functions. FuzzValidJSON holds it to json.Valid.
-func validJSON(b []byte) bool {
+func validJSON(b []byte) bool { return walkJSON(b, nil) }
+
+// walkJSON is validJSON that, when member is not nil and b is an object,
+// also hands member each of its members, in order, as it validates them:
+// the name as it is written (quotes and escapes included) and the value
+// (a slice of b without the space around it). It returns false as soon as
+// member does, and, with a member, for values nested deeper than it
+// follows itself (which json.Valid then checks). So b is walked once, not
+// validated and then scanned again.
+func walkJSON(b []byte, member func(name, value []byte) bool) bool {
 	var stack [64]byte // the open containers, '{' or '['; deeper: json.Valid
 	depth := 0
+	var kStart, vStart int // the top-level member being read
 	i := skipSpace(b, 0)
 	for {
 		// One value at b[i]; an opened container continues with its first
@@ -20,7 +30,7 @@ func validJSON(b []byte) bool {
 		switch c := b[i]; {
 		case c == '{' || c == '[':
 			if depth == len(stack) {
-				return json.Valid(b)
+				return member == nil && json.Valid(b)
 			}
 			stack[depth] = c
 			depth++
@@ -31,8 +41,12 @@ func validJSON(b []byte) bool {
 				break
 			}
 			if c == '{' {
+				k := i
 				if i, ok = validKey(b, i); !ok {
 					return false
+				}
+				if depth == 1 {
+					kStart, vStart = k, i
 				}
 			}
 			continue
@@ -52,6 +66,11 @@ func validJSON(b []byte) bool {
 		}
 		// After a value: close containers, or go on to the next member.
 		for {
+			if depth == 1 && member != nil && stack[0] == '{' {
+				if !member(b[kStart:scanString(b, kStart)], b[vStart:i]) {
+					return false
+				}
+			}
 			i = skipSpace(b, i)
 			if depth == 0 {
 				return i == len(b)
@@ -63,8 +82,12 @@ func validJSON(b []byte) bool {
 			if c == ',' {
 				i = skipSpace(b, i+1)
 				if top == '{' {
+					k := i
 					if i, ok = validKey(b, i); !ok {
 						return false
+					}
+					if depth == 1 {
+						kStart, vStart = k, i
 					}
 				}
 				break
