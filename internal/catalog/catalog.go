@@ -241,13 +241,28 @@ func NewLookup(c *cache.Cache, f Format, caller Caller) *Lookup {
 func (l *Lookup) Find(ctx context.Context, id int64) (Good, error) {
 	if l.Cache.Redis != nil {
 		g, err := l.Cache.Get(ctx, id)
-		if err == nil {
-			return g, nil
-		}
-		if errors.Is(err, ErrDeleted) {
-			return Good{}, service.NotFound("good %d not found", id)
+		if g, ok, err := cached(id, g, err); ok {
+			return g, err
 		}
 	}
+	return l.ask(ctx, id)
+}
+
+// cached is Find's answer for good id from what Entries.Get returned, ok
+// false when the goods service must be asked (a miss, a corrupt entry,
+// Redis failing).
+func cached(id int64, g Good, err error) (Good, bool, error) {
+	switch {
+	case err == nil:
+		return g, true, nil
+	case errors.Is(err, ErrDeleted):
+		return Good{}, true, service.NotFound("good %d not found", id)
+	}
+	return Good{}, false, nil
+}
+
+// ask asks the goods service for good id, refilling the cache (see Find).
+func (l *Lookup) ask(ctx context.Context, id int64) (Good, error) {
 	params, _ := json.Marshal(map[string]int64{"id": id})
 	m, err := l.Caller.Call(ctx, "GET", "/goods", params)
 	if err != nil {
@@ -276,6 +291,35 @@ func (l *Lookup) Find(ctx context.Context, id int64) (Good, error) {
 		l.Cache.Fill(ctx, g)
 	}
 	return g, nil
+}
+
+// getEach reads goods ids from the cache in one round trip and returns, for
+// each, what Get would have: the good, or redis.Nil, ErrDeleted,
+// ErrCorrupt or the failure of Redis.
+func (e Entries) getEach(ctx context.Context, ids []int64) ([]Good, []error) {
+	goods, errs := make([]Good, len(ids)), make([]error, len(ids))
+	cmds := make([]*redis.StringCmd, len(ids))
+	e.Redis.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range ids {
+			cmds[i] = p.Get(ctx, e.Key(id))
+		}
+		return nil
+	})
+	for i, cmd := range cmds {
+		b, err := cmd.Bytes()
+		switch {
+		case err != nil:
+			errs[i] = err
+		case e.Format == Own && string(b) == tombstone:
+			errs[i] = ErrDeleted
+		default:
+			var ok bool
+			if goods[i], ok = e.decode(ids[i], b); !ok {
+				errs[i] = ErrCorrupt
+			}
+		}
+	}
+	return goods, errs
 }
 
 // GetMany reads goods ids from the cache in one round trip and returns them

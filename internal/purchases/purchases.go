@@ -136,8 +136,11 @@ type Service struct {
 	store table
 	cache *cache.Cache // the rankings views; nil: rank in the database
 	goods *catalog.Lookup
-	log   *slog.Logger
-	now   func() time.Time
+	// find is goods.Find sharing Redis round trips between concurrent
+	// purchases (the check that a good exists).
+	find *catalog.Finder
+	log  *slog.Logger
+	now  func() time.Time
 	// repairs retries the drops of views that Redis failed to take after
 	// a cancel (cancel.go).
 	repairs *cache.Repairs
@@ -159,6 +162,7 @@ func New(db *store.DB, c *cache.Cache, goods *catalog.Lookup, log *slog.Logger) 
 		store: newTable(db),
 		cache: c,
 		goods: goods,
+		find:  catalog.NewFinder(goods),
 		log:   log.With("service", "purchases"),
 		now:   time.Now,
 
@@ -188,7 +192,7 @@ func (s *Service) buy(ctx context.Context, r *service.Request) (service.Result, 
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.goods.Find(ctx, goodsID); err != nil {
+	if _, err := s.find.Find(ctx, goodsID); err != nil {
 		if code, _ := service.ErrorCode(err); code == http.StatusServiceUnavailable {
 			s.log.Warn("cannot check a good: goods service unavailable", "good", goodsID, "err", err)
 		}
