@@ -208,10 +208,7 @@ func notMade(err error) bool {
 // Errors are returned as the driver gave them, so that store.IsDuplicate
 // sees them.
 func (t *table) exec(ctx context.Context, tx *sql.Tx, args []any) (int64, error) {
-	q := t.sql.insert
-	if t.sql.shareBarrier != "" {
-		q = t.sql.shareBarrier
-	}
+	q := t.insertSQL()
 	var res sql.Result
 	var err error
 	switch stmt := t.prepared(); {
@@ -235,17 +232,25 @@ func (t *table) exec(ctx context.Context, tx *sql.Tx, args []any) (int64, error)
 	return res.LastInsertId()
 }
 
-// prepared returns the insert prepared once on the database (nil on MySQL,
-// whose driver fills placeholders in itself: a query is one round trip
-// there, and preparing would add one per connection; nil too when it
-// cannot be prepared, to run it unprepared). database/sql prepares it on
-// each connection, and in a transaction, as needed.
-func (t *table) prepared() *sql.Stmt {
+// insertSQL is the dialect's insert: the barrier form where there is one.
+func (t *table) insertSQL() string {
 	if t.sql.shareBarrier != "" {
-		return nil
+		return t.sql.shareBarrier
 	}
+	return t.sql.insert
+}
+
+// prepared returns the insert prepared once on the database (nil when it
+// cannot be prepared, to run it unprepared). database/sql prepares it on
+// each connection, once, and reuses it in a transaction on that
+// connection. On MySQL too, although the driver could fill placeholders in
+// itself: the prepare is one round trip per connection of the pool (kept
+// 5 minutes), and each execution then spares the server parsing the
+// statement (bench/insert with the statement prepared: MariaDB CPU per
+// insert 186/178 -> 170/168 us, 6523/6762 -> 6845/6948 inserts/s).
+func (t *table) prepared() *sql.Stmt {
 	t.stmt.once.Do(func() {
-		t.stmt.s, _ = t.db.PrepareContext(context.Background(), t.sql.insert)
+		t.stmt.s, _ = t.db.PrepareContext(context.Background(), t.insertSQL())
 	})
 	return t.stmt.s
 }
