@@ -199,6 +199,11 @@ func (e Entries) Forget(ctx context.Context, id int64) error {
 // unreadable entry.
 func (e Entries) Get(ctx context.Context, id int64) (Good, error) {
 	b, err := e.Redis.Get(ctx, e.Key(id)).Bytes()
+	return e.parse(id, b, err)
+}
+
+// parse is Get's answer from what the GET of good id's key returned.
+func (e Entries) parse(id int64, b []byte, err error) (Good, error) {
 	if err != nil {
 		return Good{}, err
 	}
@@ -291,35 +296,6 @@ func (l *Lookup) ask(ctx context.Context, id int64) (Good, error) {
 		l.Cache.Fill(ctx, g)
 	}
 	return g, nil
-}
-
-// getEach reads goods ids from the cache in one round trip and returns, for
-// each, what Get would have: the good, or redis.Nil, ErrDeleted,
-// ErrCorrupt or the failure of Redis.
-func (e Entries) getEach(ctx context.Context, ids []int64) ([]Good, []error) {
-	goods, errs := make([]Good, len(ids)), make([]error, len(ids))
-	cmds := make([]*redis.StringCmd, len(ids))
-	e.Redis.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, id := range ids {
-			cmds[i] = p.Get(ctx, e.Key(id))
-		}
-		return nil
-	})
-	for i, cmd := range cmds {
-		b, err := cmd.Bytes()
-		switch {
-		case err != nil:
-			errs[i] = err
-		case e.Format == Own && string(b) == tombstone:
-			errs[i] = ErrDeleted
-		default:
-			var ok bool
-			if goods[i], ok = e.decode(ids[i], b); !ok {
-				errs[i] = ErrCorrupt
-			}
-		}
-	}
-	return goods, errs
 }
 
 // GetMany reads goods ids from the cache in one round trip and returns them
