@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"runtime"
 	"sync"
 	"time"
 
@@ -18,15 +17,16 @@ import (
 // that N of them cost one commit (one WAL sync on SQLite, one redo log
 // flush on InnoDB) instead of N.
 //
-// A purchase queues its insert; while fewer than the engine's leaders run,
-// it starts one, a goroutine that takes what is queued (up to maxBatch at a
-// time) and inserts it in one transaction, each purchase its own INSERT as
+// A purchase queues its insert; it wakes a leader waiting for work or,
+// while fewer than the engine's leaders run, starts one (see crew), a
+// goroutine that takes what is queued (up to maxBatch at a time) and
+// inserts it in one transaction, each purchase its own INSERT as
 // before (on MySQL the same INSERT ... SELECT that holds the rankings
 // barrier shared until the commit: sales.go), until the queue is empty;
-// then it ends. A purchase alone in its batch is inserted as before, in
+// then it waits for more (and ends after crewIdle without). A purchase alone in its batch is inserted as before, in
 // autocommit. Nothing waits for a batch to fill: a batch is what queued
 // while the previous one ran (the single leader of SQLite, finding one
-// purchase queued, yields once first; see lead).
+// purchase queued, yields once first; see newCommitter).
 //
 // Exactness: each purchase gets its own id and its own outcome. A
 // duplicate idempotency key fails that INSERT only (both engines roll back
@@ -38,12 +38,8 @@ import (
 // fails its purchase): none is retried, for a commit whose outcome is
 // unknown may have happened.
 type committer struct {
-	t       *table
-	leaders int // at most this many batches at once
-
-	mu      sync.Mutex
-	queue   []*pending
-	running int
+	t     *table
+	batch *crew[*pending] // its leaders: at most the engine's
 }
 
 // maxBatch bounds a batch (and how long it holds the write lock).
@@ -65,20 +61,21 @@ type inserted struct {
 }
 
 func newCommitter(t *table, leaders int) *committer {
-	return &committer{t: t, leaders: leaders}
+	c := &committer{t: t}
+	c.batch = newCrew(leaders, maxBatch, c.run)
+	// One writer (SQLite), one purchase queued: a lone insert costs a
+	// whole commit (its WAL frames written), so the leader lets the
+	// purchases already runnable (their good just read from Redis, say)
+	// queue first.
+	c.batch.yieldLone = true
+	return c
 }
 
 // insert queues an insert with args (the dialect's insert arguments) and
 // waits for its outcome.
 func (c *committer) insert(ctx context.Context, args []any) (int64, error) {
 	p := &pending{ctx: ctx, args: args, done: make(chan inserted, 1)}
-	c.mu.Lock()
-	c.queue = append(c.queue, p)
-	if c.running < c.leaders {
-		c.running++
-		go c.lead()
-	}
-	c.mu.Unlock()
+	c.batch.add(p)
 	select {
 	case r := <-p.done:
 		return r.id, r.err
@@ -86,36 +83,6 @@ func (c *committer) insert(ctx context.Context, args []any) (int64, error) {
 		// Taken into a batch or not, the insert may still commit, as an
 		// autocommit insert whose caller has gone may.
 		return 0, ctx.Err()
-	}
-}
-
-// lead runs batches until the queue is empty.
-func (c *committer) lead() {
-	for {
-		c.mu.Lock()
-		if len(c.queue) == 1 && c.leaders == 1 {
-			// One writer (SQLite), one purchase queued: a lone insert costs
-			// a whole commit (its WAL frames written), so let the purchases
-			// already runnable (their good just read from Redis, say) queue
-			// first. A yield, not a wait: with nothing else to run it
-			// returns at once.
-			c.mu.Unlock()
-			runtime.Gosched()
-			c.mu.Lock()
-		}
-		n := min(len(c.queue), maxBatch)
-		if n == 0 {
-			c.running--
-			c.mu.Unlock()
-			return
-		}
-		batch := make([]*pending, n)
-		copy(batch, c.queue)
-		rest := copy(c.queue, c.queue[n:])
-		clear(c.queue[rest:])
-		c.queue = c.queue[:rest]
-		c.mu.Unlock()
-		c.run(batch)
 	}
 }
 

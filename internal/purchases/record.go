@@ -2,7 +2,6 @@ package purchases
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -14,11 +13,12 @@ import (
 // time) instead of N round trips and 3N calls.
 //
 // A committed purchase queues its sale and waits until it is applied (so
-// that a GET /rankings after the answer counts it, as before); while fewer
-// than recordLeaders run, it starts one, a goroutine that takes what is
+// that a GET /rankings after the answer counts it, as before); it wakes
+// the leader or starts it (see crew), a goroutine that takes what is
 // queued (up to maxRecordBatch sales at a time) and applies it, until the
-// queue is empty. Nothing waits for a batch to fill: a batch is what queued
-// while the previous one ran, so a purchase alone costs what it did.
+// queue is empty, then waits for more. Nothing waits for a batch to fill:
+// a batch is what queued while the previous one ran, so a purchase alone
+// costs what it did.
 //
 // Exactness is the scripts': applyScript counts each purchase id at most
 // once per view, whatever batch it comes in, so a batch is exactly the sum
@@ -26,11 +26,7 @@ import (
 // purchases are queued (a duplicate Idempotency-Key or a failed insert
 // queues nothing), so one purchase failing never touches the others' sales.
 type recorder struct {
-	s *Service
-
-	mu      sync.Mutex
-	queue   []*recording
-	running int
+	batch *crew[*recording]
 }
 
 // recordLeaders bounds the batches in flight at once. One: the next batch
@@ -56,7 +52,14 @@ type recording struct {
 	done chan struct{} // closed once the sale was applied (or given up)
 }
 
-func newRecorder(s *Service) *recorder { return &recorder{s: s} }
+func newRecorder(s *Service) *recorder {
+	return &recorder{batch: newCrew(recordLeaders, maxRecordBatch, func(batch []*recording) {
+		s.apply(batch)
+		for _, r := range batch {
+			close(r.done)
+		}
+	})}
+}
 
 // record counts purchase id of good, made at date, in the views of its day,
 // its week and all time (with other purchases recorded at the same time,
@@ -68,40 +71,10 @@ func (s *Service) record(ctx context.Context, id, good int64, date time.Time) {
 		return
 	}
 	r := &recording{ctx: ctx, id: id, good: good, date: date, done: make(chan struct{})}
-	rc := s.recorder
-	rc.mu.Lock()
-	rc.queue = append(rc.queue, r)
-	if rc.running < recordLeaders {
-		rc.running++
-		go rc.lead()
-	}
-	rc.mu.Unlock()
+	s.recorder.batch.add(r)
 	select {
 	case <-r.done:
 	case <-ctx.Done():
-	}
-}
-
-// lead applies batches until the queue is empty.
-func (rc *recorder) lead() {
-	for {
-		rc.mu.Lock()
-		n := min(len(rc.queue), maxRecordBatch)
-		if n == 0 {
-			rc.running--
-			rc.mu.Unlock()
-			return
-		}
-		batch := make([]*recording, n)
-		copy(batch, rc.queue)
-		rest := copy(rc.queue, rc.queue[n:])
-		clear(rc.queue[rest:])
-		rc.queue = rc.queue[:rest]
-		rc.mu.Unlock()
-		rc.s.apply(batch)
-		for _, r := range batch {
-			close(r.done)
-		}
 	}
 }
 
