@@ -199,6 +199,11 @@ func (e Entries) Forget(ctx context.Context, id int64) error {
 // unreadable entry.
 func (e Entries) Get(ctx context.Context, id int64) (Good, error) {
 	b, err := e.Redis.Get(ctx, e.Key(id)).Bytes()
+	return e.parse(id, b, err)
+}
+
+// parse is Get's answer from what the GET of good id's key returned.
+func (e Entries) parse(id int64, b []byte, err error) (Good, error) {
 	if err != nil {
 		return Good{}, err
 	}
@@ -241,13 +246,28 @@ func NewLookup(c *cache.Cache, f Format, caller Caller) *Lookup {
 func (l *Lookup) Find(ctx context.Context, id int64) (Good, error) {
 	if l.Cache.Redis != nil {
 		g, err := l.Cache.Get(ctx, id)
-		if err == nil {
-			return g, nil
-		}
-		if errors.Is(err, ErrDeleted) {
-			return Good{}, service.NotFound("good %d not found", id)
+		if g, ok, err := cached(id, g, err); ok {
+			return g, err
 		}
 	}
+	return l.ask(ctx, id)
+}
+
+// cached is Find's answer for good id from what Entries.Get returned, ok
+// false when the goods service must be asked (a miss, a corrupt entry,
+// Redis failing).
+func cached(id int64, g Good, err error) (Good, bool, error) {
+	switch {
+	case err == nil:
+		return g, true, nil
+	case errors.Is(err, ErrDeleted):
+		return Good{}, true, service.NotFound("good %d not found", id)
+	}
+	return Good{}, false, nil
+}
+
+// ask asks the goods service for good id, refilling the cache (see Find).
+func (l *Lookup) ask(ctx context.Context, id int64) (Good, error) {
 	params, _ := json.Marshal(map[string]int64{"id": id})
 	m, err := l.Caller.Call(ctx, "GET", "/goods", params)
 	if err != nil {

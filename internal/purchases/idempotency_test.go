@@ -137,3 +137,50 @@ func TestConcurrentPurchasesExact(t *testing.T) {
 		t.Errorf("rankings count %d sales; want %d", total, members*keys)
 	}
 }
+
+// TestConcurrentPurchasesSomeFail: purchases made at once, batched by the
+// group commit and by the recording of their sales, some of which fail
+// (an Idempotency-Key reused for another good, a good that does not exist,
+// a repeated key), count in the rankings exactly the purchases made.
+func TestConcurrentPurchasesSomeFail(t *testing.T) {
+	f := newFixture(t, nil)
+	tea, cake := f.newGood(t, "tea"), f.newGood(t, "cake")
+	f.wantSameAsDB(t, "before", 10) // the views built, so that updates count
+	buy := func(user, good int64, key string) error {
+		_, err := call(t, f.routes, "POST/purchases", `{"userid":`+jsonInt(user)+`,"goodsid":`+jsonInt(good)+`,"idempotency_key":"`+key+`"}`)
+		return err
+	}
+	if err := buy(1, tea, "used"); err != nil {
+		t.Fatal(err)
+	}
+	const n = 40
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			k := "k-" + jsonInt(int64(i))
+			var err error
+			want := 0
+			switch i % 4 {
+			case 0: // made
+				err = buy(2, cake, k)
+			case 1: // the key of another good: 422
+				err, want = buy(1, cake, "used"), 422
+			case 2: // no such good: 404
+				err, want = buy(2, cake+1000, k), 404
+			case 3: // made, and made once more with the same key
+				if err = buy(3, tea, k); err == nil {
+					err = buy(3, tea, k)
+				}
+			}
+			if code, _ := service.ErrorCode(err); (err == nil) != (want == 0) || err != nil && code != want {
+				t.Errorf("purchase %d = %v; want status %d", i, err, want)
+			}
+		})
+	}
+	wg.Wait()
+	f.wantSameAsDB(t, "after purchases some of which failed", 10)
+	got := f.rankings(t, purchases.PeriodAll, 10)
+	if len(got) != 2 || got[0].GoodsID != tea || got[0].Sales != 1+n/4 || got[1].Sales != n/4 {
+		t.Fatalf("ranking = %+v; want tea %d, cake %d", got, 1+n/4, n/4)
+	}
+}

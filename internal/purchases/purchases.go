@@ -55,7 +55,8 @@
 // Every update is a Lua script on one view, idempotent and exact:
 //
 //   - A purchase commits to the database first, then applies its (id, good)
-//     to its day, week and all-time views (three scripts, one pipeline). A
+//     to its day, week and all-time views (three scripts, one pipeline,
+//     shared with the purchases committed at the same time: record.go). A
 //     view counts it only if it is built, id > wm and id is not in seen; it
 //     then adds id to seen and takes one off the good's score. A retried or
 //     duplicated update changes nothing.
@@ -135,11 +136,16 @@ type Service struct {
 	store table
 	cache *cache.Cache // the rankings views; nil: rank in the database
 	goods *catalog.Lookup
-	log   *slog.Logger
-	now   func() time.Time
+	// find is goods.Find sharing Redis round trips between concurrent
+	// purchases (the check that a good exists).
+	find *catalog.Finder
+	log  *slog.Logger
+	now  func() time.Time
 	// repairs retries the drops of views that Redis failed to take after
 	// a cancel (cancel.go).
 	repairs *cache.Repairs
+	// recorder applies the Redis updates of purchases in batches (record.go).
+	recorder *recorder
 	// hook, when set by a test, is called at the named stages of a rebuild
 	// ("counted", "finished") to interleave other work deterministically.
 	hook func(stage string)
@@ -152,15 +158,18 @@ func New(db *store.DB, c *cache.Cache, goods *catalog.Lookup, log *slog.Logger) 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{
+	s := &Service{
 		store: newTable(db),
 		cache: c,
 		goods: goods,
+		find:  catalog.NewFinder(goods),
 		log:   log.With("service", "purchases"),
 		now:   time.Now,
 
 		repairs: cache.NewRepairs(log),
 	}
+	s.recorder = newRecorder(s)
+	return s
 }
 
 // Routes returns the handlers of the purchases service by "METHOD/path".
@@ -183,7 +192,7 @@ func (s *Service) buy(ctx context.Context, r *service.Request) (service.Result, 
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.goods.Find(ctx, goodsID); err != nil {
+	if _, err := s.find.Find(ctx, goodsID); err != nil {
 		if code, _ := service.ErrorCode(err); code == http.StatusServiceUnavailable {
 			s.log.Warn("cannot check a good: goods service unavailable", "good", goodsID, "err", err)
 		}

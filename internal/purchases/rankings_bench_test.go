@@ -3,8 +3,10 @@ package purchases_test
 import (
 	"context"
 	"encoding/json"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -87,6 +89,36 @@ func BenchmarkRankings100k(b *testing.B) {
 		h := purchases.New(f.db, downCache(b), catalog.NewLookup(downCache(b), catalog.Own, f.peer), nil).Routes()["GET/rankings"]
 		b.ReportAllocs()
 		for b.Loop() {
+			if _, err := h(ctx, req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkBuy measures POST /purchases through the handler, 32
+// purchases at a time (the bench's wrk connections), each with its own
+// Idempotency-Key, the rankings views built so that every sale is
+// recorded: the group commit, the group recording and the shared goods
+// lookups at work. Embedded Redis and SQLite unless MICROSHOP_TEST_* name
+// real servers.
+func BenchmarkBuy(b *testing.B) {
+	f := newFixture(b, nil)
+	good := f.newGood(b, "tea")
+	for _, p := range []purchases.Period{purchases.PeriodDay, purchases.PeriodWeek, purchases.PeriodAll} {
+		f.rankings(b, p, 10) // builds the view
+	}
+	h := f.routes["POST/purchases"]
+	ctx := context.Background()
+	var n atomic.Int64
+	b.SetParallelism(max(1, 32/runtime.GOMAXPROCS(0)))
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req := &service.Request{Method: "POST", URI: "/purchases", Params: service.Params{
+				"userid": json.Number("1"), "goodsid": json.Number(strconv.FormatInt(good, 10)),
+				"idempotency_key": "bench-" + strconv.FormatInt(n.Add(1), 10),
+			}}
 			if _, err := h(ctx, req); err != nil {
 				b.Fatal(err)
 			}

@@ -34,7 +34,7 @@ type table struct {
 	db    *store.DB
 	sql   *dialect
 	batch *committer // the group commit of inserts (commit.go)
-	stmt  *lazyStmt  // the insert, prepared (SQLite)
+	stmt  *lazyStmt  // the insert, prepared
 }
 
 // Leaders of the group commit per engine: SQLite runs one writer at a time

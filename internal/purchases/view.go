@@ -230,49 +230,6 @@ func (s *Service) runPipelined(ctx context.Context, script *redis.Script, calls 
 	return cmds, err
 }
 
-// record counts purchase id of good, made at date, in the views of its day,
-// its week and all time: three scripts in one pipeline, each atomic and
-// idempotent on its own view. A view that is not built ignores it (its
-// rebuild reads the sale from the database). Failures are logged: the
-// purchase is committed, and compaction or a rebuild will count it.
-func (s *Service) record(ctx context.Context, id, good int64, date time.Time) {
-	if s.cache == nil {
-		return
-	}
-	var calls []scriptCall
-	var ws []window
-	for _, p := range []Period{PeriodDay, PeriodWeek, PeriodAll} {
-		w := windowOf(p, date)
-		ttl := s.ttl(w)
-		if ttl < 0 {
-			continue
-		}
-		ws = append(ws, w)
-		calls = append(calls, scriptCall{keys: s.viewKeys(w), args: []any{ttl, "", id, member(good)}})
-	}
-	// The updates are idempotent, so a transient failure (a busy pool, a
-	// timeout whose script ran anyway) is simply tried again.
-	var cmds []*redis.Cmd
-	var err error
-	for attempt := 1; ; attempt++ {
-		cmds, err = s.runPipelined(ctx, applyScript, calls)
-		if err == nil || attempt == recordAttempts || ctx.Err() != nil {
-			break
-		}
-		time.Sleep(time.Duration(attempt) * 10 * time.Millisecond)
-	}
-	if err != nil {
-		s.log.Warn("rankings: Redis update failed; compaction or a rebuild will count the sale",
-			"purchase", id, "goodsid", good, "err", err)
-		return
-	}
-	for i, cmd := range cmds {
-		if res, err := cmd.Int64Slice(); err == nil && len(res) == 2 && res[1] > maxSeen {
-			s.compact(ctx, ws[i])
-		}
-	}
-}
-
 // viewPage returns ranks [off, off+n) of w's view, rebuilding the view when
 // it is missing and compacting it when it is due. Redis failures are
 // returned as they are, database failures as *store.Error.

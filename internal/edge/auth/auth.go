@@ -79,6 +79,9 @@ type Guard struct {
 	lastUnverified atomic.Int64
 	// members remembers the member of each token seen (see memberOf).
 	members memberOf
+	// gets reads cached sessions, the reads of concurrent requests sharing
+	// one Redis pipeline; nil without Redis.
+	gets *cache.SharedGets
 	// stepsOnly, set by tests, makes Admit check one step after the other
 	// always (admitSteps), to compare it with the one-trip path.
 	stepsOnly bool
@@ -131,6 +134,9 @@ func New(cfg Config) *Guard {
 		cfg.Limiter = limit.New(nil, cfg.Logger)
 	}
 	g := &Guard{cfg: cfg, log: cfg.Logger.With("component", "gate"), sessions: sessioncache.NewSigner(cfg.FleetKey)}
+	if cfg.Cache != nil {
+		g.gets = cache.NewSharedGets(cfg.Cache)
+	}
 	if cfg.AdminKey != "" {
 		sum := sha256.Sum256([]byte(cfg.AdminKey))
 		g.adminHash = sum[:]
@@ -268,8 +274,8 @@ func (g *Guard) session(ctx context.Context, hash string) (int64, error) {
 	if c := g.cfg.Cache; g.sessions != nil && c != nil {
 		gen := g.nearToken()
 		// With Redis failing, the cache's breaker answers at once.
-		if v, err := c.Get(ctx, sessioncache.Key(c, hash)).Result(); err == nil {
-			if member, verified, err := g.cached(gen, hash, v, time.Now()); verified {
+		if v, err := g.gets.Get(ctx, sessioncache.Key(c, hash)); err == nil {
+			if member, verified, err := g.cached(gen, hash, string(v), time.Now()); verified {
 				return member, err
 			}
 		}
