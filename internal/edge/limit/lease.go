@@ -324,8 +324,25 @@ func (l *Limiter) take(ctx context.Context, key string, lim Limit, want int) (in
 // units wanted of each. It answers, for each key up to and including the
 // first refused, {granted, remaining, retry_after, reset_after} as allowN
 // answers them (granted 0: refused).
-var takeAllScript = redis.NewScript(`
-redis.replicate_commands()
+var takeAllScript = redis.NewScript(takeLua + `
+local n = tonumber(ARGV[1])
+local results = {}
+for i = 1, n do
+  local a = 2 + 4 * (i - 1)
+  local r = take(KEYS[i], tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]))
+  results[i] = r
+  if r[1] == 0 then
+    break
+  end
+end
+return results
+`)
+
+// takeLua is the preamble of the limiter's scripts: now, from Redis's
+// clock in redis_rate's epoch, and take(key, burst, rate, period, want),
+// which leases up to want units of key's allowance (see takeAllScript).
+// With want 1 it is redis_rate's allowN with a cost of 1.
+const takeLua = `redis.replicate_commands()
 
 local jan_1_2017 = 1483228800
 local now = redis.call("TIME")
@@ -358,19 +375,7 @@ local function take(rate_limit_key, burst, rate, period, want)
   end
   return {granted, remaining, "-1", tostring(reset_after)}
 end
-
-local n = tonumber(ARGV[1])
-local results = {}
-for i = 1, n do
-  local a = 2 + 4 * (i - 1)
-  local r = take(KEYS[i], tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]))
-  results[i] = r
-  if r[1] == 0 then
-    break
-  end
-end
-return results
-`)
+`
 
 // leaseLeft returns the units of key's lease not spent yet (tests).
 func (l *Limiter) leaseLeft(key string) int {

@@ -165,52 +165,15 @@ func seconds(f float64) time.Duration {
 // sessionScript is AllowSession. KEYS: the checks' keys, the session key,
 // then the member check's key if any. ARGV: the number of checks, then
 // burst, rate, period of each check, then, with a member check, its burst,
-// rate, period, the member id and now (Unix ms). The GCRA is redis_rate's
-// allowN (lua.go of github.com/go-redis/redis_rate/v10) with a cost of 1,
-// line for line, so that it keeps the same state under the same keys.
-var sessionScript = redis.NewScript(`
-redis.replicate_commands()
-
-local jan_1_2017 = 1483228800
-local now = redis.call("TIME")
-now = (now[1] - jan_1_2017) + (now[2] / 1000000)
-
-local function gcra(rate_limit_key, burst, rate, period)
-  local cost = 1
-  local emission_interval = period / rate
-  local increment = emission_interval * cost
-  local burst_offset = emission_interval * burst
-
-  local tat = redis.call("GET", rate_limit_key)
-  if not tat then
-    tat = now
-  else
-    tat = tonumber(tat)
-  end
-  tat = math.max(tat, now)
-
-  local new_tat = tat + increment
-  local allow_at = new_tat - burst_offset
-  local diff = now - allow_at
-  local remaining = diff / emission_interval
-  if remaining < 0 then
-    local reset_after = tat - now
-    local retry_after = diff * -1
-    return {0, 0, tostring(retry_after), tostring(reset_after)}
-  end
-  local reset_after = new_tat - now
-  if reset_after > 0 then
-    redis.call("SET", rate_limit_key, new_tat, "EX", math.ceil(reset_after))
-  end
-  local retry_after = -1
-  return {cost, remaining, tostring(retry_after), tostring(reset_after)}
-end
-
+// rate, period, the member id and now (Unix ms). The GCRA is takeLua's
+// take with a cost of 1: redis_rate's allowN, so that it keeps the same
+// state under the same keys.
+var sessionScript = redis.NewScript(takeLua + `
 local n = tonumber(ARGV[1])
 local results = {}
 for i = 1, n do
   local a = 1 + 3 * (i - 1)
-  local r = gcra(KEYS[i], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
+  local r = take(KEYS[i], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), 1)
   results[i] = r
   if r[1] == 0 then
     return {results, false, false}
@@ -224,7 +187,7 @@ if v and KEYS[n + 2] then
   local m, e, u = string.match(v, "^v1:(%d+):(%d+):(%d+):[^:]+$")
   local t = tonumber(ARGV[a + 5])
   if m and m == ARGV[a + 4] and tonumber(e) > t and tonumber(u) > t then
-    member = gcra(KEYS[n + 2], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
+    member = take(KEYS[n + 2], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), 1)
   end
 end
 return {results, v, member}
