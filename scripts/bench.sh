@@ -26,6 +26,8 @@
 #   BENCH_WARMUP    an unrecorded run of each target before each workload, default 1s
 #   BENCH_CONNS     wrk -c, default 32;  BENCH_THREADS: wrk -t, default 1
 #   BENCH_ROUNDS    runs of each target per workload (alternating, ABBA), averaged; default 1
+#   BENCH_ONLY      an extended regular expression: only the workloads whose name
+#                   matches it (e.g. BENCH_ONLY=MariaDB), default all
 #   BENCH_REDIS     a redis://127.0.0.1:PORT/DB URL to use; default: a private
 #                   redis-server on a free loopback port, stopped at the end
 #   BENCH_MYSQL     the MariaDB/MySQL server, a DSN without a database,
@@ -268,6 +270,14 @@ workloads=(
 	"POST /purchases, SQLite|buy_sqlite|raw_sqlite"
 )
 [ -n "$have_mysql" ] && workloads+=("POST /purchases, MariaDB|buy_mysql|raw_mysql")
+if [ -n "${BENCH_ONLY:-}" ]; then
+	kept=()
+	for w in "${workloads[@]}"; do
+		[[ ${w%%|*} =~ $BENCH_ONLY ]] && kept+=("$w")
+	done
+	[ ${#kept[@]} -gt 0 ] || die "BENCH_ONLY=$BENCH_ONLY matches no workload"
+	workloads=("${kept[@]}")
+fi
 label() { # what the table calls a target
 	case $1 in
 	ms_*) echo microshop ;;

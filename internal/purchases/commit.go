@@ -20,9 +20,11 @@ import (
 // A purchase queues its insert; it wakes a leader waiting for work or,
 // while fewer than the engine's leaders run, starts one (see crew), a
 // goroutine that takes what is queued (up to maxBatch at a time) and
-// inserts it in one transaction, each purchase its own INSERT as
-// before (on MySQL the same INSERT ... SELECT that holds the rankings
-// barrier shared until the commit: sales.go), until the queue is empty;
+// inserts it in one transaction, until the queue is empty: on MySQL in one
+// multi-row INSERT after taking the rankings barrier shared until the
+// commit (sales.go, multiInsert), else (SQLite, or a MySQL whose ids are
+// not consecutive within a statement) each purchase its own INSERT as
+// before (on MySQL the same INSERT ... SELECT that holds the barrier);
 // then it waits for more (and ends after crewIdle without). A purchase alone in its batch is inserted as before, in
 // autocommit. Nothing waits for a batch to fill: a batch is what queued
 // while the previous one ran (the single leader of SQLite, finding one
@@ -30,7 +32,8 @@ import (
 //
 // Exactness: each purchase gets its own id and its own outcome. A
 // duplicate idempotency key fails that INSERT only (both engines roll back
-// the statement, not the transaction), and insertOnce then finds the first
+// the statement, not the transaction; a multi-row INSERT that fails for
+// one is followed by each row's own INSERT), and insertOnce then finds the first
 // purchase with the key as it always did, after the commit. Any other
 // failure of an INSERT rolls the batch back and inserts each of its
 // purchases on its own, in autocommit, as if never batched. A failed
@@ -110,16 +113,12 @@ func (c *committer) run(batch []*pending) {
 		c.alone(live)
 		return
 	}
-	out := make([]inserted, len(live))
-	for i, p := range live {
-		id, err := c.t.exec(ctx, tx, p.args)
-		if err != nil && !store.IsDuplicate(err) {
-			// A deadlock, or any other failure: as if never batched.
-			tx.Rollback()
-			c.alone(live)
-			return
-		}
-		out[i] = inserted{id: id, err: err}
+	out, err := c.t.insertMany(ctx, tx, live)
+	if err != nil {
+		// A deadlock, or any other failure: as if never batched.
+		tx.Rollback()
+		c.alone(live)
+		return
 	}
 	if err := tx.Commit(); err != nil {
 		err = fmt.Errorf("purchases: insert: commit: %w", err)
@@ -131,6 +130,98 @@ func (c *committer) run(batch []*pending) {
 	for i, p := range live {
 		p.done <- out[i]
 	}
+}
+
+// insertMany inserts ps in tx and returns their outcomes, in order: in one
+// multi-row INSERT where the engine can tell each row's id (t.multi),
+// else, or when that INSERT failed for a duplicate key (which rolls the
+// statement back, not the transaction), each with its own INSERT, so that
+// a duplicate key fails its purchase only. Any other error is the batch's.
+func (t *table) insertMany(ctx context.Context, tx *sql.Tx, ps []*pending) ([]inserted, error) {
+	out := make([]inserted, len(ps))
+	if t.multi != nil {
+		first, err := t.execMulti(ctx, tx, ps)
+		if err == nil {
+			for i := range out {
+				out[i].id = first + int64(i)
+			}
+			return out, nil
+		}
+		if !store.IsDuplicate(err) {
+			return nil, err
+		}
+	}
+	for i, p := range ps {
+		id, err := t.exec(ctx, tx, p.args)
+		if err != nil && !store.IsDuplicate(err) {
+			return nil, err
+		}
+		out[i] = inserted{id: id, err: err}
+	}
+	return out, nil
+}
+
+// Multi-row inserts (MySQL/MariaDB): a batch's rows in one INSERT cost the
+// server a fraction of as many INSERTs (a test program on this MariaDB,
+// 2026-12-03: 62 us of mysqld CPU a row in transactions of 8 rows, against
+// 247 us for one autocommit INSERT ... SELECT a row). InnoDB gives the rows
+// of one such INSERT consecutive ids, the first of which LastInsertId
+// returns, as long as innodb_autoinc_lock_mode is 0 or 1 (MariaDB's default
+// is 1; MySQL 8's 2 interleaves concurrent statements' ids) and
+// auto_increment_increment is 1: multiRow checks both. The barrier
+// (sales.go) is taken shared first, in the same transaction, so that it is
+// held from before the ids are allocated until the commit, as the
+// single-row INSERT ... SELECT holds it.
+type multiInsert struct {
+	stmts [maxBatch + 1]lazyStmt // the INSERT of n rows, prepared at first use
+}
+
+// multiRow reports whether the server behind db gives the rows of one
+// INSERT consecutive ids, one apart.
+func multiRow(ctx context.Context, db *store.DB) (bool, error) {
+	var mode, step int64
+	err := db.QueryRowContext(ctx, `SELECT @@innodb_autoinc_lock_mode, @@auto_increment_increment`).Scan(&mode, &step)
+	if err != nil {
+		return false, err
+	}
+	if mode > 1 || step != 1 {
+		return false, fmt.Errorf("innodb_autoinc_lock_mode %d, auto_increment_increment %d", mode, step)
+	}
+	return true, nil
+}
+
+// execMulti takes the barrier shared in tx, inserts ps in one INSERT and
+// returns the id of its first row.
+func (t *table) execMulti(ctx context.Context, tx *sql.Tx, ps []*pending) (int64, error) {
+	var one int64
+	if err := tx.QueryRowContext(ctx, t.sql.lockBarrier).Scan(&one); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			err = errors.New("the rankings barrier row is missing")
+		}
+		return 0, err
+	}
+	args := make([]any, 0, len(ps)*len(ps[0].args))
+	for _, p := range ps {
+		args = append(args, p.args...)
+	}
+	ls := &t.multi.stmts[len(ps)]
+	ls.once.Do(func() {
+		ls.s, _ = t.db.PrepareContext(context.WithoutCancel(ctx), insertN(len(ps)))
+	})
+	var res sql.Result
+	var err error
+	if ls.s != nil {
+		res, err = tx.StmtContext(ctx, ls.s).ExecContext(ctx, args...)
+	} else {
+		res, err = tx.ExecContext(ctx, insertN(len(ps)), args...)
+	}
+	if err != nil {
+		return 0, err
+	}
+	if n, err := res.RowsAffected(); err != nil || n != int64(len(ps)) {
+		return 0, fmt.Errorf("a multi-row insert of %d rows made %d (%v)", len(ps), n, err)
+	}
+	return res.LastInsertId()
 }
 
 // alone inserts each of ps on its own, in autocommit. An insert the engine

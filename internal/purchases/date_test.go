@@ -11,7 +11,7 @@ import (
 // TestDateRoundTrip stores dates through the engine's SQL and reads them
 // back: in UTC, truncated (never rounded) to the millisecond.
 func TestDateRoundTrip(t *testing.T) {
-	tbl := newTable(testenv.DB(t))
+	tbl := newTable(testenv.DB(t), nil)
 	ctx := context.Background()
 	paris := time.FixedZone("CET", 3600)
 	tests := []struct {

@@ -159,7 +159,7 @@ func New(db *store.DB, c *cache.Cache, goods *catalog.Lookup, log *slog.Logger) 
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Service{
-		store: newTable(db),
+		store: newTable(db, log),
 		cache: c,
 		goods: goods,
 		find:  catalog.NewFinder(goods),

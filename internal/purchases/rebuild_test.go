@@ -79,7 +79,7 @@ func TestRebuildInterleavings(t *testing.T) {
 // read waits for every insert in flight; on SQLite writers are serialised.
 func TestBarrier(t *testing.T) {
 	ctx := context.Background()
-	tbl := newTable(testenv.DB(t))
+	tbl := newTable(testenv.DB(t), nil)
 	if tbl.sql.takeBarrier == "" {
 		t.Skip("SQLite commits ids in order")
 	}

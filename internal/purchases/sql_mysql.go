@@ -8,7 +8,7 @@ import (
 // mysqlSQL stores purchases.date as DATETIME(3); the connection's time zone
 // is UTC and parseTime is on (store.Open), so dates travel as time.Time.
 var mysqlSQL = dialect{
-	insert: `INSERT INTO purchases (userid, goodsid, date, idem_key) VALUES (?, ?, ?, ?)`,
+	insert: insertInto + insertRow,
 	byKey:  `SELECT id, goodsid FROM purchases WHERE userid = ? AND idem_key = ?`,
 	// list reads a page from the index purchases_userid (userid, id),
 	// cancelled purchases left out.
@@ -17,6 +17,7 @@ var mysqlSQL = dialect{
 	// barrier (sales.go).
 	shareBarrier: `INSERT INTO purchases (userid, goodsid, date, idem_key) SELECT ?, ?, ?, ? FROM rankings_barrier WHERE id = 1 LOCK IN SHARE MODE`,
 	takeBarrier:  `SELECT id FROM rankings_barrier WHERE id = 1 FOR UPDATE`,
+	lockBarrier:  `SELECT id FROM rankings_barrier WHERE id = 1 LOCK IN SHARE MODE`,
 	dateArg: func(t time.Time) any {
 		return t.UTC()
 	},

@@ -10,7 +10,7 @@ import (
 const sqliteDate = "2006-01-02T15:04:05.000Z"
 
 var sqliteSQL = dialect{
-	insert: `INSERT INTO purchases (userid, goodsid, date, idem_key) VALUES (?, ?, ?, ?)`,
+	insert: insertInto + insertRow,
 	byKey:  `SELECT id, goodsid FROM purchases WHERE userid = ? AND idem_key = ?`,
 	// list reads a page from the index purchases_userid (userid, id),
 	// cancelled purchases left out.
