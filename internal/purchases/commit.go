@@ -204,16 +204,13 @@ func (t *table) execMulti(ctx context.Context, tx *sql.Tx, ps []*pending) (int64
 	for _, p := range ps {
 		args = append(args, p.args...)
 	}
-	ls := &t.multi.stmts[len(ps)]
-	ls.once.Do(func() {
-		ls.s, _ = t.db.PrepareContext(context.WithoutCancel(ctx), insertN(len(ps)))
-	})
+	q := insertN(len(ps))
 	var res sql.Result
 	var err error
-	if ls.s != nil {
-		res, err = tx.StmtContext(ctx, ls.s).ExecContext(ctx, args...)
+	if stmt := t.multi.stmts[len(ps)].get(t.db, q); stmt != nil {
+		res, err = tx.StmtContext(ctx, stmt).ExecContext(ctx, args...)
 	} else {
-		res, err = tx.ExecContext(ctx, insertN(len(ps)), args...)
+		res, err = tx.ExecContext(ctx, q, args...)
 	}
 	if err != nil {
 		return 0, err
@@ -307,14 +304,20 @@ func (t *table) insertSQL() string {
 // statement (bench/insert with the statement prepared: MariaDB CPU per
 // insert 186/178 -> 170/168 us, 6523/6762 -> 6845/6948 inserts/s).
 func (t *table) prepared() *sql.Stmt {
-	t.stmt.once.Do(func() {
-		t.stmt.s, _ = t.db.PrepareContext(context.Background(), t.insertSQL())
-	})
-	return t.stmt.s
+	return t.stmt.get(t.db, t.insertSQL())
 }
 
 // lazyStmt is a statement prepared at first use.
 type lazyStmt struct {
 	once sync.Once
 	s    *sql.Stmt
+}
+
+// get returns q prepared on db, at the first call (nil when it could not
+// be prepared: the caller runs it unprepared). Every call passes the same q.
+func (l *lazyStmt) get(db *store.DB, q string) *sql.Stmt {
+	l.once.Do(func() {
+		l.s, _ = db.PrepareContext(context.Background(), q)
+	})
+	return l.s
 }
