@@ -14,6 +14,17 @@ import (
 // appendAuth appends a's JSON encoding, byte for byte what json.Marshal
 // gives.
 func appendAuth(b []byte, a *Auth) []byte {
+	b = appendAuthFields(b, a)
+	b = appendAuthString(b, `,"sig":`, a.Sig)
+	return append(b, '}')
+}
+
+// appendAuthFields appends the start of a's JSON encoding: the opening
+// brace and every field but sig.
+func appendAuthFields(b []byte, a *Auth) []byte {
+	if n := authJSONMax + len(a.Session) + len(a.Addr) + len(a.Sig); cap(b)-len(b) < n {
+		b = append(make([]byte, 0, len(b)+n), b...)
+	}
 	b = append(b, `{"member":`...)
 	b = strconv.AppendInt(b, a.Member, 10)
 	if a.Admin {
@@ -29,9 +40,12 @@ func appendAuth(b []byte, a *Auth) []byte {
 		b = append(b, `,"seq":`...)
 		b = strconv.AppendUint(b, a.Seq, 10)
 	}
-	b = appendAuthString(b, `,"sig":`, a.Sig)
-	return append(b, '}')
+	return b
 }
+
+// authJSONMax bounds the encoding of an auth object besides its strings'
+// contents (a signature's included): the keys, quotes and numbers.
+const authJSONMax = 192
 
 // appendAuthString appends an omitempty string field.
 func appendAuthString(b []byte, key, s string) []byte {

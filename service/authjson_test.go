@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // What decodeAuthFast accepts it decodes exactly as json.Unmarshal does.
@@ -65,4 +66,30 @@ func TestDecodeAuthFastTakesGateAuth(t *testing.T) {
 			t.Errorf("decodeAuthFast(%s) = %+v, %v; want %+v, true", raw, got, ok, *s)
 		}
 	}
+}
+
+// appendSigned writes what appendAuth writes of sign's copy, for any
+// identity and binding, after what the buffer held.
+func FuzzAppendSigned(f *testing.F) {
+	f.Add(int64(7), false, "ab12", "127.0.0.1", "GET", "/goods", []byte(`{"id":"7"}`), "n", uint64(3))
+	f.Add(int64(0), true, "", "", "POST", "/purchases", []byte(nil), "", uint64(0))
+	f.Add(int64(-5), false, "<&>", "a\"b\\c\u2028é\x00\xff", "DELETE", "/x|y", []byte(`{}`), "nonce|1", uint64(1<<63))
+	k := FleetKey("0123456789abcdef0123456789abcdef")
+	now := time.Unix(1800000000, 0)
+	f.Fuzz(func(t *testing.T, member int64, admin bool, session, addr, method, uri string, params []byte, nonce string, seq uint64) {
+		a := Auth{Member: member, Admin: admin, Session: session, Addr: addr}
+		b := binding{params: params, nonce: nonce, seq: seq}
+		want := appendAuth([]byte("head"), k.sign(&a, method, uri, b, now))
+		got := k.appendSigned([]byte("head"), &a, method, uri, b, now)
+		if string(got) != string(want) {
+			t.Fatalf("appendSigned(%+v) = %s; want %s", a, got, want)
+		}
+		if !utf8.ValidString(session) || !utf8.ValidString(addr) {
+			return // JSON carries no invalid UTF-8 back
+		}
+		var back Auth
+		if err := json.Unmarshal(got[len("head"):], &back); err != nil || !k.verify(&back, method, uri, b, now) {
+			t.Fatalf("appendSigned(%+v) = %s: does not verify (%v)", a, got, err)
+		}
+	})
 }

@@ -175,7 +175,7 @@ func (x *exchange) authFor(in *instance, c *packet.Conn) ([]byte, error) {
 	if ca := in.auth.Load(); ca != nil && ca.conn == c {
 		b.nonce, b.seq = ca.nonce, ca.seq.Add(1)
 	}
-	return appendAuth(nil, x.c.cfg.FleetKey.sign(x.identity, x.method, x.path, b, time.Now())), nil
+	return x.c.cfg.FleetKey.appendSigned(nil, x.identity, x.method, x.path, b, time.Now()), nil
 }
 
 // hedge sends the request to a second instance, if the budget allows.

@@ -45,22 +45,46 @@ func (k FleetKey) sign(a *Auth, method, uri string, b binding, now time.Time) *A
 	s := *a
 	s.Exp = now.Add(signedFor).Unix()
 	s.Seq = b.seq
-	s.Sig = k.mac(&s, method, uri, b)
+	var sig [macHexLen]byte
+	k.mac(&sig, &s, method, uri, b)
+	s.Sig = string(sig[:])
 	return &s
+}
+
+// appendSigned appends the JSON of a signed for the request (what
+// appendAuth writes of sign's copy), without making that copy or the
+// signature's string: the gate signs every request it forwards.
+func (k FleetKey) appendSigned(dst []byte, a *Auth, method, uri string, b binding, now time.Time) []byte {
+	s := *a
+	s.Exp = now.Add(signedFor).Unix()
+	s.Seq = b.seq
+	s.Sig = ""
+	var sig [macHexLen]byte
+	k.mac(&sig, &s, method, uri, b)
+	dst = appendAuthFields(dst, &s)
+	dst = append(dst, `,"sig":"`...)
+	dst = append(dst, sig[:]...)
+	return append(dst, '"', '}')
 }
 
 // verify reports whether a carries a valid, unexpired signature for the
 // request.
 func (k FleetKey) verify(a *Auth, method, uri string, b binding, now time.Time) bool {
-	if a.Sig == "" || now.Unix() > a.Exp {
+	if len(a.Sig) != macHexLen || now.Unix() > a.Exp {
 		return false
 	}
 	b.seq = a.Seq
-	want := k.mac(a, method, uri, b)
-	return hmac.Equal([]byte(want), []byte(a.Sig))
+	var want [macHexLen]byte
+	k.mac(&want, a, method, uri, b)
+	return hmac.Equal(want[:], []byte(a.Sig))
 }
 
-func (k FleetKey) mac(a *Auth, method, uri string, bd binding) string {
+// macHexLen is the length of a signature: HMAC-SHA256 in hex.
+const macHexLen = 2 * sha256.Size
+
+// mac writes into sig the signature, in hex, of a (its Sig aside) for the
+// request.
+func (k FleetKey) mac(sig *[macHexLen]byte, a *Auth, method, uri string, bd binding) {
 	pool := k.macs()
 	m := pool.Get().(*macState)
 	defer pool.Put(m)
@@ -91,7 +115,7 @@ func (k FleetKey) mac(a *Auth, method, uri string, bd binding) string {
 	m.h.Reset()
 	m.h.Write(b)
 	m.sum = m.h.Sum(m.sum[:0])
-	return hex.EncodeToString(m.sum)
+	hex.Encode(sig[:], m.sum)
 }
 
 // macState is one HMAC of a key, reused: crypto/hmac keeps the key's
