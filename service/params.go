@@ -251,6 +251,9 @@ func (p Params) Text(name string, min, max int) (string, error) {
 // Result is the body of a successful answer: its fields are sent next to
 // key, errorcode and errormessage, as the book's services do
 // (for example {"results": [...]} or {"id": 7}).
+// The server only reads the Result a handler returns, so a handler may give
+// the same one to many requests (a near cache does): whoever is given a
+// Result must not change it unless it made it.
 type Result map[string]any
 
 // encodedField is the key under which Encoded keeps a Result's encoding:

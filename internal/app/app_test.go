@@ -166,10 +166,36 @@ func TestListenFailureIsClear(t *testing.T) {
 }
 
 // BenchmarkGateGoodsRedis measures one request through the whole path:
-// HTTP → gate → packet → goods service → Redis → back.
+// HTTP → gate → packet → goods service (its near cache, or Redis) → back,
+// with auth off and unsigned requests (the book's open fleet), and with auth
+// on and a fleet key (microshop's defaults, as scripts/bench.sh runs it): an
+// anonymous request, signed by the gate and verified by goods.
 func BenchmarkGateGoodsRedis(b *testing.B) {
-	base := fleet(b)
-	call(b, "POST", base+"/goods", `{"name":"tea","price":100}`)
+	b.Run("open", func(b *testing.B) {
+		base := fleet(b)
+		call(b, "POST", base+"/goods", `{"name":"tea","price":100}`)
+		benchmarkGetGood(b, base)
+	})
+	b.Run("keyed", func(b *testing.B) {
+		const admin = "bench-admin-key-0123456789abcdef0123456789"
+		base := fleet(b, "--auth=on", "--fleet-key", "bench-fleet-key-0123456789abcdef0123456789", "--admin-key", admin)
+		req, _ := http.NewRequest("POST", base+"/goods", strings.NewReader(`{"name":"tea","price":100}`))
+		req.Header.Set("Authorization", "Bearer "+admin)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			b.Fatalf("POST /goods as the admin: status %d", resp.StatusCode)
+		}
+		benchmarkGetGood(b, base)
+	})
+}
+
+// benchmarkGetGood runs GET /goods?id=1 against base in parallel.
+func benchmarkGetGood(b *testing.B, base string) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {

@@ -186,7 +186,7 @@ func (s *Service) get(ctx context.Context, r *service.Request) (service.Result, 
 	}
 	if s.near != nil {
 		if e := s.near.get(id); e != nil {
-			return service.Results([]catalog.Good{e.good}).Encoded(e.body), nil
+			return e.res, nil
 		}
 	}
 	g, err := s.find(ctx, id)

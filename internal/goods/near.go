@@ -49,7 +49,8 @@ const (
 // nearEntry is one good in the near cache.
 type nearEntry struct {
 	good catalog.Good
-	body []byte // {"results":[good]}, the answer to GET /goods?id=N
+	body []byte         // {"results":[good]}, the answer to GET /goods?id=N
+	res  service.Result // that answer, with body attached: shared, read only
 	at   time.Time
 }
 
@@ -89,7 +90,8 @@ func (n *near) token() (uint64, bool) {
 	return n.gen, n.live
 }
 
-// get returns good id's entry, or nil.
+// get returns good id's entry, or nil. The entry, its Result too, is
+// shared by every request for the good: read only.
 func (n *near) get(id int64) *nearEntry {
 	n.mu.RLock()
 	e := n.entries[id]
@@ -108,7 +110,8 @@ func (n *near) put(gen uint64, g catalog.Good) {
 	if err != nil {
 		return
 	}
-	e := &nearEntry{good: g, body: slices.Concat([]byte(`{"results":[`), enc, []byte(`]}`)), at: time.Now()}
+	body := slices.Concat([]byte(`{"results":[`), enc, []byte(`]}`))
+	e := &nearEntry{good: g, body: body, res: service.Results([]catalog.Good{g}).Encoded(body), at: time.Now()}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if !n.live || n.gen != gen {
@@ -197,13 +200,13 @@ type listView struct {
 	at       time.Time
 
 	mu    sync.Mutex
-	pages map[[2]int64][]byte // {after, limit} → body
+	pages map[[2]int64]service.Result // {after, limit} → the page, its body attached: shared, read only
 }
 
 // newListView builds a view of rows, the first goods by id (one more than
 // viewMaxGoods when the table has more).
 func newListView(rows []catalog.Good) (*listView, error) {
-	v := &listView{complete: len(rows) <= viewMaxGoods, at: time.Now(), pages: map[[2]int64][]byte{}}
+	v := &listView{complete: len(rows) <= viewMaxGoods, at: time.Now(), pages: map[[2]int64]service.Result{}}
 	if !v.complete {
 		rows = rows[:viewMaxGoods]
 	}
@@ -220,7 +223,8 @@ func newListView(rows []catalog.Good) (*listView, error) {
 }
 
 // page answers the page after, limit as list does from the database, or
-// reports that the view does not reach that far.
+// reports that the view does not reach that far. Every request for the
+// page is given the same Result: it is read, never changed.
 func (v *listView) page(after int64, limit int) (service.Result, bool) {
 	i := sort.Search(len(v.goods), func(i int) bool { return v.goods[i].ID > after })
 	end := i + limit + 1 // one row more tells whether another page follows
@@ -230,24 +234,23 @@ func (v *listView) page(after int64, limit int) (service.Result, bool) {
 		}
 		end = len(v.goods)
 	}
-	// A copy: the caller may change what it is given.
-	rows := make([]catalog.Good, end-i)
-	copy(rows, v.goods[i:end])
-	res := service.PageResult(rows, limit, func(g catalog.Good) int64 { return g.ID })
 	key := [2]int64{after, int64(limit)}
 	v.mu.Lock()
-	body := v.pages[key]
+	res := v.pages[key]
 	v.mu.Unlock()
-	if body == nil {
-		body = v.encode(i, end, limit)
+	if res == nil {
+		// The page's own rows (a copy: the view's stay as they are) and its
+		// body, made once for every request for it.
+		rows := slices.Clone(v.goods[i:end])
+		res = service.PageResult(rows, limit, func(g catalog.Good) int64 { return g.ID }).Encoded(v.encode(i, end, limit))
 		v.mu.Lock()
 		if len(v.pages) >= viewMaxPages {
 			clear(v.pages)
 		}
-		v.pages[key] = body
+		v.pages[key] = res
 		v.mu.Unlock()
 	}
-	return res.Encoded(body), true
+	return res, true
 }
 
 // encode writes the body of the page of goods[i:end] as json.Marshal
