@@ -85,7 +85,7 @@ type Conn struct {
 	opts Options
 	log  *slog.Logger
 
-	out      chan []byte
+	out      chan outPacket
 	stopping chan struct{} // closed by Close: flush the queue, then close
 	stopOnce sync.Once
 	closing  chan struct{}
@@ -129,7 +129,7 @@ func NewConn(nc net.Conn, opts Options) *Conn {
 		nc:       nc,
 		opts:     opts,
 		log:      opts.Logger,
-		out:      make(chan []byte, opts.QueueSize),
+		out:      make(chan outPacket, opts.QueueSize),
 		stopping: make(chan struct{}),
 		closing:  make(chan struct{}),
 		done:     make(chan struct{}),
@@ -212,7 +212,7 @@ func (c *Conn) queueHeartbeat() { c.tryQueue(heartbeatFrame) }
 func (c *Conn) tryQueue(b []byte) bool {
 	c.queued.Add(int64(len(b)))
 	select {
-	case c.out <- b:
+	case c.out <- outPacket{b: b}:
 		return true
 	default:
 		c.queued.Add(-int64(len(b)))
@@ -277,6 +277,26 @@ func (c *Conn) Pending() int {
 // full (in packets, or in bytes: see Options.MaxQueuedBytes), until ctx is
 // done or the connection closes.
 func (c *Conn) Write(ctx context.Context, framed []byte) error {
+	return c.write(ctx, outPacket{b: framed})
+}
+
+// outPacket is a packet in the write queue; free, if set, is given b once
+// it is written.
+type outPacket struct {
+	b    []byte
+	free func([]byte)
+}
+
+// written is called once p is in the writer's buffer or on the wire: its
+// buffer goes back to its owner.
+func (p outPacket) written() {
+	if p.free != nil {
+		p.free(p.b)
+	}
+}
+
+func (c *Conn) write(ctx context.Context, p outPacket) error {
+	framed := p.b
 	select {
 	case <-c.closing:
 		return ErrClosed
@@ -302,7 +322,7 @@ func (c *Conn) Write(ctx context.Context, framed []byte) error {
 		}
 	}
 	select {
-	case c.out <- framed:
+	case c.out <- p:
 		return nil
 	case <-c.stopping:
 	case <-c.closing:
@@ -318,17 +338,27 @@ func (c *Conn) Write(ctx context.Context, framed []byte) error {
 // queue costs no timer: answers on a busy connection are queued without
 // one.
 func (c *Conn) WriteWithin(framed []byte, d time.Duration) error {
-	if c.tryWrite(framed) {
+	return c.WriteWithinFree(framed, d, nil)
+}
+
+// WriteWithinFree is WriteWithin for a packet whose buffer the caller gives
+// up: once the packet is written, free (unless nil) is given the buffer,
+// for reuse. A packet that is never written (the connection closed first,
+// or d passed) is left to the garbage collector.
+func (c *Conn) WriteWithinFree(framed []byte, d time.Duration, free func([]byte)) error {
+	p := outPacket{b: framed, free: free}
+	if c.tryWrite(p) {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	return c.Write(ctx, framed)
+	return c.write(ctx, p)
 }
 
 // tryWrite queues framed if that needs no wait, and reports whether it
 // did.
-func (c *Conn) tryWrite(framed []byte) bool {
+func (c *Conn) tryWrite(p outPacket) bool {
+	framed := p.b
 	select {
 	case <-c.closing:
 		return false
@@ -340,7 +370,7 @@ func (c *Conn) tryWrite(framed []byte) bool {
 		return false
 	}
 	select {
-	case c.out <- framed:
+	case c.out <- p:
 		return true
 	default:
 		c.queued.Add(-n)
@@ -408,7 +438,7 @@ func (c *Conn) Go(ctx context.Context, method, uri string, params, auth []byte) 
 	c.pending[key] = call.ch
 	c.mu.Unlock()
 
-	if err := c.Write(ctx, AppendRequestAuth(nil, uri, method, key, params, auth)); err != nil {
+	if err := c.write(ctx, outPacket{b: AppendRequestAuth(getRequestBuf(), uri, method, key, params, auth), free: putRequestBuf}); err != nil {
 		call.Cancel()
 		if errors.Is(err, ErrClosed) {
 			err = c.closedErr()
@@ -416,6 +446,26 @@ func (c *Conn) Go(ctx context.Context, method, uri string, params, auth []byte) 
 		return Call{}, callErr(err)
 	}
 	return call, nil
+}
+
+// requestBufs holds the buffers requests are encoded into, given back once
+// written.
+var requestBufs sync.Pool
+
+// maxPooledRequest bounds the buffers kept for reuse.
+const maxPooledRequest = 16 << 10
+
+func getRequestBuf() []byte {
+	if b, ok := requestBufs.Get().(*[]byte); ok {
+		return (*b)[:0]
+	}
+	return nil
+}
+
+func putRequestBuf(b []byte) {
+	if cap(b) <= maxPooledRequest {
+		requestBufs.Put(&b)
+	}
 }
 
 // Done delivers the answer. It is closed without one when the connection
@@ -567,9 +617,9 @@ func (c *Conn) reject(head []byte, status int, toRequest, toCall string) {
 func (c *Conn) writeLoop() {
 	w := bufio.NewWriterSize(c.nc, 32<<10)
 	for {
-		var b []byte
+		var p outPacket
 		select {
-		case b = <-c.out:
+		case p = <-c.out:
 		case <-c.closing:
 			return
 		case <-c.stopping:
@@ -581,17 +631,19 @@ func (c *Conn) writeLoop() {
 			return
 		}
 		c.nc.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
-		_, err := w.Write(b)
-		written := len(b)
+		_, err := w.Write(p.b)
+		written := len(p.b)
+		p.written()
 		// Batch whatever else is already queued into the same flush; then
 		// yield once, so that goroutines about to queue (answers being
 		// encoded, requests being signed) join it rather than costing a
 		// write each. With nothing else to run, Gosched returns at once.
 		for yielded := false; err == nil; {
 			select {
-			case b = <-c.out:
-				_, err = w.Write(b)
-				written += len(b)
+			case p = <-c.out:
+				_, err = w.Write(p.b)
+				written += len(p.b)
+				p.written()
 				continue
 			default:
 			}
@@ -622,10 +674,11 @@ func (c *Conn) flushQueue(w *bufio.Writer) error {
 	c.nc.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
 	for {
 		select {
-		case b := <-c.out:
-			if _, err := w.Write(b); err != nil {
+		case p := <-c.out:
+			if _, err := w.Write(p.b); err != nil {
 				return err
 			}
+			p.written()
 		default:
 			return w.Flush()
 		}

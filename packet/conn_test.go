@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -184,5 +186,84 @@ func TestWriteWithinTimesOutOnAFullQueue(t *testing.T) {
 	}
 	if queued == 0 || queued == 10 {
 		t.Fatalf("WriteWithin queued %d packets of %d bytes with 64 bytes of room; want some, then a timeout", queued, len(pkt))
+	}
+}
+
+// WriteWithinFree gives each packet's buffer back once it is written, and
+// the peer reads every packet whole even when the buffers are reused at
+// once; a packet that is not written is not given back.
+func TestWriteWithinFreeReusesOnlyWrittenBuffers(t *testing.T) {
+	a, b := net.Pipe()
+	c := NewConn(a, Options{})
+	var mu sync.Mutex
+	var free [][]byte
+	gives, takes := 0, 0
+	give := func(buf []byte) {
+		mu.Lock()
+		free = append(free, buf)
+		gives++
+		mu.Unlock()
+	}
+	take := func() []byte {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(free) == 0 {
+			return nil
+		}
+		buf := free[len(free)-1]
+		free = free[:len(free)-1]
+		takes++
+		return buf[:0]
+	}
+	const n = 500
+	read := make(chan []string, 1)
+	go func() {
+		d := NewDecoder(b, 0)
+		var got []string
+		for len(got) < n {
+			p, err := d.Next()
+			if err != nil {
+				break
+			}
+			m, err := Decode(p)
+			if err != nil {
+				break
+			}
+			got = append(got, string(m.Raw))
+		}
+		read <- got
+	}()
+	want := make([]string, n)
+	for i := range n {
+		buf := AppendResponse(take(), json.RawMessage(strconv.Itoa(i)), 0, "success", []byte(`{"n":"`+strings.Repeat(strconv.Itoa(i), i%50)+`"}`))
+		want[i] = string(buf[:len(buf)-len(Separator)])
+		if err := c.WriteWithinFree(buf, 5*time.Second, give); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := <-read
+	if len(got) != n {
+		t.Fatalf("peer read %d packets; want %d", len(got), n)
+	}
+	for i := range n {
+		if got[i] != want[i] {
+			t.Fatalf("packet %d = %s; want %s", i, got[i], want[i])
+		}
+	}
+	mu.Lock()
+	if gives != n || takes == 0 {
+		t.Errorf("%d buffers given back, %d reused; want %d given back (each once), some reused", gives, takes, n)
+	}
+	mu.Unlock()
+	// On a closed connection the packet is not written, nor given back.
+	c.Abort()
+	<-c.Done()
+	if err := c.WriteWithinFree([]byte("x"+string(Separator)), time.Second, give); err == nil {
+		t.Fatal("WriteWithinFree on a closed connection succeeded")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if gives != n {
+		t.Fatal("a packet that was not written was given back")
 	}
 }
