@@ -33,6 +33,11 @@
 #   BENCH_MYSQL     the MariaDB/MySQL server, a DSN without a database,
 #                   default mysql://root@tcp(127.0.0.1:3306)/; BENCH_NO_MYSQL=1
 #                   skips it (skipped too, with a message, when none answers)
+#   BENCH_GOMAXPROCS  GOMAXPROCS of every Go program measured alike (the
+#                   fleets, the floor, bench/insert); default unset, Go's own
+#                   (the number of cores). On a 2-core machine, 1 leaves wrk a
+#                   core of its own: the p99 then shows the servers' tails
+#                   rather than their threads and wrk's competing for cores
 #   BENCH_PPROF     set to 1 to keep the fleets up after the table until Enter
 #                   (their --debug-addr, for go tool pprof, is printed)
 #
@@ -111,6 +116,10 @@ say "bench: building microshop and the floor"
 go build -o "$work/microshop" ./cmd/microshop
 go build -o "$work/floor" ./bench/floor
 go build -o "$work/insert" ./bench/insert
+if [ -n "${BENCH_GOMAXPROCS:-}" ]; then
+	[[ $BENCH_GOMAXPROCS =~ ^[1-9][0-9]*$ ]] || die "BENCH_GOMAXPROCS=$BENCH_GOMAXPROCS: want a whole number of 1 or more"
+	export GOMAXPROCS=$BENCH_GOMAXPROCS # after the builds: every program measured from here
+fi
 
 # --- Redis: shared by microshop and the floor -----------------------------
 if [ -n "${BENCH_REDIS:-}" ]; then
@@ -343,7 +352,7 @@ printf '\r\033[K' >&2
 
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -1)
 echo "microshop bench, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores${cpu:+ ($cpu)}, $(go env GOVERSION)"
-echo "wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS run(s) of each, alternating; $GOODS goods; Redis $(redis-server --version 2>/dev/null | sed -nE 's/.*v=([0-9.]+).*/\1/p'); microshop all, fleet key, auth on:"
+echo "wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS run(s) of each, alternating; $GOODS goods; Redis $(redis-server --version 2>/dev/null | sed -nE 's/.*v=([0-9.]+).*/\1/p'); microshop all, fleet key, auth on; GOMAXPROCS ${GOMAXPROCS:-default ($(nproc))}:"
 echo "fleet a SQLite, limits off; fleet b SQLite, limits $HIGH (address, strict, member); fleet c: $([ -n "$have_mysql" ] && echo "MariaDB/MySQL, limits off" || echo "skipped (no MariaDB/MySQL)")"
 echo "ratio: to the workload's second line (the floor; the anonymous request, limits off; the raw insert rate)"
 echo
