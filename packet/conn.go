@@ -438,7 +438,7 @@ func (c *Conn) Go(ctx context.Context, method, uri string, params, auth []byte) 
 	c.pending[key] = call.ch
 	c.mu.Unlock()
 
-	if err := c.write(ctx, outPacket{b: AppendRequestAuth(getRequestBuf(), uri, method, key, params, auth), free: putRequestBuf}); err != nil {
+	if err := c.write(ctx, outPacket{b: AppendRequestAuth(requestBufs.Get(), uri, method, key, params, auth), free: freeRequest}); err != nil {
 		call.Cancel()
 		if errors.Is(err, ErrClosed) {
 			err = c.closedErr()
@@ -450,21 +450,33 @@ func (c *Conn) Go(ctx context.Context, method, uri string, params, auth []byte) 
 
 // requestBufs holds the buffers requests are encoded into, given back once
 // written.
-var requestBufs sync.Pool
+var (
+	requestBufs = Buffers{Max: 16 << 10}
+	freeRequest = requestBufs.Put // made once: a method value made per call would be allocated per call
+)
 
-// maxPooledRequest bounds the buffers kept for reuse.
-const maxPooledRequest = 16 << 10
+// Buffers is a pool of packet buffers for WriteWithinFree: Get one, append
+// a packet to it, and pass Put as the free function. Buffers larger than
+// Max bytes are not kept, so that a rare large packet does not stay in
+// memory. The zero value keeps none; a Buffers must not be copied.
+type Buffers struct {
+	Max  int
+	pool sync.Pool
+}
 
-func getRequestBuf() []byte {
-	if b, ok := requestBufs.Get().(*[]byte); ok {
+// Get returns an empty buffer, reused when one was put back.
+func (p *Buffers) Get() []byte {
+	if b, ok := p.pool.Get().(*[]byte); ok {
 		return (*b)[:0]
 	}
 	return nil
 }
 
-func putRequestBuf(b []byte) {
-	if cap(b) <= maxPooledRequest {
-		requestBufs.Put(&b)
+// Put keeps b for reuse, unless it is larger than Max; b must not be used
+// after.
+func (p *Buffers) Put(b []byte) {
+	if cap(b) <= p.Max {
+		p.pool.Put(&b)
 	}
 }
 

@@ -267,3 +267,16 @@ func TestWriteWithinFreeReusesOnlyWrittenBuffers(t *testing.T) {
 		t.Fatal("a packet that was not written was given back")
 	}
 }
+
+// Buffers keeps no buffer over its Max, and gives back empty ones.
+func TestBuffersBound(t *testing.T) {
+	p := Buffers{Max: 64}
+	p.Put(make([]byte, 10, 65))
+	if b := p.Get(); b != nil {
+		t.Fatalf("Get after a Put over Max = a buffer of cap %d; want none kept", cap(b))
+	}
+	p.Put([]byte("some bytes"))
+	if b := p.Get(); len(b) != 0 {
+		t.Fatalf("Get = %q; want an empty buffer", b)
+	}
+}

@@ -434,14 +434,14 @@ func (s *Server) serve(c *packet.Conn, m *packet.Message, cs *connState) {
 	if s.cfg.AnswerDelay > 0 {
 		time.Sleep(s.cfg.AnswerDelay)
 	}
-	answer := packet.AppendResponse(getAnswerBuf(), m.Key, code, msg, body)
+	answer := packet.AppendResponse(answerBufs.Get(), m.Key, code, msg, body)
 	if limit := s.maxPacket(); len(answer)-len(packet.Separator) > limit {
 		// The caller would drop it and wait for its deadline: tell it now.
 		s.log.Warn("answer over the packet limit; sent an error instead", "method", m.Method, "uri", m.URI, "bytes", len(answer), "limit", limit)
 		code = http.StatusInternalServerError
 		answer = packet.AppendResponse(nil, m.Key, code, fmt.Sprintf("the answer would be %d bytes, over the packet limit of %d: ask for fewer results", len(answer), limit), nil)
 	}
-	if err := c.WriteWithinFree(answer, 5*time.Second, putAnswerBuf); err != nil {
+	if err := c.WriteWithinFree(answer, 5*time.Second, freeAnswer); err != nil {
 		s.log.Debug("response not sent", "method", m.Method, "uri", m.URI, "err", err)
 	}
 	s.metrics.done(m.Method+m.URI, code, time.Since(start))
@@ -449,25 +449,11 @@ func (s *Server) serve(c *packet.Conn, m *packet.Message, cs *connState) {
 
 // answerBufs holds the buffers answers are encoded into, given back by the
 // connection once written: a list answer of kilobytes costs no new buffer
-// per request.
-var answerBufs sync.Pool
-
-// maxPooledAnswer bounds the buffers kept for reuse: a rare large answer
-// does not stay in memory.
-const maxPooledAnswer = 64 << 10
-
-func getAnswerBuf() []byte {
-	if b, ok := answerBufs.Get().(*[]byte); ok {
-		return (*b)[:0]
-	}
-	return nil
-}
-
-func putAnswerBuf(b []byte) {
-	if cap(b) <= maxPooledAnswer {
-		answerBufs.Put(&b)
-	}
-}
+// per request. A rare answer over 64 KB is not kept.
+var (
+	answerBufs = packet.Buffers{Max: 64 << 10}
+	freeAnswer = answerBufs.Put // made once, not per answer
+)
 
 // call runs the handler, turning a panic into an internal error.
 func (s *Server) call(ctx context.Context, m *packet.Message, cs *connState) (res Result, err error) {

@@ -48,9 +48,8 @@ const (
 
 // nearEntry is one good in the near cache.
 type nearEntry struct {
-	good catalog.Good
 	body []byte         // {"results":[good]}, the answer to GET /goods?id=N
-	res  service.Result // that answer, with body attached: shared, read only
+	res  service.Result // that answer, the good in it and body attached: shared, read only
 	at   time.Time
 }
 
@@ -111,7 +110,7 @@ func (n *near) put(gen uint64, g catalog.Good) {
 		return
 	}
 	body := slices.Concat([]byte(`{"results":[`), enc, []byte(`]}`))
-	e := &nearEntry{good: g, body: body, res: service.Results([]catalog.Good{g}).Encoded(body), at: time.Now()}
+	e := &nearEntry{body: body, res: service.Results([]catalog.Good{g}).Encoded(body), at: time.Now()}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if !n.live || n.gen != gen {
