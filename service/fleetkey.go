@@ -42,29 +42,31 @@ type binding struct {
 
 // sign returns a copy of a with Exp, Seq and Sig set for the request.
 func (k FleetKey) sign(a *Auth, method, uri string, b binding, now time.Time) *Auth {
-	s := *a
-	s.Exp = now.Add(signedFor).Unix()
-	s.Seq = b.seq
-	var sig [macHexLen]byte
-	k.mac(&sig, &s, method, uri, b)
+	s, sig := k.signed(a, method, uri, b, now)
 	s.Sig = string(sig[:])
 	return &s
 }
 
 // appendSigned appends the JSON of a signed for the request (what
-// appendAuth writes of sign's copy), without making that copy or the
-// signature's string: the gate signs every request it forwards.
+// appendAuth writes of sign's copy), without the signature's string: the
+// gate signs every request it forwards.
 func (k FleetKey) appendSigned(dst []byte, a *Auth, method, uri string, b binding, now time.Time) []byte {
-	s := *a
-	s.Exp = now.Add(signedFor).Unix()
-	s.Seq = b.seq
-	s.Sig = ""
-	var sig [macHexLen]byte
-	k.mac(&sig, &s, method, uri, b)
+	s, sig := k.signed(a, method, uri, b, now)
 	dst = appendAuthFields(dst, &s)
 	dst = append(dst, `,"sig":"`...)
 	dst = append(dst, sig[:]...)
 	return append(dst, '"', '}')
+}
+
+// signed returns a copy of a with Exp and Seq set for the request (Sig
+// empty), and its signature.
+func (k FleetKey) signed(a *Auth, method, uri string, b binding, now time.Time) (s Auth, sig [macHexLen]byte) {
+	s = *a
+	s.Exp = now.Add(signedFor).Unix()
+	s.Seq = b.seq
+	s.Sig = ""
+	k.mac(&sig, &s, method, uri, b)
+	return s, sig
 }
 
 // verify reports whether a carries a valid, unexpired signature for the
