@@ -240,6 +240,22 @@ func TestWriteWithinFreeReusesOnlyWrittenBuffers(t *testing.T) {
 		if err := c.WriteWithinFree(buf, 5*time.Second, give); err != nil {
 			t.Fatal(err)
 		}
+		if i%10 == 0 {
+			// Now and then wait for every buffer so far to come back, so
+			// that the next ones are certainly reused ones; the others
+			// reuse whatever has come back by then.
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+				mu.Lock()
+				back := gives
+				mu.Unlock()
+				if back == i+1 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("after 5 s, %d of %d written buffers given back", back, i+1)
+				}
+			}
+		}
 	}
 	got := <-read
 	if len(got) != n {
